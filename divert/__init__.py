@@ -1,0 +1,1 @@
+"""The operator's tool: portal operations, the sync worker's launcher, explain."""

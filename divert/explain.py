@@ -1,0 +1,141 @@
+"""`divert explain`: walk a call through the decision core without placing it.
+
+It compiles tables from the portal with the same code the sync worker uses
+and calls the same `decide()` the KEMI adapter calls, so what it prints is
+what a call would do with that data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from divert.errors import DivertError
+from divert.numbering import normalise
+from divert.portal import find
+from divert.portal.forwards import portal_lookup
+from divert.portal.tenants import EXTENSION
+from kemi.core.decide import DEFAULT_LIMITS, Limits, decide
+from kemi.core.model import Call, CallState, Decision, Outcome, Relay, Reply
+from schema.tables import numbers, subscribers
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    called: str
+    caller: str
+    internal: bool
+    at: datetime
+    steps: tuple[tuple[Outcome | None, Decision], ...]
+
+
+def explain(
+    connection: Connection,
+    called: str,
+    caller: str | None,
+    after: list[Outcome],
+    at: datetime,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Explanation:
+    number = find.number(connection, called)
+    tenant = find.tenant_by_id(connection, number.tenant_id)
+    caller_id, internal = _caller(connection, tenant, caller)
+    call = Call(caller_id, internal, at.timestamp())
+    lookup = portal_lookup(connection)
+    decision = decide(call, CallState.begin(str(number.e164)), None, lookup, limits)
+    steps: list[tuple[Outcome | None, Decision]] = [(None, decision)]
+    for outcome in after:
+        if not isinstance(decision, Relay):
+            raise DivertError(
+                f"the call already ended with {decision.code} {decision.reason} after "
+                f"{len(steps)} step(s); drop the extra --after outcomes"
+            )
+        decision = decide(call, decision.state, outcome, lookup, limits)
+        steps.append((outcome, decision))
+    return Explanation(str(number.e164), caller_id, internal, at, tuple(steps))
+
+
+def _caller(connection: Connection, tenant: find.AnyRow, caller: str | None) -> tuple[str, bool]:
+    """Who calls, and whether that is an internal call for this tenant.
+
+    Internal: a subscriber of the tenant (by username or extension) or one of
+    the tenant's subscribers' numbers.
+    """
+    if caller is None:
+        return "anonymous", False
+    found = connection.scalar(
+        select(subscribers.c.username).where(
+            subscribers.c.tenant_id == tenant.id,
+            (subscribers.c.username == caller) | (subscribers.c.extension == caller),
+        )
+    )
+    if found is not None:
+        return str(found), True
+    if EXTENSION.match(caller):
+        raise DivertError(f"extension {caller} does not exist in tenant {tenant.name}")
+    e164 = normalise(caller, str(tenant.region))
+    owner = connection.execute(
+        select(numbers.c.subscriber_id).where(
+            numbers.c.e164 == e164, numbers.c.tenant_id == tenant.id
+        )
+    ).first()
+    return e164, owner is not None and owner.subscriber_id is not None
+
+
+def as_text(explanation: Explanation) -> str:
+    kind = "internal" if explanation.internal else "external"
+    lines = [
+        f"call to {explanation.called} from {explanation.caller} ({kind} caller) "
+        f"at {explanation.at.isoformat(timespec='seconds')}"
+    ]
+    for number, (outcome, decision) in enumerate(explanation.steps, start=1):
+        prefix = f"{number}. " + (f"after {outcome.value}: " if outcome else "")
+        lines.append(prefix + _describe(decision))
+        if isinstance(decision, Relay):
+            lines.extend(
+                f"   diversion {d.counter}: from {d.diverted_from} ({d.condition.value})"
+                for d in decision.diversions
+            )
+    return "\n".join(lines)
+
+
+def _describe(decision: Decision) -> str:
+    if isinstance(decision, Reply):
+        return f"reply {decision.code} {decision.reason}"
+    via = f"{decision.via.origin} ({decision.via.condition.value} -> " \
+        f"{decision.via.destination.label}): " if decision.via else ""
+    ring = f"{decision.ring_timeout} s" if decision.ring_timeout else "server default"
+    return (
+        f"{via}ring {decision.target} at {decision.endpoint.kind.value} "
+        f"{decision.endpoint.ref} (ring timer: {ring})"
+    )
+
+
+def as_json(explanation: Explanation) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = []
+    for outcome, decision in explanation.steps:
+        step: dict[str, Any] = {"after": outcome.value if outcome else None}
+        if isinstance(decision, Reply):
+            step["reply"] = {"code": decision.code, "reason": decision.reason}
+        else:
+            step["relay"] = {
+                "target": decision.target,
+                "endpoint": {"kind": decision.endpoint.kind.value, "ref": decision.endpoint.ref},
+                "ring_timeout": decision.ring_timeout,
+                "via": decision.via.origin if decision.via else None,
+                "diversions": [
+                    {"from": d.diverted_from, "reason": d.condition.value, "counter": d.counter}
+                    for d in decision.diversions
+                ],
+            }
+        steps.append(step)
+    return {
+        "called": explanation.called,
+        "caller": explanation.caller,
+        "internal": explanation.internal,
+        "at": explanation.at.isoformat(),
+        "steps": steps,
+    }

@@ -1,0 +1,103 @@
+"""Subscribers: hosted SIP accounts with an optional 2-3 digit extension.
+
+Only the digest HA1 (MD5 of ``username:realm:password``, realm = the
+tenant's SIP domain) is stored; the password itself never is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, delete, func, insert, select
+
+from divert.errors import DivertError
+from divert.portal import find
+from divert.portal.tenants import EXTENSION
+from schema.tables import forwards, numbers, subscribers, tenants
+
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def ha1(username: str, realm: str, password: str) -> str:
+    return hashlib.md5(f"{username}:{realm}:{password}".encode()).hexdigest()
+
+
+def add(
+    connection: Connection,
+    tenant_name: str,
+    username: str,
+    password: str,
+    extension: str | None = None,
+    display_name: str = "",
+) -> int:
+    tenant = find.tenant(connection, tenant_name)
+    if not USERNAME.match(username):
+        raise DivertError(f"username {username!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    if len(password) < 8:
+        raise DivertError("the password must have at least 8 characters")
+    if len(display_name) > 64:
+        raise DivertError("the display name must have at most 64 characters")
+    exists = connection.scalar(
+        select(subscribers.c.id).where(
+            subscribers.c.tenant_id == tenant.id, subscribers.c.username == username
+        )
+    )
+    if exists is not None:
+        raise DivertError(f"subscriber {username!r} already exists in tenant {tenant.name}")
+    if extension is not None:
+        if not EXTENSION.match(extension):
+            raise DivertError(f"extension {extension!r} must have 2 or 3 digits")
+        holder = connection.scalar(
+            select(subscribers.c.username).where(
+                subscribers.c.tenant_id == tenant.id, subscribers.c.extension == extension
+            )
+        )
+        if holder is not None:
+            raise DivertError(f"extension {extension} is already used by {holder} in tenant {tenant.name}")
+    values = {
+        "tenant_id": tenant.id,
+        "username": username,
+        "ha1": ha1(username, str(tenant.domain), password),
+        "extension": extension,
+        "display_name": display_name,
+    }
+    return int(connection.execute(insert(subscribers).values(**values)).inserted_primary_key[0])
+
+
+def listing(connection: Connection, tenant_name: str | None) -> Sequence[find.AnyRow]:
+    query = (
+        select(subscribers, tenants.c.name.label("tenant"))
+        .join(tenants, tenants.c.id == subscribers.c.tenant_id)
+        .order_by(tenants.c.name, subscribers.c.username)
+    )
+    if tenant_name is not None:
+        query = query.where(subscribers.c.tenant_id == find.tenant(connection, tenant_name).id)
+    return connection.execute(query).all()
+
+
+def remove(connection: Connection, tenant_name: str, username: str) -> None:
+    tenant = find.tenant(connection, tenant_name)
+    row = find.subscriber(connection, tenant, username)
+    owned = connection.scalar(select(func.count()).where(numbers.c.subscriber_id == row.id)) or 0
+    if owned:
+        raise DivertError(f"subscriber {username} still owns {owned} number(s); delete them first")
+    if row.extension is not None:
+        pointing = connection.scalars(
+            select(forwards.c.id).where(
+                forwards.c.tenant_id == tenant.id,
+                forwards.c.dest_kind == "extension",
+                forwards.c.dest_value == row.extension,
+            )
+        ).all()
+        if tenant.operator == row.extension:
+            raise DivertError(f"extension {row.extension} is the operator of tenant {tenant.name}; change that first")
+        if pointing:
+            ids = ", ".join(str(i) for i in pointing)
+            raise DivertError(
+                f"extension {row.extension} is the destination of forward(s) {ids}; "
+                "change or delete them first"
+            )
+    connection.execute(delete(forwards).where(forwards.c.subscriber_id == row.id))
+    connection.execute(delete(subscribers).where(subscribers.c.id == row.id))

@@ -1,0 +1,1 @@
+"""Code that runs inside Kamailio: the KEMI adapter and the pure decision core."""

@@ -1,0 +1,249 @@
+"""The forwarding decision: given a call and what happened to it, what next.
+
+Theory of operation
+-------------------
+A call walks a chain of *targets* (keys, see `model`).  Arriving at a target,
+its unconditional forwards are considered; if none takes the call, the target
+is rung.  The KEMI adapter reports how ringing ended (an `Outcome`) and calls
+`decide()` again with the state it got back; the core then looks for a rule
+of the matching condition.  Each call of `decide()` is one step of
+Kamailio's failure-route loop, so all state lives in `CallState`, which the
+adapter carries on the transaction.
+
+Precedence (the data below is this table; tests walk every row):
+
+=====================  ==================  ==============================
+event at the target    rules considered    when no rule applies
+=====================  ==================  ==============================
+arrival (new call or   ``always``          ring the target's endpoint,
+forwarded to it)                           ring timer from its first
+                                           usable ``no-answer`` rule
+busy (486/600/603)     ``busy``            back up, else 486 Busy Here
+no answer (ring timer) ``no-answer``       back up, else 480 No Answer
+not registered /       ``not-registered``  back up, else 480 Temporarily
+unreachable                                Unavailable
+trunk down (probing,   ``trunk-down``,     back up, else 503 Service
+no reply, 5xx)         then the trunk's    Unavailable
+                       emergency number
+=====================  ==================  ==============================
+
+Within one condition, rules for the caller's own scope (``internal`` or
+``external``) come before rules for ``any`` callers; ties keep the portal's
+order.  A rule *applies* when it is not expired and its time modes include
+the mode in force.  An applicable rule is *usable* unless following it would
+exceed the diversion bound or send the call to a key already in its history;
+the first usable rule wins.  A ``reject`` rule ends the call with its code.
+
+*Back up*: when the target reached by a forward fails and has no rule of its
+own for the outcome, the forward's owner tries its next rule of the same
+condition (its ordered alternatives), and so on up the chain.
+
+If rules applied but none was usable, the call ends with the reply for the
+reason: 482 Loop Detected (history) or 480 Too Many Diversions (bound).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kemi.core.model import (
+    Call,
+    CallState,
+    Condition,
+    Decision,
+    DestKind,
+    DiversionEntry,
+    Endpoint,
+    EndpointKind,
+    ForwardTable,
+    Hop,
+    Outcome,
+    Relay,
+    Reply,
+    Rule,
+)
+
+Lookup = Callable[[str], ForwardTable | None]
+"""Returns the compiled table of a key, or None when divert does not own it."""
+
+PRECEDENCE: dict[Outcome, tuple[Condition, Reply]] = {
+    Outcome.BUSY: (Condition.BUSY, Reply(486, "Busy Here")),
+    Outcome.NO_ANSWER: (Condition.NO_ANSWER, Reply(480, "No Answer")),
+    Outcome.NOT_REGISTERED: (Condition.NOT_REGISTERED, Reply(480, "Temporarily Unavailable")),
+    Outcome.TRUNK_DOWN: (Condition.TRUNK_DOWN, Reply(503, "Service Unavailable")),
+}
+"""Failure outcome -> (condition whose rules apply, reply when none does)."""
+
+ARRIVAL_CONDITION = Condition.ALWAYS
+
+REASON_PHRASES: dict[int, str] = {
+    403: "Forbidden",
+    404: "Not Found",
+    410: "Gone",
+    480: "Temporarily Unavailable",
+    486: "Busy Here",
+    600: "Busy Everywhere",
+    603: "Decline",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Operator-set bounds on forwarding."""
+
+    max_diversions: int = 5
+    loop_reply: Reply = Reply(482, "Loop Detected")
+    bound_reply: Reply = Reply(480, "Too Many Diversions")
+    unknown_reply: Reply = Reply(404, "Not Found")
+
+
+DEFAULT_LIMITS = Limits()
+
+_LOOP = "loop"
+_BOUND = "bound"
+
+
+def decide(
+    call: Call,
+    state: CallState,
+    outcome: Outcome | None,
+    lookup: Lookup,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Decision:
+    """Next step for the call: a `Relay` to ring, or a final `Reply`.
+
+    `outcome` is None for a new call to `state.current`, otherwise how ringing
+    `state.current` ended.
+    """
+    if outcome is None:
+        table = lookup(state.current)
+        if table is None:
+            return limits.unknown_reply
+        return _arrive(table, state.current, call, state, lookup, limits, None)
+    return _after_failure(call, state, outcome, lookup, limits)
+
+
+def reply_for_code(code: int) -> Reply:
+    """The final reply of a `reject` destination."""
+    return Reply(code, REASON_PHRASES.get(code, "Rejected"))
+
+
+def _applies(rule: Rule, call: Call) -> bool:
+    if rule.expires_at is not None and call.now >= rule.expires_at:
+        return False
+    return not rule.modes or call.mode in rule.modes
+
+
+def _arrive(
+    table: ForwardTable | None,
+    key: str,
+    call: Call,
+    state: CallState,
+    lookup: Lookup,
+    limits: Limits,
+    via: Rule | None,
+) -> Decision:
+    """The call reaches `key` (sent by rule `via`): follow its unconditional
+    forward, or ring it."""
+    if table is None:
+        return _relay(key, Endpoint(EndpointKind.EXTERNAL, key), None, state, via)
+    decision, blocked = _follow(table, ARRIVAL_CONDITION, 0, call, state, lookup, limits)
+    if decision is not None:
+        return decision
+    if blocked is not None:
+        return _blocked_reply(blocked, limits)
+    return _relay(key, table.endpoint, _ring_timeout(table, call, state, limits), state, via)
+
+
+def _after_failure(
+    call: Call, state: CallState, outcome: Outcome, lookup: Lookup, limits: Limits
+) -> Decision:
+    """Ringing `state.current` ended in `outcome`: its own rules, then back up."""
+    condition, no_rule_reply = PRECEDENCE[outcome]
+    blocked: str | None = None
+    table = lookup(state.current)
+    if table is not None:
+        decision, blocked = _follow(table, condition, 0, call, state, lookup, limits)
+        if decision is not None:
+            return decision
+    path = state.path
+    while path:
+        hop = path[-1]
+        path = path[:-1]
+        owner = lookup(hop.owner)
+        if owner is None:
+            continue
+        back = CallState(hop.owner, path, state.visited, state.prior)
+        decision, also_blocked = _follow(
+            owner, hop.condition, hop.rule_index + 1, call, back, lookup, limits
+        )
+        if decision is not None:
+            return decision
+        blocked = blocked or also_blocked
+    if blocked is not None:
+        return _blocked_reply(blocked, limits)
+    return no_rule_reply
+
+
+def _follow(
+    table: ForwardTable,
+    condition: Condition,
+    start: int,
+    call: Call,
+    state: CallState,
+    lookup: Lookup,
+    limits: Limits,
+) -> tuple[Decision | None, str | None]:
+    """The first usable rule of `table` for `condition` from index `start`.
+
+    Returns (decision, None) when a rule took the call, (None, reason) when
+    rules applied but none was usable, and (None, None) when none applied.
+    """
+    rules = table.candidates(condition, call.internal)
+    blocked: str | None = None
+    for index in range(start, len(rules)):
+        rule = rules[index]
+        if not _applies(rule, call):
+            continue
+        destination = rule.destination
+        if destination.kind is DestKind.REJECT:
+            return reply_for_code(destination.reply_code), None
+        if state.prior + len(state.path) >= limits.max_diversions:
+            return None, _BOUND
+        if destination.key in state.visited:
+            blocked = _LOOP
+            continue
+        hop = Hop(table.key, table.identity, condition, index, destination.key)
+        onward = CallState(
+            destination.key,
+            state.path + (hop,),
+            state.visited | {destination.key},
+            state.prior,
+        )
+        target = lookup(destination.key)
+        return _arrive(target, destination.key, call, onward, lookup, limits, rule), None
+    return None, blocked
+
+
+def _ring_timeout(table: ForwardTable, call: Call, state: CallState, limits: Limits) -> int | None:
+    """Ring time of the target: its first usable no-answer rule's, else default."""
+    if state.prior + len(state.path) < limits.max_diversions:
+        for rule in table.candidates(Condition.NO_ANSWER, call.internal):
+            if _applies(rule, call) and rule.destination.key not in state.visited:
+                return rule.ring_timeout if rule.ring_timeout is not None else table.ring_timeout
+    return table.ring_timeout
+
+
+def _relay(
+    key: str, endpoint: Endpoint, ring_timeout: int | None, state: CallState, via: Rule | None
+) -> Relay:
+    entries = tuple(
+        DiversionEntry(hop.identity, hop.condition, state.prior + number)
+        for number, hop in enumerate(state.path, start=1)
+    )
+    return Relay(key, endpoint, ring_timeout, entries, state, via)
+
+
+def _blocked_reply(reason: str, limits: Limits) -> Reply:
+    return limits.loop_reply if reason == _LOOP else limits.bound_reply

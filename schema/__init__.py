@@ -1,0 +1,1 @@
+"""The portal schema: tables, migrations and the change journal."""
