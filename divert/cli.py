@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import NoReturn
 from zoneinfo import ZoneInfo
 
@@ -40,7 +40,10 @@ class Parser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, or a usage error already printed
+        return stop.code if isinstance(stop.code, int) else 2
     if not hasattr(args, "handler"):
         parser.print_help(sys.stderr)
         return 2
@@ -102,11 +105,15 @@ def _first_line(error: BaseException | None) -> str:
 
 def build_parser() -> Parser:
     parser = Parser(prog="divert", description="Call diversion for carrier SIP networks.")
-    parser.add_argument("--portal", help="portal database URL (default: $DIVERT_PORTAL or sqlite:///var/portal.db)")
+    parser.add_argument(
+        "--portal", help="portal database URL (default: $DIVERT_PORTAL or sqlite:///var/portal.db)"
+    )
     groups = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     db = groups.add_parser("db", help="portal schema").add_subparsers(metavar="ACTION")
-    db.add_parser("upgrade", help="create or upgrade the portal schema").set_defaults(handler=db_upgrade)
+    db.add_parser("upgrade", help="create or upgrade the portal schema").set_defaults(
+        handler=db_upgrade
+    )
 
     _tenant_commands(groups)
     _trunk_commands(groups)
@@ -126,7 +133,9 @@ def build_parser() -> Parser:
         choices=[o.value for o in Outcome],
         help="how each ringing step ends, in order",
     )
-    explain.add_argument("--at", help="ISO 8601 time of the call (default: now; tenant time zone if none given)")
+    explain.add_argument(
+        "--at", help="ISO 8601 time of the call (default: now; tenant time zone if none given)"
+    )
     explain.add_argument("--max-diversions", type=int, default=Limits().max_diversions)
     explain.add_argument("--json", action="store_true", help="print JSON")
     explain.set_defaults(handler=explain_call)
@@ -137,7 +146,9 @@ def _tenant_commands(groups: argparse._SubParsersAction[Parser]) -> None:
     actions = groups.add_parser("tenant", help="customers").add_subparsers(metavar="ACTION")
     add = actions.add_parser("add", help="add a tenant")
     add.add_argument("name")
-    add.add_argument("--region", required=True, help="ISO country code for national numbers, e.g. IT")
+    add.add_argument(
+        "--region", required=True, help="ISO country code for national numbers, e.g. IT"
+    )
     add.add_argument("--timezone", default="UTC")
     add.add_argument("--domain", help="SIP domain and digest realm (default: the name)")
     add.add_argument("--voicemail-uri", help="e.g. sip:{mailbox}@vm.example.net")
@@ -146,7 +157,9 @@ def _tenant_commands(groups: argparse._SubParsersAction[Parser]) -> None:
     change.add_argument("name")
     change.add_argument("--region")
     change.add_argument("--timezone")
-    change.add_argument("--operator", help="return-to-operator destination: extension or number ('' clears)")
+    change.add_argument(
+        "--operator", help="return-to-operator destination: extension or number ('' clears)"
+    )
     change.add_argument("--voicemail-uri", help="'' clears")
     change.set_defaults(handler=tenant_set)
     actions.add_parser("list", help="list tenants").set_defaults(handler=tenant_list)
@@ -156,7 +169,9 @@ def _tenant_commands(groups: argparse._SubParsersAction[Parser]) -> None:
 
 
 def _trunk_commands(groups: argparse._SubParsersAction[Parser]) -> None:
-    actions = groups.add_parser("trunk", help="customer PBX trunks").add_subparsers(metavar="ACTION")
+    actions = groups.add_parser("trunk", help="customer PBX trunks").add_subparsers(
+        metavar="ACTION"
+    )
     add = actions.add_parser("add", help="add a trunk")
     add.add_argument("name")
     add.add_argument("--tenant", required=True)
@@ -174,7 +189,9 @@ def _trunk_commands(groups: argparse._SubParsersAction[Parser]) -> None:
 
 
 def _subscriber_commands(groups: argparse._SubParsersAction[Parser]) -> None:
-    actions = groups.add_parser("subscriber", help="hosted SIP accounts").add_subparsers(metavar="ACTION")
+    actions = groups.add_parser("subscriber", help="hosted SIP accounts").add_subparsers(
+        metavar="ACTION"
+    )
     add = actions.add_parser("add", help="add a subscriber")
     add.add_argument("username")
     add.add_argument("--tenant", required=True)
@@ -216,7 +233,9 @@ def _forward_commands(groups: argparse._SubParsersAction[Parser]) -> None:
     listing.set_defaults(handler=forward_list)
     add = actions.add_parser("add", help="add a forward to a number or a subscriber")
     add.add_argument("number", nargs="?", help="the number whose calls are forwarded")
-    add.add_argument("--subscriber", help="forward all of a subscriber's calls instead (needs --tenant)")
+    add.add_argument(
+        "--subscriber", help="forward all of a subscriber's calls instead (needs --tenant)"
+    )
     add.add_argument("--tenant")
     add.add_argument("--when", required=True, choices=CONDITIONS)
     add.add_argument(
@@ -239,7 +258,9 @@ def _forward_commands(groups: argparse._SubParsersAction[Parser]) -> None:
 
 
 def _policy_commands(groups: argparse._SubParsersAction[Parser]) -> None:
-    actions = groups.add_parser("policy", help="where forwards may go").add_subparsers(metavar="ACTION")
+    actions = groups.add_parser("policy", help="where forwards may go").add_subparsers(
+        metavar="ACTION"
+    )
     actions.add_parser("show", help="show the destination policy").set_defaults(handler=policy_show)
     change = actions.add_parser("set", help="change the destination policy")
     change.add_argument("--allow-countries", help="calling codes, e.g. 39,33 ('' allows all)")
@@ -257,7 +278,9 @@ def tenant_add(connection: Connection, args: argparse.Namespace) -> None:
 
 
 def tenant_set(connection: Connection, args: argparse.Namespace) -> None:
-    tenants.change(connection, args.name, args.region, args.timezone, args.operator, args.voicemail_uri)
+    tenants.change(
+        connection, args.name, args.region, args.timezone, args.operator, args.voicemail_uri
+    )
     print(f"tenant {args.name} changed")
 
 
@@ -277,7 +300,9 @@ def tenant_delete(connection: Connection, args: argparse.Namespace) -> None:
 
 
 def trunk_add(connection: Connection, args: argparse.Namespace) -> None:
-    trunks.add(connection, args.tenant, args.name, args.address, args.emergency, args.diversion_style)
+    trunks.add(
+        connection, args.tenant, args.name, args.address, args.emergency, args.diversion_style
+    )
     print(f"trunk {args.name} added to tenant {args.tenant}")
 
 
@@ -286,7 +311,10 @@ def trunk_list(connection: Connection, args: argparse.Namespace) -> None:
     names = {t.id: t.name for t in tenants.listing(connection)}
     _table(
         ("TENANT", "NAME", "ADDRESSES", "EMERGENCY", "DIVERSION"),
-        [(names[t.tenant_id], t.name, t.addresses, t.emergency or "-", t.diversion_style) for t in rows],
+        [
+            (names[t.tenant_id], t.name, t.addresses, t.emergency or "-", t.diversion_style)
+            for t in rows
+        ],
     )
 
 
@@ -304,7 +332,10 @@ def subscriber_add(connection: Connection, args: argparse.Namespace) -> None:
 def subscriber_list(connection: Connection, args: argparse.Namespace) -> None:
     _table(
         ("TENANT", "USERNAME", "EXTENSION", "NAME"),
-        [(s.tenant, s.username, s.extension or "-", s.display_name) for s in subscribers.listing(connection, args.tenant)],
+        [
+            (s.tenant, s.username, s.extension or "-", s.display_name)
+            for s in subscribers.listing(connection, args.tenant)
+        ],
     )
 
 
@@ -344,7 +375,7 @@ def forward_list(connection: Connection, args: argparse.Namespace) -> None:
                 f.e164 or f"subscriber {f.username}",
                 f.condition,
                 f.callers,
-                _destination_label(f.dest_kind, f.dest_value),
+                forwards.destination_label(f.dest_kind, f.dest_value),
                 f"{f.ring_timeout} s" if f.ring_timeout else "-",
                 str(f.position + 1),
                 f.expires_at.isoformat(timespec="minutes") if f.expires_at else "-",
@@ -352,14 +383,6 @@ def forward_list(connection: Connection, args: argparse.Namespace) -> None:
             for f in rows
         ],
     )
-
-
-def _destination_label(kind: str, value: str) -> str:
-    if kind == "extension":
-        return f"ext:{value}"
-    if kind == "reject":
-        return f"reject:{value}"
-    return value or kind
 
 
 def forward_add(connection: Connection, args: argparse.Namespace) -> None:
@@ -371,15 +394,15 @@ def forward_add(connection: Connection, args: argparse.Namespace) -> None:
         owner = forwards.owner_of_subscriber(connection, args.tenant, args.subscriber)
     else:
         owner = forwards.owner_of_number(connection, args.number, args.tenant)
-    forward_id = forwards.add(
+    forward_id, label = forwards.add(
         connection, owner, args.when, args.to, args.callers, args.timeout, args.until
     )
-    print(f"forward {forward_id} added: {owner.keys[0]} {args.when} -> {args.to}")
+    print(f"forward {forward_id} added: {owner.keys[0]} {args.when} -> {label}")
 
 
 def forward_set(connection: Connection, args: argparse.Namespace) -> None:
-    forwards.change_destination(connection, args.id, args.to, args.timeout)
-    print(f"forward {args.id} now goes to {args.to}")
+    label = forwards.change_destination(connection, args.id, args.to, args.timeout)
+    print(f"forward {args.id} now goes to {label}")
 
 
 def forward_delete(connection: Connection, args: argparse.Namespace) -> None:
@@ -399,7 +422,9 @@ def policy_set(connection: Connection, args: argparse.Namespace) -> None:
     if args.allow_countries is None and args.deny_prefixes is None:
         raise DivertError("nothing to change: give --allow-countries or --deny-prefixes")
     if args.allow_countries is not None:
-        policy.store(connection, policy.ALLOWED_COUNTRIES, policy.parse_countries(args.allow_countries))
+        policy.store(
+            connection, policy.ALLOWED_COUNTRIES, policy.parse_countries(args.allow_countries)
+        )
     if args.deny_prefixes is not None:
         policy.store(connection, policy.DENIED_PREFIXES, policy.parse_prefixes(args.deny_prefixes))
     policy_show(connection, args)
@@ -408,7 +433,7 @@ def policy_set(connection: Connection, args: argparse.Namespace) -> None:
 def explain_call(connection: Connection, args: argparse.Namespace) -> None:
     if args.max_diversions < 0:
         raise DivertError("--max-diversions must be 0 or more")
-    at = _parse_time(connection, args.at, args.number) if args.at else datetime.now(timezone.utc)
+    at = _parse_time(connection, args.at, args.number) if args.at else datetime.now(UTC)
     result = explaining.explain(
         connection,
         args.number,
@@ -437,7 +462,11 @@ def _parse_time(connection: Connection, text: str, called: str) -> datetime:
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
     for row in (header, *rows):
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        print(
+            "  ".join(
+                str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
+            ).rstrip()
+        )
 
 
 if __name__ == "__main__":

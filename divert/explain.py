@@ -105,8 +105,12 @@ def as_text(explanation: Explanation) -> str:
 def _describe(decision: Decision) -> str:
     if isinstance(decision, Reply):
         return f"reply {decision.code} {decision.reason}"
-    via = f"{decision.via.origin} ({decision.via.condition.value} -> " \
-        f"{decision.via.destination.label}): " if decision.via else ""
+    via = (
+        f"{decision.via.origin} ({decision.via.condition.value} -> "
+        f"{decision.via.destination.label}): "
+        if decision.via
+        else ""
+    )
     ring = f"{decision.ring_timeout} s" if decision.ring_timeout else "server default"
     return (
         f"{via}ring {decision.target} at {decision.endpoint.kind.value} "

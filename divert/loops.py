@@ -22,7 +22,9 @@ from kemi.core.model import Condition, DestKind
 Modes = frozenset[str] | None  # None: every mode
 
 
-def find_loop(lookup: Lookup, starts: Iterable[str], now: float) -> tuple[tuple[str, ...], bool] | None:
+def find_loop(
+    lookup: Lookup, starts: Iterable[str], now: float
+) -> tuple[tuple[str, ...], bool] | None:
     """A loop of unconditional forwards through one of `starts`, as
     (keys from start back to start, for internal callers), or None."""
     for start in starts:

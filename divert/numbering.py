@@ -60,6 +60,13 @@ class DestinationPolicy:
             if e164.startswith(prefix):
                 raise DivertError(f"forwarding to {e164} is not allowed: prefix {prefix} is denied")
         kind = phonenumbers.number_type(parsed)
-        if kind in (phonenumbers.PhoneNumberType.PREMIUM_RATE, phonenumbers.PhoneNumberType.SHARED_COST):
-            label = "premium-rate" if kind == phonenumbers.PhoneNumberType.PREMIUM_RATE else "shared-cost"
+        if kind in (
+            phonenumbers.PhoneNumberType.PREMIUM_RATE,
+            phonenumbers.PhoneNumberType.SHARED_COST,
+        ):
+            label = (
+                "premium-rate"
+                if kind == phonenumbers.PhoneNumberType.PREMIUM_RATE
+                else "shared-cost"
+            )
             raise DivertError(f"forwarding to {e164} is not allowed: it is a {label} number")

@@ -21,7 +21,7 @@ tenant without operator or voicemail server) is left out and reported in
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Row, select
 
@@ -86,7 +86,9 @@ def compile_number(connection: Connection, e164: str, problems: list[str]) -> Fo
     return ForwardTable(e164, tenant.name, e164, endpoint, tuple(rules))
 
 
-def compile_subscriber(connection: Connection, key: str, problems: list[str]) -> ForwardTable | None:
+def compile_subscriber(
+    connection: Connection, key: str, problems: list[str]
+) -> ForwardTable | None:
     username, _, domain = key[len(SUBSCRIBER_PREFIX) :].partition("@")
     found = connection.execute(
         select(subscribers, tenants.c.domain)
@@ -160,7 +162,9 @@ def _rules(
     rules = []
     for row in rows:
         try:
-            destination = resolve_destination(connection, tenant, row.dest_kind, row.dest_value, mailbox)
+            destination = resolve_destination(
+                connection, tenant, row.dest_kind, row.dest_value, mailbox
+            )
         except UnresolvedDestination as error:
             problems.append(f"forward {row.id} skipped: {error}")
             continue
@@ -224,5 +228,5 @@ def _epoch(moment: datetime | None) -> float | None:
         return None
     if moment.tzinfo is None:
         # SQLite returns naive datetimes; the portal stores UTC.
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Row, select
+from typing import Any
+
+from sqlalchemy import Connection, CursorResult, Row, select
 
 from divert.errors import DivertError
 from divert.numbering import normalise
 from schema.tables import numbers, subscribers, tenants, trunks
 
 AnyRow = Row[tuple[object, ...]]
+
+
+def inserted_id(result: CursorResult[Any]) -> int:
+    """The primary key of the row an INSERT just wrote."""
+    key = result.inserted_primary_key
+    assert key is not None, "not the result of a single-row INSERT"
+    return int(key[0])
 
 
 def tenant(connection: Connection, name: str) -> AnyRow:
@@ -27,7 +36,9 @@ def trunk(connection: Connection, tenant_row: AnyRow, name: str) -> AnyRow:
         select(trunks).where(trunks.c.tenant_id == tenant_row.id, trunks.c.name == name)
     ).first()
     if row is None:
-        raise DivertError(f"unknown trunk {name!r} in tenant {tenant_row.name}; see 'divert trunk list'")
+        raise DivertError(
+            f"unknown trunk {name!r} in tenant {tenant_row.name}; see 'divert trunk list'"
+        )
     return row
 
 
@@ -53,8 +64,10 @@ def number_region(connection: Connection, raw: str, tenant_name: str | None) -> 
         return "ZZ"
     regions = set(connection.scalars(select(tenants.c.region).distinct()))
     if len(regions) == 1:
-        return regions.pop()
-    raise DivertError(f"{raw!r} is in national form: give it as +<country><number> or pass --tenant")
+        return str(regions.pop())
+    raise DivertError(
+        f"{raw!r} is in national form: give it as +<country><number> or pass --tenant"
+    )
 
 
 def number(connection: Connection, raw: str, tenant_name: str | None = None) -> AnyRow:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, or_, select, update
@@ -68,7 +68,9 @@ def parse_destination(connection: Connection, tenant: find.AnyRow, spec: str) ->
     if lowered == "reject" or lowered.startswith("reject:"):
         code = lowered.partition(":")[2] or str(REJECT_DEFAULT)
         if not code.isdigit() or not 400 <= int(code) <= 699:
-            raise DivertError(f"reject code {code!r} must be a SIP failure code 400-699, e.g. reject:486")
+            raise DivertError(
+                f"reject code {code!r} must be a SIP failure code 400-699, e.g. reject:486"
+            )
         return "reject", code
     extension = lowered.removeprefix("ext:")
     if EXTENSION.match(extension):
@@ -85,6 +87,15 @@ def parse_destination(connection: Connection, tenant: find.AnyRow, spec: str) ->
     return "number", e164
 
 
+def destination_label(kind: str, value: str) -> str:
+    """A destination as the operator types it after --to."""
+    if kind == "extension":
+        return f"ext:{value}"
+    if kind == "reject":
+        return f"reject:{value}"
+    return value or kind
+
+
 def parse_until(text: str, tenant: find.AnyRow, now: datetime) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
@@ -94,7 +105,7 @@ def parse_until(text: str, tenant: find.AnyRow, now: datetime) -> datetime:
         moment = moment.replace(tzinfo=ZoneInfo(str(tenant.timezone)))
     if moment <= now:
         raise DivertError(f"--until {text} is in the past")
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 def add(
@@ -106,9 +117,9 @@ def add(
     ring_timeout: int | None = None,
     until: str | None = None,
     now: datetime | None = None,
-) -> int:
-    """Validate and save a forward; returns its id."""
-    moment = now or datetime.now(timezone.utc)
+) -> tuple[int, str]:
+    """Validate and save a forward; returns its id and destination label."""
+    moment = now or datetime.now(UTC)
     if condition not in CONDITIONS:
         raise DivertError(f"--when must be one of {', '.join(CONDITIONS)}")
     if callers not in CALLER_SCOPES:
@@ -132,14 +143,15 @@ def add(
         "position": position,
         "expires_at": parse_until(until, owner.tenant, moment) if until else None,
     }
-    forward_id = int(connection.execute(insert(forwards).values(**values)).inserted_primary_key[0])
+    forward_id = find.inserted_id(connection.execute(insert(forwards).values(**values)))
     refuse_loops(connection, owner.keys, moment)
-    return forward_id
+    return forward_id, destination_label(kind, value)
 
 
 def change_destination(
     connection: Connection, forward_id: int, destination: str, ring_timeout: int | None = None
-) -> None:
+) -> str:
+    """Point a forward elsewhere; returns the new destination label."""
     row = _forward(connection, forward_id)
     tenant = find.tenant_by_id(connection, row.tenant_id)
     kind, value = parse_destination(connection, tenant, destination)
@@ -148,7 +160,8 @@ def change_destination(
         _check_timeout(row.condition, ring_timeout)
         values["ring_timeout"] = ring_timeout
     connection.execute(update(forwards).where(forwards.c.id == forward_id).values(**values))
-    refuse_loops(connection, _keys_of(connection, row), datetime.now(timezone.utc))
+    refuse_loops(connection, _keys_of(connection, row), datetime.now(UTC))
+    return destination_label(kind, value)
 
 
 def remove(connection: Connection, forward_id: int) -> None:
@@ -160,7 +173,7 @@ def listing(
     connection: Connection, tenant_name: str | None, now: datetime | None = None
 ) -> Sequence[find.AnyRow]:
     """Every active forward (enabled, not expired), by tenant and owner."""
-    moment = now or datetime.now(timezone.utc)
+    moment = now or datetime.now(UTC)
     query = (
         select(
             forwards,
@@ -215,7 +228,9 @@ def _check_timeout(condition: str, ring_timeout: int | None) -> None:
     if ring_timeout is None:
         return
     if condition != "no-answer":
-        raise DivertError("--timeout is the ring time before a no-answer forward; use it with --when no-answer")
+        raise DivertError(
+            "--timeout is the ring time before a no-answer forward; use it with --when no-answer"
+        )
     if not 1 <= ring_timeout <= 600:
         raise DivertError("--timeout must be between 1 and 600 seconds")
 
@@ -235,7 +250,11 @@ def _forward(connection: Connection, forward_id: int) -> find.AnyRow:
 
 def _keys_of(connection: Connection, row: find.AnyRow) -> tuple[str, ...]:
     if row.number_id is not None:
-        return (str(connection.scalar(select(numbers.c.e164).where(numbers.c.id == row.number_id))),)
-    subscriber = connection.execute(select(subscribers).where(subscribers.c.id == row.subscriber_id)).one()
+        return (
+            str(connection.scalar(select(numbers.c.e164).where(numbers.c.id == row.number_id))),
+        )
+    subscriber = connection.execute(
+        select(subscribers).where(subscribers.c.id == row.subscriber_id)
+    ).one()
     tenant = find.tenant_by_id(connection, row.tenant_id)
     return owner_of_subscriber(connection, str(tenant.name), str(subscriber.username)).keys

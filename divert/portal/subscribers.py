@@ -55,7 +55,9 @@ def add(
             )
         )
         if holder is not None:
-            raise DivertError(f"extension {extension} is already used by {holder} in tenant {tenant.name}")
+            raise DivertError(
+                f"extension {extension} is already used by {holder} in tenant {tenant.name}"
+            )
     values = {
         "tenant_id": tenant.id,
         "username": username,
@@ -63,7 +65,7 @@ def add(
         "extension": extension,
         "display_name": display_name,
     }
-    return int(connection.execute(insert(subscribers).values(**values)).inserted_primary_key[0])
+    return find.inserted_id(connection.execute(insert(subscribers).values(**values)))
 
 
 def listing(connection: Connection, tenant_name: str | None) -> Sequence[find.AnyRow]:
@@ -92,7 +94,10 @@ def remove(connection: Connection, tenant_name: str, username: str) -> None:
             )
         ).all()
         if tenant.operator == row.extension:
-            raise DivertError(f"extension {row.extension} is the operator of tenant {tenant.name}; change that first")
+            raise DivertError(
+                f"extension {row.extension} is the operator of tenant {tenant.name}; "
+                "change that first"
+            )
         if pointing:
             ids = ", ".join(str(i) for i in pointing)
             raise DivertError(

@@ -30,7 +30,9 @@ def check_name(kind: str, name: str) -> str:
 def _region(region: str) -> str:
     code = region.upper()
     if code not in phonenumbers.SUPPORTED_REGIONS:
-        raise DivertError(f"region {region!r} is not an ISO 3166 country code known to divert (e.g. IT)")
+        raise DivertError(
+            f"region {region!r} is not an ISO 3166 country code known to divert (e.g. IT)"
+        )
     return code
 
 
@@ -89,7 +91,7 @@ def add(
         "domain": sip_domain,
         "voicemail_uri": _voicemail_uri(voicemail_uri) if voicemail_uri else None,
     }
-    return int(connection.execute(insert(tenants).values(**values)).inserted_primary_key[0])
+    return find.inserted_id(connection.execute(insert(tenants).values(**values)))
 
 
 def change(
@@ -115,7 +117,9 @@ def change(
     if voicemail_uri is not None:
         values["voicemail_uri"] = _voicemail_uri(voicemail_uri) if voicemail_uri else None
     if not values:
-        raise DivertError("nothing to change: give --region, --timezone, --operator or --voicemail-uri")
+        raise DivertError(
+            "nothing to change: give --region, --timezone, --operator or --voicemail-uri"
+        )
     connection.execute(update(tenants).where(tenants.c.id == row.id).values(**values))
 
 

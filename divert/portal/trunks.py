@@ -22,7 +22,9 @@ def parse_address(text: str) -> str:
         ipaddress.IPv4Address(host)
         port_number = int(port) if port else 5060
     except ValueError:
-        raise DivertError(f"trunk address {text!r} must be IPv4[:port], e.g. 192.0.2.10:5060") from None
+        raise DivertError(
+            f"trunk address {text!r} must be IPv4[:port], e.g. 192.0.2.10:5060"
+        ) from None
     if not 0 < port_number < 65536:
         raise DivertError(f"trunk address {text!r} has a port outside 1-65535")
     return f"{host}:{port_number}"
@@ -58,7 +60,7 @@ def add(
         "emergency": emergency_e164,
         "diversion_style": diversion_style,
     }
-    return int(connection.execute(insert(trunks).values(**values)).inserted_primary_key[0])
+    return find.inserted_id(connection.execute(insert(trunks).values(**values)))
 
 
 def listing(connection: Connection, tenant_name: str | None) -> Sequence[find.AnyRow]:

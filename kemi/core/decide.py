@@ -38,8 +38,12 @@ the first usable rule wins.  A ``reject`` rule ends the call with its code.
 own for the outcome, the forward's owner tries its next rule of the same
 condition (its ordered alternatives), and so on up the chain.
 
-If rules applied but none was usable, the call ends with the reply for the
-reason: 482 Loop Detected (history) or 480 Too Many Diversions (bound).
+If ``always`` rules applied on arrival but none was usable, the call ends
+with 482 Loop Detected (history) or 480 Too Many Diversions (bound): that is
+a configuration problem worth naming.  After a failure, rules stopped by the
+history or the bound end the call with the outcome's own reply (486, 480,
+503): colleagues who cover each other when busy are not a misconfiguration,
+and the caller learns the real state.
 """
 
 from __future__ import annotations
@@ -88,14 +92,19 @@ REASON_PHRASES: dict[int, str] = {
 }
 
 
+LOOP_REPLY = Reply(482, "Loop Detected")
+BOUND_REPLY = Reply(480, "Too Many Diversions")
+UNKNOWN_REPLY = Reply(404, "Not Found")
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Operator-set bounds on forwarding."""
 
     max_diversions: int = 5
-    loop_reply: Reply = Reply(482, "Loop Detected")
-    bound_reply: Reply = Reply(480, "Too Many Diversions")
-    unknown_reply: Reply = Reply(404, "Not Found")
+    loop_reply: Reply = LOOP_REPLY
+    bound_reply: Reply = BOUND_REPLY
+    unknown_reply: Reply = UNKNOWN_REPLY
 
 
 DEFAULT_LIMITS = Limits()
@@ -161,10 +170,9 @@ def _after_failure(
 ) -> Decision:
     """Ringing `state.current` ended in `outcome`: its own rules, then back up."""
     condition, no_rule_reply = PRECEDENCE[outcome]
-    blocked: str | None = None
     table = lookup(state.current)
     if table is not None:
-        decision, blocked = _follow(table, condition, 0, call, state, lookup, limits)
+        decision, _ = _follow(table, condition, 0, call, state, lookup, limits)
         if decision is not None:
             return decision
     path = state.path
@@ -175,14 +183,9 @@ def _after_failure(
         if owner is None:
             continue
         back = CallState(hop.owner, path, state.visited, state.prior)
-        decision, also_blocked = _follow(
-            owner, hop.condition, hop.rule_index + 1, call, back, lookup, limits
-        )
+        decision, _ = _follow(owner, hop.condition, hop.rule_index + 1, call, back, lookup, limits)
         if decision is not None:
             return decision
-        blocked = blocked or also_blocked
-    if blocked is not None:
-        return _blocked_reply(blocked, limits)
     return no_rule_reply
 
 
@@ -217,7 +220,7 @@ def _follow(
         hop = Hop(table.key, table.identity, condition, index, destination.key)
         onward = CallState(
             destination.key,
-            state.path + (hop,),
+            (*state.path, hop),
             state.visited | {destination.key},
             state.prior,
         )

@@ -14,10 +14,10 @@ The call's history is a set of keys, which is what makes loop refusal exact.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Condition(str, Enum):
+class Condition(StrEnum):
     """When a forward applies (the portal's `forwards.condition`)."""
 
     ALWAYS = "always"
@@ -27,7 +27,7 @@ class Condition(str, Enum):
     TRUNK_DOWN = "trunk-down"
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     """What happened to the last relayed branch, as the adapter saw it."""
 
     BUSY = "busy"
@@ -36,7 +36,7 @@ class Outcome(str, Enum):
     TRUNK_DOWN = "trunk-down"
 
 
-class Scope(str, Enum):
+class Scope(StrEnum):
     """Which callers a forward applies to."""
 
     ANY = "any"
@@ -44,7 +44,7 @@ class Scope(str, Enum):
     EXTERNAL = "external"
 
 
-class DestKind(str, Enum):
+class DestKind(StrEnum):
     """What a forward points at, as the portal user chose it."""
 
     NUMBER = "number"
@@ -54,7 +54,7 @@ class DestKind(str, Enum):
     REJECT = "reject"
 
 
-class EndpointKind(str, Enum):
+class EndpointKind(StrEnum):
     """Where a relay physically goes."""
 
     SUBSCRIBER = "subscriber"  # registered contacts of a hosted subscriber
@@ -140,7 +140,9 @@ class ForwardTable:
             for internal in (True, False):
                 own = Scope.INTERNAL if internal else Scope.EXTERNAL
                 specific = [r for r in self.rules if r.condition is condition and r.callers is own]
-                general = [r for r in self.rules if r.condition is condition and r.callers is Scope.ANY]
+                general = [
+                    r for r in self.rules if r.condition is condition and r.callers is Scope.ANY
+                ]
                 plan[(condition, internal)] = tuple(specific + general)
         object.__setattr__(self, "by_condition", plan)
 

@@ -1,0 +1,42 @@
+# divert: `make test` and `make run` install what is missing, then do their job.
+# System packages come from Debian (apt, as root); Python packages go into
+# .venv, made with /usr/bin/python3: the Python that Kamailio embeds.
+
+SYSTEM_PYTHON := /usr/bin/python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: deps system-packages venv postgres test lint unit clean
+
+deps: system-packages venv
+
+system-packages:
+	@scripts/install-system-packages
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml | system-packages
+	$(SYSTEM_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+postgres: system-packages
+	@scripts/ensure-postgres
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+# Every test: unit, portal on SQLite and on the real PostgreSQL cluster.
+test: deps postgres lint
+	@scripts/run-pytest
+
+# Only the fast tests that need no database server.
+unit: venv
+	@scripts/run-pytest -m "not postgres"
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
