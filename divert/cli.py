@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import NoReturn
 from zoneinfo import ZoneInfo
 
@@ -27,8 +29,12 @@ from kemi.core.decide import Limits
 from kemi.core.model import Outcome
 from schema import migrate
 from schema.tables import CALLER_SCOPES, CONDITIONS, DIVERSION_STYLES
+from sync.status import as_text as status_text
+from sync.status import read_status
+from sync.worker import SyncWorker, WorkerConfig, run_until_signalled
 
 Handler = Callable[[Connection, argparse.Namespace], None]
+Standalone = Callable[[argparse.Namespace, str], int]
 
 
 class Parser(argparse.ArgumentParser):
@@ -69,7 +75,12 @@ def run(args: argparse.Namespace) -> int:
             migrate.upgrade(engine)
             print(f"portal {shown} is at schema {migrate.head_revision()}")
             return 0
+        if args.handler is sync_status:
+            print(sync_status_text(Path(args.state_dir), url))
+            return 0
         _require_schema(engine, shown)
+        if args.handler is sync_run:
+            return sync_run(args, url)  # type: ignore[no-any-return]
         with engine.begin() as connection:
             args.handler(connection, args)
         return 0
@@ -121,6 +132,7 @@ def build_parser() -> Parser:
     _number_commands(groups)
     _forward_commands(groups)
     _policy_commands(groups)
+    _sync_commands(groups)
 
     explain = groups.add_parser("explain", help="show what a call would do, without placing it")
     explain.add_argument("number", help="the called number")
@@ -266,6 +278,44 @@ def _policy_commands(groups: argparse._SubParsersAction[Parser]) -> None:
     change.add_argument("--allow-countries", help="calling codes, e.g. 39,33 ('' allows all)")
     change.add_argument("--deny-prefixes", help="E.164 prefixes, e.g. +39899,+39892 ('' clears)")
     change.set_defaults(handler=policy_set)
+
+
+def _sync_commands(groups: argparse._SubParsersAction[Parser]) -> None:
+    sync = groups.add_parser("sync", help="run the sync worker (portal -> this node's store)")
+    sync.add_argument("--state-dir", default="var", help="where the store lives (default: var)")
+    sync.add_argument("--once", action="store_true", help="sync what is there, then exit")
+    sync.add_argument("--poll", type=float, default=1.0, help="seconds between journal polls")
+    sync.set_defaults(handler=sync_run)
+    actions = sync.add_subparsers(metavar="ACTION")
+    status = actions.add_parser("status", help="journal position, lag, errors, rejected rows")
+    status.add_argument("--state-dir", default="var")
+    status.set_defaults(handler=sync_status)
+
+
+def sync_run(args: argparse.Namespace, url: str) -> int:
+    """`divert sync`: run the worker (its own engine and transactions)."""
+    if args.poll <= 0:
+        raise DivertError("--poll must be a positive number of seconds")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s divert-sync %(levelname)s %(message)s"
+    )
+    config = WorkerConfig(url, Path(args.state_dir), poll_interval=args.poll)
+    if not args.once:
+        return run_until_signalled(config)
+    worker = SyncWorker(config)
+    try:
+        worker.sync_once()
+    finally:
+        worker.close()
+    return 0
+
+
+def sync_status(connection: Connection, args: argparse.Namespace) -> None:
+    """Handled in `run`: reads the store, and the portal if it can."""
+
+
+def sync_status_text(state_dir: Path, url: str) -> str:
+    return status_text(read_status(state_dir, url))
 
 
 def db_upgrade(connection: Connection, args: argparse.Namespace) -> None:

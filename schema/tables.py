@@ -160,7 +160,7 @@ change_journal = Table(
     "change_journal",
     metadata,
     Column("id", Id, primary_key=True),
-    Column("tx", BigInteger),
+    Column("tx", BigInteger, index=True),
     Column("table_name", String(32), nullable=False),
     Column("op", String(1), nullable=False),
     Column("row_id", BigInteger, nullable=False),

@@ -1,8 +1,8 @@
-"""Compiling portal rows into the decision core's `ForwardTable`s.
+"""Compiling portal rows into forward tables, with validation.
 
-One function per kind of key; each reads the rows it needs through the
-connection it is given.  The portal tools use it key by key (explain, loop
-refusal); the sync worker uses the same row conversions for the store.
+Pure functions: rows in, `Compiled` tables and `Problem`s out.  The same
+functions serve the full sync (rows streamed in bulk), the incremental sync
+and the portal tools (rows read key by key, see `sync.portal_reader`).
 
 What a key's table holds:
 
@@ -13,220 +13,233 @@ What a key's table holds:
   announced by its first number, else its extension.
 - ``vm:<mailbox>``: no rules; rings the tenant's voicemail server.
 
-A forward whose destination no longer resolves (an extension deleted, a
-tenant without operator or voicemail server) is left out and reported in
-`problems`; the rest of the table still compiles.
+Validation: a forward whose destination is not a valid number, breaks the
+destination policy, or no longer resolves (extension deleted, tenant without
+operator or voicemail server) is left out of the table and reported as a
+`Problem` naming the portal row.  The caller decides what to do with a table
+that had problems (the sync worker keeps the key's last good version).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, select
+from divert.numbering import DestinationPolicy
+from kemi.core.keys import is_number, subscriber_key, voicemail_key
+from kemi.core.model import Condition, DestKind, EndpointKind, ForwardTable
+from kemi.store.format import RuleTuple, decode_table, encode_parts
+from schema.tables import CALLER_SCOPES, CONDITIONS, DEST_KINDS
 
-from kemi.core.keys import (
-    SUBSCRIBER_PREFIX,
-    VOICEMAIL_PREFIX,
-    is_number,
-    subscriber_key,
-    voicemail_key,
-)
-from kemi.core.model import (
-    Condition,
-    Destination,
-    DestKind,
-    Endpoint,
-    EndpointKind,
-    ForwardTable,
-    Rule,
-    Scope,
-)
-from schema.tables import forwards, numbers, subscribers, tenants, trunks
+KEY_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.@_-:")
 
 
-class UnresolvedDestination(Exception):
-    """A forward points at something that does not exist (any more)."""
+@dataclass(frozen=True, slots=True)
+class TenantView:
+    """What compiling needs of a tenant; `extensions` maps extension -> username."""
+
+    id: int
+    name: str
+    domain: str
+    operator: str | None
+    voicemail_uri: str | None
+    extensions: Mapping[str, str]
 
 
-def compile_key(
-    connection: Connection, key: str, problems: list[str] | None = None
-) -> ForwardTable | None:
-    """The table of `key`, or None when no number, subscriber or mailbox has it."""
-    sink = problems if problems is not None else []
-    if is_number(key):
-        return compile_number(connection, key, sink)
-    if key.startswith(SUBSCRIBER_PREFIX):
-        return compile_subscriber(connection, key, sink)
-    if key.startswith(VOICEMAIL_PREFIX):
-        return compile_voicemail(connection, key)
-    return None
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A portal row that could not be used, and why (`source` is table:id)."""
+
+    source: str
+    reason: str
 
 
-def compile_number(connection: Connection, e164: str, problems: list[str]) -> ForwardTable | None:
-    number = connection.execute(select(numbers).where(numbers.c.e164 == e164)).first()
-    if number is None:
-        return None
-    tenant = _tenant(connection, number.tenant_id)
-    rows = list(_forwards(connection, numbers_id=number.id))
-    if number.subscriber_id is not None:
-        subscriber = connection.execute(
-            select(subscribers).where(subscribers.c.id == number.subscriber_id)
-        ).one()
-        rows += _forwards(connection, subscriber_id=subscriber.id)
-        endpoint = Endpoint(EndpointKind.SUBSCRIBER, f"{subscriber.username}@{tenant.domain}")
-        mailbox = f"{subscriber.username}@{tenant.domain}"
-        emergency: list[Rule] = []
-    else:
-        trunk = connection.execute(select(trunks).where(trunks.c.id == number.trunk_id)).one()
-        endpoint = Endpoint(EndpointKind.TRUNK, str(trunk.id))
-        mailbox = e164
-        emergency = [emergency_rule(trunk.name, trunk.emergency)] if trunk.emergency else []
-    rules = _rules(connection, rows, tenant, mailbox, problems) + emergency
-    return ForwardTable(e164, tenant.name, e164, endpoint, tuple(rules))
+class Compiled(NamedTuple):
+    key: str
+    tenant: str
+    identity: str
+    endpoint_kind: str
+    endpoint_ref: str
+    rules: tuple[RuleTuple, ...]
+
+    def encode(self) -> bytes:
+        return encode_parts(
+            self.key,
+            self.tenant,
+            self.identity,
+            self.endpoint_kind,
+            self.endpoint_ref,
+            None,
+            self.rules,
+        )
+
+    def table(self) -> ForwardTable:
+        return decode_table(self.encode())
 
 
-def compile_subscriber(
-    connection: Connection, key: str, problems: list[str]
-) -> ForwardTable | None:
-    username, _, domain = key[len(SUBSCRIBER_PREFIX) :].partition("@")
-    found = connection.execute(
-        select(subscribers, tenants.c.domain)
-        .join(tenants, tenants.c.id == subscribers.c.tenant_id)
-        .where(subscribers.c.username == username, tenants.c.domain == domain)
-    ).first()
-    if found is None:
-        return None
-    tenant = _tenant(connection, found.tenant_id)
-    first_number = connection.scalar(
-        select(numbers.c.e164).where(numbers.c.subscriber_id == found.id).order_by(numbers.c.id)
+def number_table(
+    e164: str,
+    tenant: TenantView,
+    trunk: Any | None,
+    subscriber: Any | None,
+    own_forwards: Iterable[Any],
+    subscriber_forwards: Iterable[Any],
+    policy: DestinationPolicy,
+    problems: list[Problem],
+) -> Compiled:
+    """The table of a DID owned by `trunk` or `subscriber` (portal rows)."""
+    if subscriber is not None:
+        aor = f"{subscriber.username}@{tenant.domain}"
+        rules = forward_rules(own_forwards, tenant, aor, policy, problems)
+        rules += forward_rules(subscriber_forwards, tenant, aor, policy, problems)
+        return Compiled(e164, tenant.name, e164, EndpointKind.SUBSCRIBER.value, aor, tuple(rules))
+    assert trunk is not None, "a number has a trunk or a subscriber"
+    rules = forward_rules(own_forwards, tenant, e164, policy, problems)
+    if trunk.emergency:
+        reason = policy.refusal(trunk.emergency)
+        if reason is None:
+            rules.append(emergency_rule(trunk.name, trunk.emergency))
+        else:
+            problems.append(Problem(f"trunks:{trunk.id}", f"emergency number: {reason}"))
+    return Compiled(e164, tenant.name, e164, EndpointKind.TRUNK.value, str(trunk.id), tuple(rules))
+
+
+def subscriber_table(
+    subscriber: Any,
+    first_number: str | None,
+    tenant: TenantView,
+    forwards: Iterable[Any],
+    policy: DestinationPolicy,
+    problems: list[Problem],
+) -> Compiled:
+    """The table of ``sub:<user>@<domain>``, reached by extension."""
+    aor = f"{subscriber.username}@{tenant.domain}"
+    identity = first_number or subscriber.extension or subscriber.username
+    rules = forward_rules(forwards, tenant, aor, policy, problems)
+    return Compiled(
+        subscriber_key(subscriber.username, tenant.domain),
+        tenant.name,
+        identity,
+        EndpointKind.SUBSCRIBER.value,
+        aor,
+        tuple(rules),
     )
-    identity = first_number or found.extension or username
-    rows = _forwards(connection, subscriber_id=found.id)
-    rules = _rules(connection, rows, tenant, f"{username}@{domain}", problems)
-    endpoint = Endpoint(EndpointKind.SUBSCRIBER, f"{username}@{domain}")
-    return ForwardTable(key, tenant.name, identity, endpoint, tuple(rules))
 
 
-def compile_voicemail(connection: Connection, key: str) -> ForwardTable | None:
-    mailbox = key[len(VOICEMAIL_PREFIX) :]
-    if is_number(mailbox):
-        tenant_id = connection.scalar(select(numbers.c.tenant_id).where(numbers.c.e164 == mailbox))
-        tenant = None if tenant_id is None else _tenant(connection, tenant_id)
-    else:
-        domain = mailbox.partition("@")[2]
-        tenant = connection.execute(select(tenants).where(tenants.c.domain == domain)).first()
-    if tenant is None or not tenant.voicemail_uri:
+def voicemail_table(mailbox: str, tenant: TenantView) -> Compiled | None:
+    """The table of ``vm:<mailbox>``: rings the tenant's voicemail server."""
+    if not tenant.voicemail_uri:
         return None
-    endpoint = Endpoint(EndpointKind.VOICEMAIL, tenant.voicemail_uri.format(mailbox=mailbox))
-    return ForwardTable(key, tenant.name, mailbox, endpoint)
+    uri = tenant.voicemail_uri.format(mailbox=mailbox)
+    return Compiled(
+        voicemail_key(mailbox), tenant.name, mailbox, EndpointKind.VOICEMAIL.value, uri, ()
+    )
 
 
-def emergency_rule(trunk_name: str, emergency: str) -> Rule:
+def emergency_rule(trunk_name: str, emergency: str) -> RuleTuple:
     """A trunk's emergency number as the last trunk-down rule of its numbers."""
-    return Rule(
-        Condition.TRUNK_DOWN,
-        Scope.ANY,
-        Destination(DestKind.NUMBER, emergency, emergency),
+    return (
+        Condition.TRUNK_DOWN.value,
+        "any",
+        DestKind.NUMBER.value,
+        emergency,
+        emergency,
+        0,
         f"trunk {trunk_name} emergency",
+        None,
+        (),
+        None,
     )
 
 
-def _tenant(connection: Connection, tenant_id: int) -> Row[tuple[object, ...]]:
-    return connection.execute(select(tenants).where(tenants.c.id == tenant_id)).one()
-
-
-def _forwards(
-    connection: Connection, numbers_id: int | None = None, subscriber_id: int | None = None
-) -> Sequence[Row[tuple[object, ...]]]:
-    owner = (
-        forwards.c.number_id == numbers_id
-        if numbers_id is not None
-        else forwards.c.subscriber_id == subscriber_id
-    )
-    query = (
-        select(forwards)
-        .where(owner, forwards.c.enabled.is_(True))
-        .order_by(forwards.c.position, forwards.c.id)
-    )
-    return connection.execute(query).all()
-
-
-def _rules(
-    connection: Connection,
-    rows: Sequence[Row[tuple[object, ...]]],
-    tenant: Row[tuple[object, ...]],
+def forward_rules(
+    rows: Iterable[Any],
+    tenant: TenantView,
     mailbox: str,
-    problems: list[str],
-) -> list[Rule]:
-    rules = []
+    policy: DestinationPolicy,
+    problems: list[Problem],
+) -> list[RuleTuple]:
+    """Rule tuples for enabled forward rows, in order; bad rows become Problems."""
+    rules: list[RuleTuple] = []
     for row in rows:
+        if not row.enabled:
+            continue
         try:
-            destination = resolve_destination(
-                connection, tenant, row.dest_kind, row.dest_value, mailbox
-            )
-        except UnresolvedDestination as error:
-            problems.append(f"forward {row.id} skipped: {error}")
+            key, label, code = resolve_destination(row, tenant, mailbox, policy)
+        except ValueError as error:
+            problems.append(Problem(f"forwards:{row.id}", str(error)))
             continue
         rules.append(
-            Rule(
-                Condition(row.condition),
-                Scope(row.callers),
-                destination,
+            (
+                row.condition,
+                row.callers,
+                row.dest_kind,
+                key,
+                label,
+                code,
                 f"forward {row.id}",
-                ring_timeout=row.ring_timeout,
-                modes=frozenset(row.modes.split(",")) if row.modes else frozenset(),
-                expires_at=_epoch(row.expires_at),
+                row.ring_timeout,
+                tuple(sorted(row.modes.split(","))) if row.modes else (),
+                _epoch(row.expires_at),
             )
         )
     return rules
 
 
 def resolve_destination(
-    connection: Connection,
-    tenant: Row[tuple[object, ...]],
-    kind: str,
-    value: str,
-    mailbox: str,
-) -> Destination:
-    """The compiled destination of a forward owned in `tenant` whose owner's
-    voicemail box is `mailbox`."""
-    dest_kind = DestKind(kind)
-    if dest_kind is DestKind.NUMBER:
-        return Destination(dest_kind, value, value)
-    if dest_kind is DestKind.EXTENSION:
-        return Destination(dest_kind, _extension_key(connection, tenant, value), f"ext {value}")
-    if dest_kind is DestKind.VOICEMAIL:
+    row: Any, tenant: TenantView, mailbox: str, policy: DestinationPolicy
+) -> tuple[str, str, int]:
+    """(key, label, reply code) of a forward row, or ValueError saying why not."""
+    if row.condition not in CONDITIONS or row.callers not in CALLER_SCOPES:
+        raise ValueError(f"unknown condition {row.condition!r} or callers {row.callers!r}")
+    kind, value = row.dest_kind, row.dest_value
+    if kind not in DEST_KINDS:
+        raise ValueError(f"unknown destination kind {kind!r}")
+    if kind == DestKind.NUMBER:
+        reason = policy.refusal(value)
+        if reason is not None:
+            raise ValueError(reason)
+        return value, value, 0
+    if kind == DestKind.EXTENSION:
+        return _extension_key(tenant, value), f"ext {value}", 0
+    if kind == DestKind.VOICEMAIL:
         if not tenant.voicemail_uri:
-            raise UnresolvedDestination(f"tenant {tenant.name} has no voicemail server")
-        return Destination(dest_kind, voicemail_key(mailbox), "voicemail")
-    if dest_kind is DestKind.OPERATOR:
+            raise ValueError(f"tenant {tenant.name} has no voicemail server")
+        return voicemail_key(mailbox), "voicemail", 0
+    if kind == DestKind.OPERATOR:
         operator = tenant.operator
         if not operator:
-            raise UnresolvedDestination(f"tenant {tenant.name} has no operator destination")
-        if is_number(str(operator)):
-            key = str(operator)
-        else:
-            key = _extension_key(connection, tenant, str(operator))
-        return Destination(dest_kind, key, f"operator ({operator})")
-    return Destination(dest_kind, "", f"reject {value}", reply_code=int(value))
+            raise ValueError(f"tenant {tenant.name} has no operator destination")
+        if is_number(operator):
+            reason = policy.refusal(operator)
+            if reason is not None:
+                raise ValueError(f"operator: {reason}")
+            return operator, f"operator ({operator})", 0
+        return _extension_key(tenant, operator), f"operator ({operator})", 0
+    if not value.isdigit() or not 400 <= int(value) <= 699:
+        raise ValueError(f"reject code {value!r} is not a SIP failure code 400-699")
+    return "", f"reject {value}", int(value)
 
 
-def _extension_key(connection: Connection, tenant: Row[tuple[object, ...]], extension: str) -> str:
-    username = connection.scalar(
-        select(subscribers.c.username).where(
-            subscribers.c.tenant_id == tenant.id, subscribers.c.extension == extension
-        )
-    )
+def key_problem(source: str, key: str) -> Problem | None:
+    """A key whose characters would break the store or the call-state encoding."""
+    if not key or not set(key) <= KEY_ALPHABET:
+        return Problem(source, f"{key!r} contains characters a routing key cannot hold")
+    return None
+
+
+def _extension_key(tenant: TenantView, extension: str) -> str:
+    username = tenant.extensions.get(extension)
     if username is None:
-        raise UnresolvedDestination(f"extension {extension} does not exist in tenant {tenant.name}")
-    return subscriber_key(username, str(tenant.domain))
+        raise ValueError(f"extension {extension} does not exist in tenant {tenant.name}")
+    return subscriber_key(username, tenant.domain)
 
 
 def _epoch(moment: datetime | None) -> float | None:
     if moment is None:
         return None
-    if moment.tzinfo is None:
-        # SQLite returns naive datetimes; the portal stores UTC.
+    if moment.tzinfo is None:  # SQLite hands back naive UTC
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()

@@ -18,9 +18,8 @@ from divert.portal.policy import load_policy
 from divert.portal.tenants import EXTENSION
 from kemi.core.decide import Lookup
 from kemi.core.keys import subscriber_key
-from kemi.core.model import ForwardTable
 from schema.tables import CALLER_SCOPES, CONDITIONS, forwards, numbers, subscribers, tenants
-from sync.compile import compile_key
+from sync.portal_reader import KeyReader
 
 REJECT_DEFAULT = 603
 
@@ -214,14 +213,7 @@ def refuse_loops(connection: Connection, keys: Sequence[str], now: datetime) -> 
 
 def portal_lookup(connection: Connection) -> Lookup:
     """A lookup that compiles tables straight from the portal, memoised."""
-    memo: dict[str, ForwardTable | None] = {}
-
-    def lookup(key: str) -> ForwardTable | None:
-        if key not in memo:
-            memo[key] = compile_key(connection, key)
-        return memo[key]
-
-    return lookup
+    return KeyReader(connection).lookup()
 
 
 def _check_timeout(condition: str, ring_timeout: int | None) -> None:

@@ -1,0 +1,215 @@
+"""The store's format, defined once for the sync worker and the KEMI reader.
+
+The store is one SQLite file in WAL mode (``<state-dir>/store.sqlite``):
+many reading processes, one writer, atomic transactions, and it survives
+restarts of either side.  Beside it, ``store.seq`` holds two little-endian
+64-bit integers, (epoch, change sequence), written by the worker after each
+commit and mapped into memory by readers, so that a cached lookup can tell
+in a fraction of a microsecond whether anything changed.
+
+Tables:
+
+- ``forward_tables(key, tenant, data)``: compiled `ForwardTable`s by key.
+- ``subscribers(aor, tenant, username, domain, ha1, extension, display_name)``.
+- ``trunks(id, tenant, name, diversion_style)`` and
+  ``trunk_addresses(address, trunk_id)`` (``ip:port``).
+- ``changes(seq, key)``: the keys each commit changed, namespaced by the
+  `NS_*` prefixes below; readers evict exactly those from their cache.
+- ``meta(name, value)``: journal position, epoch, last error, timings.
+- ``rejected(source, reason, key, seen_at)``: portal rows skipped and why.
+
+A forward table is stored as `marshal` of plain tuples (`encode_table`),
+decoded into the decision core's dataclasses by `decode_table`.
+"""
+
+from __future__ import annotations
+
+import marshal
+from typing import Any
+
+from kemi.core.model import (
+    Condition,
+    Destination,
+    DestKind,
+    Endpoint,
+    EndpointKind,
+    ForwardTable,
+    Rule,
+    Scope,
+)
+
+FORMAT = 1
+MARSHAL_VERSION = 4
+
+STORE_FILE = "store.sqlite"
+SEQ_FILE = "store.seq"
+SEQ_SIZE = 16  # epoch, sequence
+
+NS_TABLE = "t|"
+NS_SUBSCRIBER = "s|"
+NS_TRUNK = "k|"
+NS_ADDRESS = "a|"
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS forward_tables "
+    "(key TEXT PRIMARY KEY, tenant TEXT NOT NULL, data BLOB NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS forward_tables_tenant ON forward_tables (tenant)",
+    "CREATE TABLE IF NOT EXISTS subscribers (aor TEXT PRIMARY KEY, tenant TEXT NOT NULL, "
+    "username TEXT NOT NULL, domain TEXT NOT NULL, ha1 TEXT NOT NULL, extension TEXT, "
+    "display_name TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS subscribers_tenant ON subscribers (tenant)",
+    "CREATE TABLE IF NOT EXISTS trunks (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, "
+    "name TEXT NOT NULL, diversion_style TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS trunk_addresses "
+    "(address TEXT PRIMARY KEY, trunk_id INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY, key TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rejected (source TEXT PRIMARY KEY, reason TEXT NOT NULL, "
+    "key TEXT NOT NULL, seen_at TEXT NOT NULL) WITHOUT ROWID",
+)
+
+# meta names
+META_FORMAT = "format"
+META_EPOCH = "epoch"
+META_POSITION = "journal_position"
+META_LAST_ID = "journal_last_id"
+META_SYNCED_AT = "synced_at"
+META_FULL_SYNC_AT = "full_sync_at"
+META_LAST_ERROR = "last_error"
+
+RuleTuple = tuple[str, str, str, str, str, int, str, int | None, tuple[str, ...], float | None]
+TableTuple = tuple[int, str, str, str, str, str, int | None, tuple[RuleTuple, ...]]
+
+
+def rule_tuple(rule: Rule) -> RuleTuple:
+    d = rule.destination
+    return (
+        rule.condition.value,
+        rule.callers.value,
+        d.kind.value,
+        d.key,
+        d.label,
+        d.reply_code,
+        rule.origin,
+        rule.ring_timeout,
+        tuple(sorted(rule.modes)),
+        rule.expires_at,
+    )
+
+
+def encode_table(table: ForwardTable) -> bytes:
+    return encode_parts(
+        table.key,
+        table.tenant,
+        table.identity,
+        table.endpoint.kind.value,
+        table.endpoint.ref,
+        table.ring_timeout,
+        tuple(rule_tuple(r) for r in table.rules),
+    )
+
+
+def encode_parts(
+    key: str,
+    tenant: str,
+    identity: str,
+    endpoint_kind: str,
+    endpoint_ref: str,
+    ring_timeout: int | None,
+    rules: tuple[RuleTuple, ...],
+) -> bytes:
+    """Encode a table from plain values (the bulk sync path builds no objects)."""
+    parts: TableTuple = (
+        FORMAT,
+        key,
+        tenant,
+        identity,
+        endpoint_kind,
+        endpoint_ref,
+        ring_timeout,
+        rules,
+    )
+    return marshal.dumps(parts, MARSHAL_VERSION)
+
+
+def decode_table(data: bytes) -> ForwardTable:
+    parts: Any = marshal.loads(data)
+    if parts[0] != FORMAT:
+        raise ValueError(f"forward table format {parts[0]} is not {FORMAT}; resync the store")
+    _, key, tenant, identity, endpoint_kind, endpoint_ref, ring_timeout, rules = parts
+    return ForwardTable(
+        key,
+        tenant,
+        identity,
+        Endpoint(EndpointKind(endpoint_kind), endpoint_ref),
+        tuple(
+            Rule(
+                Condition(r[0]),
+                Scope(r[1]),
+                Destination(DestKind(r[2]), r[3], r[4], r[5]),
+                r[6],
+                r[7],
+                frozenset(r[8]),
+                r[9],
+            )
+            for r in rules
+        ),
+        ring_timeout,
+    )
+
+
+class SubscriberRecord(tuple[str, str, str, str, str, str | None, str]):
+    """A subscriber as the store holds it: (aor, tenant, username, domain,
+    ha1, extension, display_name); a plain tuple so rows map onto it free."""
+
+    __slots__ = ()
+
+    @property
+    def aor(self) -> str:
+        return self[0]
+
+    @property
+    def tenant(self) -> str:
+        return self[1]
+
+    @property
+    def username(self) -> str:
+        return self[2]
+
+    @property
+    def domain(self) -> str:
+        return self[3]
+
+    @property
+    def ha1(self) -> str:
+        return self[4]
+
+    @property
+    def extension(self) -> str | None:
+        return self[5]
+
+    @property
+    def display_name(self) -> str:
+        return self[6]
+
+
+class TrunkRecord(tuple[int, str, str, str]):
+    """A customer trunk: (id, tenant, name, diversion_style)."""
+
+    __slots__ = ()
+
+    @property
+    def id(self) -> int:
+        return self[0]
+
+    @property
+    def tenant(self) -> str:
+        return self[1]
+
+    @property
+    def name(self) -> str:
+        return self[2]
+
+    @property
+    def diversion_style(self) -> str:
+        return self[3]

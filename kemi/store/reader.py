@@ -1,0 +1,198 @@
+"""Reading the store from Kamailio's worker processes, through a bounded cache.
+
+Each process makes its own `StoreReader` after the fork (files are opened
+lazily on first use).  A lookup costs one dictionary hit when the store has
+not changed; when it has, the reader evicts just the keys the store's
+``changes`` log lists since the last sequence it saw, so a committed change is
+seen on the next lookup with no TTL, and a change to one number leaves the
+rest of the cache warm.  Misses read one row from SQLite.
+
+Consistency: a miss reads the row and the store's latest sequence in one
+statement and first evicts everything changed up to that sequence, so the
+cache never mixes a batch's new rows with another key's pre-batch row.
+
+Absent keys are cached too (as absent): external numbers are looked up on
+every forwarded call.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import sqlite3
+import struct
+from pathlib import Path
+from typing import Any
+
+from cachetools import LRUCache
+
+from kemi.core.model import ForwardTable
+from kemi.store.format import (
+    NS_ADDRESS,
+    NS_SUBSCRIBER,
+    NS_TABLE,
+    NS_TRUNK,
+    SEQ_FILE,
+    SEQ_SIZE,
+    STORE_FILE,
+    SubscriberRecord,
+    TrunkRecord,
+    decode_table,
+)
+
+_SEQ = struct.Struct("<QQ")
+_ABSENT = object()
+
+
+class StoreUnavailable(Exception):
+    """The store file cannot be opened (not synced yet, or unreadable)."""
+
+
+class StoreReader:
+    """Read-only, cached access to one node's store."""
+
+    def __init__(self, state_dir: str | os.PathLike[str], cache_size: int = 10_000) -> None:
+        self._dir = Path(state_dir)
+        self._cache: LRUCache[str, object] = LRUCache(maxsize=cache_size)
+        self._db: sqlite3.Connection | None = None
+        self._seq_map: mmap.mmap | None = None
+        self._epoch = -1
+        self._seen = -1
+        self.misses = 0  # rows read from SQLite, for tests and benchmarks
+
+    # -- lookups ---------------------------------------------------------------
+
+    def table(self, key: str) -> ForwardTable | None:
+        """The compiled forward table of `key`, or None if the store has none."""
+        cache_key = NS_TABLE + key
+        self._refresh()
+        found = self._cache.get(cache_key, _ABSENT)
+        if found is _ABSENT:
+            row = self._miss("SELECT data FROM forward_tables WHERE key = ?", (key,), cache_key)
+            found = None if row is None else decode_table(row[0])
+            self._cache[cache_key] = found
+        return found  # type: ignore[return-value]
+
+    def subscriber(self, aor: str) -> SubscriberRecord | None:
+        """A subscriber by ``username@domain``."""
+        cache_key = NS_SUBSCRIBER + aor
+        self._refresh()
+        found = self._cache.get(cache_key, _ABSENT)
+        if found is _ABSENT:
+            row = self._miss(
+                "SELECT aor, tenant, username, domain, ha1, extension, display_name "
+                "FROM subscribers WHERE aor = ?",
+                (aor,),
+                cache_key,
+            )
+            found = None if row is None else SubscriberRecord(row)
+            self._cache[cache_key] = found
+        return found  # type: ignore[return-value]
+
+    def trunk_at(self, address: str) -> TrunkRecord | None:
+        """The customer trunk sending from ``ip:port``, or None."""
+        cache_key = NS_ADDRESS + address
+        self._refresh()
+        found = self._cache.get(cache_key, _ABSENT)
+        if found is _ABSENT:
+            row = self._miss(
+                "SELECT t.id, t.tenant, t.name, t.diversion_style FROM trunk_addresses a "
+                "JOIN trunks t ON t.id = a.trunk_id WHERE a.address = ?",
+                (address,),
+                cache_key,
+            )
+            found = None if row is None else TrunkRecord(row)
+            self._cache[cache_key] = found
+        return found  # type: ignore[return-value]
+
+    def trunk(self, trunk_id: int) -> TrunkRecord | None:
+        cache_key = NS_TRUNK + str(trunk_id)
+        self._refresh()
+        found = self._cache.get(cache_key, _ABSENT)
+        if found is _ABSENT:
+            row = self._miss(
+                "SELECT id, tenant, name, diversion_style FROM trunks WHERE id = ?",
+                (trunk_id,),
+                cache_key,
+            )
+            found = None if row is None else TrunkRecord(row)
+            self._cache[cache_key] = found
+        return found  # type: ignore[return-value]
+
+    @property
+    def cached(self) -> int:
+        """Entries now in this process's cache (bounded by `cache_size`)."""
+        return len(self._cache)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._seq_map is not None:
+            self._seq_map.close()
+            self._seq_map = None
+
+    # -- freshness -------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        seq_map = self._seq_map or self._open_seq()
+        epoch, seq = _SEQ.unpack_from(seq_map)
+        if seq != self._seen or epoch != self._epoch:
+            self._catch_up(epoch, seq)
+
+    def _catch_up(self, epoch: int, seq: int) -> None:
+        """Evict what changed between the last sequence seen and `seq`."""
+        if epoch != self._epoch or seq < self._seen:
+            self._cache.clear()
+        else:
+            db = self._db or self._connect()
+            rows = db.execute(
+                "SELECT key, (SELECT min(seq) FROM changes) FROM changes "
+                "WHERE seq > ? AND seq <= ?",
+                (self._seen, seq),
+            ).fetchall()
+            if rows and rows[0][1] > self._seen + 1:
+                self._cache.clear()  # the log was pruned past what we saw
+            else:
+                for key, _ in rows:
+                    self._cache.pop(key, None)
+        self._epoch, self._seen = epoch, seq
+
+    def _miss(
+        self, query: str, params: tuple[object, ...], cache_key: str
+    ) -> tuple[Any, ...] | None:
+        self.misses += 1
+        db = self._db or self._connect()
+        db.execute("BEGIN")  # one snapshot for the row and the sequence
+        try:
+            latest, epoch = db.execute(
+                "SELECT (SELECT max(seq) FROM changes), "
+                "(SELECT value FROM meta WHERE name = 'epoch')"
+            ).fetchone()
+            row = db.execute(query, params).fetchone()
+        finally:
+            db.execute("COMMIT")
+        if latest is not None and (latest > self._seen or int(epoch) != self._epoch):
+            self._catch_up(int(epoch), latest)
+        return row  # type: ignore[no-any-return]
+
+    def _connect(self) -> sqlite3.Connection:
+        path = self._dir / STORE_FILE
+        if not path.is_file():
+            raise StoreUnavailable(f"no store at {path}: has the sync worker run?")
+        try:
+            self._db = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+            )
+        except sqlite3.Error as error:
+            raise StoreUnavailable(f"cannot open the store at {path}: {error}") from None
+        return self._db
+
+    def _open_seq(self) -> mmap.mmap:
+        path = self._dir / SEQ_FILE
+        try:
+            with open(path, "rb") as handle:
+                self._seq_map = mmap.mmap(handle.fileno(), SEQ_SIZE, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as error:
+            raise StoreUnavailable(f"cannot map {path}: {error}") from None
+        return self._seq_map

@@ -1,0 +1,107 @@
+"""Following the portal's change journal without missing a change.
+
+SQLite has one writer at a time, so journal ids are committed in order and
+"everything after the last id applied" is exact.
+
+PostgreSQL hands out journal ids when rows are inserted, not when their
+transactions commit: id 101 can be visible while id 100's transaction is
+still open, so "after the last id" would skip 100 for good.  Instead the
+position is a transaction watermark: the worker takes the journal rows of
+transactions older than its snapshot's xmin (all of them have finished, and
+no later transaction can write with an older id), applies them, and moves
+the watermark to that xmin.  A change from a transaction still open when a
+batch is read waits for the next batch; none is lost.
+
+Applying is idempotent (keys are recompiled from the portal as it is), so
+seeing a row twice, as the first batch after a full sync may, is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select, text
+
+from schema.tables import change_journal
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    id: int
+    table: str
+    op: str
+    row_id: int
+    old_row: dict[str, Any] | None
+
+
+def current_position(connection: Connection) -> str:
+    """The position a snapshot read in this transaction corresponds to."""
+    if connection.dialect.name == "postgresql":
+        return f"xmin:{_snapshot_xmin(connection)}"
+    last = connection.scalar(select(func.coalesce(func.max(change_journal.c.id), 0)))
+    return f"id:{last}"
+
+
+def read_batch(
+    connection: Connection, position: str, limit: int = 20_000
+) -> tuple[Sequence[Change], str, bool]:
+    """Journal rows after `position`: (changes, new position, more waiting)."""
+    kind, _, value = position.partition(":")
+    if connection.dialect.name == "postgresql":
+        if kind != "xmin":
+            raise ValueError(f"journal position {position!r} is not a PostgreSQL position")
+        watermark = int(value)
+        horizon = _snapshot_xmin(connection)
+        rows = connection.execute(
+            select(change_journal)
+            .where(change_journal.c.tx >= watermark, change_journal.c.tx < horizon)
+            .order_by(change_journal.c.tx, change_journal.c.id)
+        ).all()
+        return [_change(r) for r in rows], f"xmin:{max(horizon, watermark)}", False
+    if kind != "id":
+        raise ValueError(f"journal position {position!r} is not a SQLite position")
+    rows = connection.execute(
+        select(change_journal)
+        .where(change_journal.c.id > int(value))
+        .order_by(change_journal.c.id)
+        .limit(limit)
+    ).all()
+    last = rows[-1].id if rows else int(value)
+    return [_change(r) for r in rows], f"id:{last}", len(rows) == limit
+
+
+def pending(connection: Connection, position: str) -> tuple[int, float | None]:
+    """(journal rows not yet applied, age in seconds of the oldest of them)."""
+    kind, _, value = position.partition(":")
+    column = change_journal.c.tx if kind == "xmin" else change_journal.c.id
+    condition = column >= int(value) if kind == "xmin" else column > int(value)
+    count, oldest = connection.execute(
+        select(func.count(), func.min(change_journal.c.changed_at)).where(condition)
+    ).one()
+    if not count or oldest is None:
+        return 0, None
+    now = connection.scalar(select(func.now()))
+    return int(count), _seconds_between(oldest, now)
+
+
+def _seconds_between(earlier: Any, later: Any) -> float:
+    if isinstance(earlier, str):  # SQLite: text timestamps in UTC
+        earlier = datetime.fromisoformat(earlier)
+        later = datetime.fromisoformat(str(later))
+    if earlier.tzinfo is None and later.tzinfo is not None:
+        later = later.replace(tzinfo=None)
+    return max(0.0, float((later - earlier).total_seconds()))
+
+
+def _snapshot_xmin(connection: Connection) -> int:
+    return int(connection.scalar(text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")))
+
+
+def _change(row: Any) -> Change:
+    return Change(
+        row.id, row.table_name, row.op, row.row_id, json.loads(row.old_row) if row.old_row else None
+    )

@@ -1,0 +1,225 @@
+"""Writing the node-local store: the sync worker is its only writer.
+
+Every batch is one SQLite transaction (data, changed-keys log, journal
+position together), so a reader never sees half a batch and a worker killed
+mid-batch leaves the store as it was before the batch.  After each commit
+the (epoch, sequence) pair in ``store.seq`` is updated: readers compare it
+on every lookup and evict what the changes log lists.  A full sync starts a
+new epoch, which tells readers to drop their whole cache.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import sqlite3
+import struct
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kemi.store.format import (
+    FORMAT,
+    META_EPOCH,
+    META_FORMAT,
+    NS_ADDRESS,
+    NS_SUBSCRIBER,
+    NS_TABLE,
+    NS_TRUNK,
+    SCHEMA,
+    SEQ_FILE,
+    SEQ_SIZE,
+    STORE_FILE,
+    SubscriberRecord,
+    TrunkRecord,
+)
+
+_SEQ = struct.Struct("<QQ")
+CHANGES_KEPT = 200_000
+
+
+class StoreWriter:
+    """The store of one node, opened for writing."""
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.dir / STORE_FILE, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        self.db.execute("PRAGMA busy_timeout = 5000")
+        with self.transaction():
+            for statement in SCHEMA:
+                self.db.execute(statement)
+            stored = self.meta(META_FORMAT)
+            if stored is not None and int(stored) != FORMAT:
+                raise RuntimeError(
+                    f"store {self.dir / STORE_FILE} has format {stored}, this divert writes "
+                    f"{FORMAT}: move it away and let the worker resync"
+                )
+            self.set_meta(META_FORMAT, str(FORMAT))
+            if self.meta(META_EPOCH) is None:
+                self.set_meta(META_EPOCH, "1")
+        self._seq = self._open_seq()
+        self.publish()
+
+    # -- transactions ------------------------------------------------------------
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+    def publish(self) -> None:
+        """Tell readers the store's current (epoch, sequence)."""
+        epoch = int(self.meta(META_EPOCH) or 1)
+        seq = self.db.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
+        _SEQ.pack_into(self._seq, 0, epoch, seq)
+
+    def close(self) -> None:
+        self._seq.close()
+        self.db.close()
+
+    # -- meta --------------------------------------------------------------------
+
+    def meta(self, name: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, name: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO meta (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+
+    # -- data (call inside a transaction) ------------------------------------------
+
+    def reset(self) -> None:
+        """Empty the store for a full sync and start a new epoch."""
+        for table in ("forward_tables", "subscribers", "trunks", "trunk_addresses", "changes"):
+            self.db.execute(f"DELETE FROM {table}")
+        self.set_meta(META_EPOCH, str(int(self.meta(META_EPOCH) or 1) + 1))
+
+    def put_tables(self, rows: Iterable[tuple[str, str, bytes]]) -> None:
+        """Write (key, tenant, data) rows without logging changes (full sync)."""
+        self.db.executemany(
+            "INSERT OR REPLACE INTO forward_tables (key, tenant, data) VALUES (?, ?, ?)", rows
+        )
+
+    def put_table(self, key: str, tenant: str, data: bytes) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO forward_tables (key, tenant, data) VALUES (?, ?, ?)",
+            (key, tenant, data),
+        )
+        self._changed(NS_TABLE + key)
+
+    def delete_table(self, key: str) -> None:
+        self.db.execute("DELETE FROM forward_tables WHERE key = ?", (key,))
+        self._changed(NS_TABLE + key)
+
+    def has_table(self, key: str) -> bool:
+        return (
+            self.db.execute("SELECT 1 FROM forward_tables WHERE key = ?", (key,)).fetchone()
+            is not None
+        )
+
+    def table_keys(self, tenant: str) -> list[str]:
+        rows = self.db.execute("SELECT key FROM forward_tables WHERE tenant = ?", (tenant,))
+        return [row[0] for row in rows]
+
+    def put_subscriber(self, record: SubscriberRecord, log: bool = True) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO subscribers (aor, tenant, username, domain, ha1, extension, "
+            "display_name) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            tuple(record),
+        )
+        if log:
+            self._changed(NS_SUBSCRIBER + record.aor)
+
+    def delete_subscribers(self, tenant: str) -> None:
+        """Remove a tenant's subscribers (they are rewritten with the tenant)."""
+        for (aor,) in self.db.execute("SELECT aor FROM subscribers WHERE tenant = ?", (tenant,)):
+            self._changed(NS_SUBSCRIBER + aor)
+        self.db.execute("DELETE FROM subscribers WHERE tenant = ?", (tenant,))
+
+    def delete_subscriber(self, aor: str) -> None:
+        self.db.execute("DELETE FROM subscribers WHERE aor = ?", (aor,))
+        self._changed(NS_SUBSCRIBER + aor)
+
+    def put_trunk(self, record: TrunkRecord, addresses: Iterable[str], log: bool = True) -> None:
+        self.delete_trunk(record.id, log)
+        self.db.execute(
+            "INSERT INTO trunks (id, tenant, name, diversion_style) VALUES (?, ?, ?, ?)",
+            tuple(record),
+        )
+        for address in addresses:
+            self.db.execute(
+                "INSERT OR REPLACE INTO trunk_addresses (address, trunk_id) VALUES (?, ?)",
+                (address, record.id),
+            )
+            if log:
+                self._changed(NS_ADDRESS + address)
+
+    def delete_trunk(self, trunk_id: int, log: bool = True) -> None:
+        if log:
+            for (address,) in self.db.execute(
+                "SELECT address FROM trunk_addresses WHERE trunk_id = ?", (trunk_id,)
+            ):
+                self._changed(NS_ADDRESS + address)
+            self._changed(NS_TRUNK + str(trunk_id))
+        self.db.execute("DELETE FROM trunk_addresses WHERE trunk_id = ?", (trunk_id,))
+        self.db.execute("DELETE FROM trunks WHERE id = ?", (trunk_id,))
+
+    def trunk_ids(self, tenant: str) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT id FROM trunks WHERE tenant = ?", (tenant,))]
+
+    # -- rejected rows ----------------------------------------------------------------
+
+    def reject(self, source: str, reason: str, key: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO rejected (source, reason, key, seen_at) VALUES (?, ?, ?, ?)",
+            (source, reason, key, datetime.now(UTC).isoformat(timespec="seconds")),
+        )
+
+    def clear_rejected(self, key: str) -> None:
+        self.db.execute("DELETE FROM rejected WHERE key = ?", (key,))
+
+    def clear_all_rejected(self) -> None:
+        self.db.execute("DELETE FROM rejected")
+
+    # -- internals --------------------------------------------------------------------
+
+    def _changed(self, key: str) -> None:
+        self.db.execute("INSERT INTO changes (key) VALUES (?)", (key,))
+
+    def _prune_changes(self) -> None:
+        self.db.execute(
+            "DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?", (CHANGES_KEPT,)
+        )
+
+    def _open_seq(self) -> mmap.mmap:
+        path = self.dir / SEQ_FILE
+        with open(path, "a+b") as handle:
+            if os.fstat(handle.fileno()).st_size < SEQ_SIZE:
+                handle.truncate(SEQ_SIZE)
+            return mmap.mmap(handle.fileno(), SEQ_SIZE, access=mmap.ACCESS_WRITE)
+
+
+class _Transaction:
+    """``with writer.transaction():`` commits and publishes, or rolls back."""
+
+    def __init__(self, writer: StoreWriter) -> None:
+        self.writer = writer
+
+    def __enter__(self) -> StoreWriter:
+        self.writer.db.execute("BEGIN IMMEDIATE")
+        return self.writer
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        db = self.writer.db
+        if kind is not None:
+            db.execute("ROLLBACK")
+            return
+        self.writer._prune_changes()
+        db.execute("COMMIT")
+        if hasattr(self.writer, "_seq"):
+            self.writer.publish()

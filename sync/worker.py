@@ -1,0 +1,243 @@
+"""The sync worker: keeps one node's store in step with the portal.
+
+First start (or a store from another portal): a full snapshot.  Then
+journal batches from the stored position, so a restart resumes where it
+stopped, with no full resync and no missed change.  On PostgreSQL it sleeps
+on LISTEN divert_changes (one notification per portal transaction) and
+polls every `poll_interval` seconds as a fallback; on SQLite it polls.
+
+When the portal is unreachable the store keeps serving the last synced
+data; the worker retries with exponential backoff and logs one line when
+the portal goes away and one when it is back, not one per retry.  SIGTERM or
+SIGINT stops it between batches (a batch in flight is committed whole or
+not at all).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import psycopg
+from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from divert.db import open_portal
+from kemi.store.format import META_LAST_ERROR, META_POSITION
+from schema.journal import NOTIFY_CHANNEL
+from sync.apply import Applied, apply_batch, full_sync
+from sync.journal import read_batch
+from sync.store_writer import StoreWriter
+
+log = logging.getLogger("divert.sync")
+
+META_PORTAL = "portal"
+PORTAL_ERRORS = (DBAPIError, SQLAlchemyError, psycopg.Error, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    portal_url: str
+    state_dir: Path
+    poll_interval: float = 1.0
+    max_backoff: float = 30.0
+
+
+class SyncWorker:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.writer = StoreWriter(config.state_dir)
+        self._engine: Engine | None = None
+        self._listener: psycopg.Connection[tuple[object, ...]] | None = None
+        self._portal_down = False
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = open_portal(self.config.portal_url)
+        return self._engine
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        if self._engine is not None:
+            self._engine.dispose()
+        self.writer.close()
+
+    # -- one pass ---------------------------------------------------------------------
+
+    def sync_once(self) -> list[Applied]:
+        """Bring the store up to date with the portal, then return."""
+        done: list[Applied] = []
+        identity = make_url(self.engine.url).render_as_string(hide_password=True)
+        position = self.writer.meta(META_POSITION)
+        if position is None or self.writer.meta(META_PORTAL) != identity:
+            done.append(self._full(identity))
+            position = self.writer.meta(META_POSITION)
+        assert position is not None
+        while True:
+            with self.engine.connect() as connection, connection.begin():
+                changes, onward, more = read_batch(connection, position)
+                if changes or onward != position:
+                    applied = apply_batch(connection, self.writer, changes, onward)
+                    if changes:
+                        done.append(applied)
+                        log.info(
+                            "applied %d change(s): %d key(s), %d rejected row(s), %.1f ms",
+                            applied.changes,
+                            applied.keys,
+                            applied.rejected,
+                            applied.seconds * 1000,
+                        )
+            position = onward
+            if not more:
+                return done
+
+    def _full(self, identity: str) -> Applied:
+        log.info("full sync from %s", identity)
+        with self._snapshot_connection() as connection, connection.begin():
+            applied = full_sync(connection, self.writer)
+        with self.writer.transaction():
+            self.writer.set_meta(META_PORTAL, identity)
+        log.info(
+            "full sync done: %d key(s), %d rejected row(s) in %.2f s",
+            applied.keys,
+            applied.rejected,
+            applied.seconds,
+        )
+        return applied
+
+    def _snapshot_connection(self) -> Connection:
+        connection = self.engine.connect()
+        if connection.dialect.name == "postgresql":
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        return connection
+
+    # -- running until stopped -----------------------------------------------------------
+
+    def run(self, stopping: Callable[[], bool], wakeup_fd: int | None = None) -> None:
+        """Sync, wait for changes, repeat, until `stopping()` is true."""
+        backoff = 0.0
+        while not stopping():
+            try:
+                self.sync_once()
+            except PORTAL_ERRORS as error:
+                backoff = min(self.config.max_backoff, max(1.0, backoff * 2))
+                self._went_down(error, backoff)
+                self._sleep(backoff, stopping, wakeup_fd)
+                continue
+            if self._portal_down:
+                self._portal_down = False
+                log.warning("portal reachable again; store in step")
+                with self.writer.transaction():
+                    self.writer.set_meta(META_LAST_ERROR, "")
+            backoff = 0.0
+            self._wait_for_changes(stopping, wakeup_fd)
+
+    def _went_down(self, error: BaseException, backoff: float) -> None:
+        reason = _one_line(error)
+        if not self._portal_down:
+            self._portal_down = True
+            log.warning(
+                "portal unreachable (%s); routing goes on from the store, retrying with "
+                "backoff up to %.0f s",
+                reason,
+                self.config.max_backoff,
+            )
+        self._dispose_connections()
+        with self.writer.transaction():
+            self.writer.set_meta(
+                META_LAST_ERROR, f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {reason}"
+            )
+
+    def _dispose_connections(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            finally:
+                self._listener = None
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def _wait_for_changes(self, stopping: Callable[[], bool], wakeup_fd: int | None) -> None:
+        listener = self._listen()
+        watched = [
+            fd for fd in (listener.fileno() if listener else None, wakeup_fd) if fd is not None
+        ]
+        if stopping():
+            return
+        ready, _, _ = select.select(watched, [], [], self.config.poll_interval)
+        if listener is not None and listener.fileno() in ready:
+            for _ in listener.notifies(timeout=0.0):
+                pass
+        if wakeup_fd is not None and wakeup_fd in ready:
+            _drain(wakeup_fd)
+
+    def _listen(self) -> psycopg.Connection[tuple[object, ...]] | None:
+        if self.engine.dialect.name != "postgresql":
+            return None
+        if self._listener is None or self._listener.closed:
+            url = make_url(self.engine.url).set(drivername="postgresql")
+            self._listener = psycopg.connect(
+                url.render_as_string(hide_password=False), autocommit=True
+            )
+            self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        return self._listener
+
+    def _sleep(self, seconds: float, stopping: Callable[[], bool], wakeup_fd: int | None) -> None:
+        deadline = time.monotonic() + seconds
+        while not stopping() and (left := deadline - time.monotonic()) > 0:
+            watched = [wakeup_fd] if wakeup_fd is not None else []
+            ready, _, _ = select.select(watched, [], [], min(left, 1.0))
+            if ready and wakeup_fd is not None:
+                _drain(wakeup_fd)
+
+
+def run_until_signalled(config: WorkerConfig) -> int:
+    """`divert sync`: run until SIGTERM/SIGINT; returns the exit code."""
+    stop = False
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stop
+        stop = True
+
+    previous_fd = signal.set_wakeup_fd(write_end)
+    handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    worker = SyncWorker(config)
+    log.info("sync worker started: store %s", config.state_dir)
+    try:
+        worker.run(lambda: stop, read_end)
+    finally:
+        worker.close()
+        signal.set_wakeup_fd(previous_fd)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        os.close(read_end)
+        os.close(write_end)
+    log.info("sync worker stopped")
+    return 0
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _one_line(error: BaseException) -> str:
+    cause = getattr(error, "orig", None) or error
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else 'no detail'}"
