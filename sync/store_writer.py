@@ -44,7 +44,9 @@ class StoreWriter:
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.dir / STORE_FILE, isolation_level=None)
+        self.db = sqlite3.connect(
+            self.dir / STORE_FILE, isolation_level=None, check_same_thread=False
+        )
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute("PRAGMA busy_timeout = 5000")

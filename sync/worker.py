@@ -129,20 +129,22 @@ class SyncWorker:
         while not stopping():
             try:
                 self.sync_once()
+                if self._portal_down:
+                    self._came_back()
+                backoff = 0.0
+                self._wait_for_changes(stopping, wakeup_fd)
             except PORTAL_ERRORS as error:
                 backoff = min(self.config.max_backoff, max(1.0, backoff * 2))
-                self._went_down(error, backoff)
+                self._went_down(error)
                 self._sleep(backoff, stopping, wakeup_fd)
-                continue
-            if self._portal_down:
-                self._portal_down = False
-                log.warning("portal reachable again; store in step")
-                with self.writer.transaction():
-                    self.writer.set_meta(META_LAST_ERROR, "")
-            backoff = 0.0
-            self._wait_for_changes(stopping, wakeup_fd)
 
-    def _went_down(self, error: BaseException, backoff: float) -> None:
+    def _came_back(self) -> None:
+        self._portal_down = False
+        log.warning("portal reachable again; store in step")
+        with self.writer.transaction():
+            self.writer.set_meta(META_LAST_ERROR, "")
+
+    def _went_down(self, error: BaseException) -> None:
         reason = _one_line(error)
         if not self._portal_down:
             self._portal_down = True

@@ -193,6 +193,8 @@ class StoreReader:
         try:
             with open(path, "rb") as handle:
                 self._seq_map = mmap.mmap(handle.fileno(), SEQ_SIZE, access=mmap.ACCESS_READ)
+        except FileNotFoundError:
+            raise StoreUnavailable(f"no store at {self._dir}: has the sync worker run?") from None
         except (OSError, ValueError) as error:
             raise StoreUnavailable(f"cannot map {path}: {error}") from None
         return self._seq_map

@@ -1,0 +1,223 @@
+"""The store's format and its cached reader, in one process and across several."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kemi.core.model import DestKind
+from kemi.store.format import decode_table, encode_table
+from kemi.store.reader import StoreReader, StoreUnavailable
+from sync.store_writer import StoreWriter
+from tests.builders import rule, table
+
+A, B = "+390200000001", "+390200000002"
+
+
+def put(writer: StoreWriter, key: str, *rules) -> None:  # type: ignore[no-untyped-def]
+    with writer.transaction():
+        writer.put_table(key, "acme", encode_table(table(key, *rules)))
+
+
+@pytest.fixture
+def writer(tmp_path: Path) -> Iterator[StoreWriter]:
+    store = StoreWriter(tmp_path)
+    yield store
+    store.close()
+
+
+def test_table_round_trips_through_the_store_format():
+    original = table(
+        A,
+        rule("always", B, callers="internal", modes=("night",), expires_at=99.5),
+        rule("busy", "vm:x", kind=DestKind.VOICEMAIL),
+        rule("no-answer", B, timeout=20),
+        rule("trunk-down", code=603),
+    )
+    decoded = decode_table(encode_table(original))
+    assert decoded == original
+    assert decoded.candidates(rule("busy").condition, False) == original.candidates(
+        rule("busy").condition, False
+    )
+
+
+def test_missing_store_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(StoreUnavailable, match="has the sync worker run"):
+        StoreReader(tmp_path / "nowhere").table(A)
+
+
+def test_lookup_reads_once_then_serves_from_the_cache(writer: StoreWriter, tmp_path: Path):
+    put(writer, A, rule("always", B))
+    reader = StoreReader(tmp_path)
+    first = reader.table(A)
+    assert first is not None and first.rules[0].destination.key == B
+    assert reader.table(A) is first
+    assert reader.misses == 1
+
+
+def test_cache_is_bounded_by_its_size(writer: StoreWriter, tmp_path: Path):
+    with writer.transaction():
+        for index in range(200):
+            key = f"+3902{index:08d}"
+            writer.put_table(key, "acme", encode_table(table(key)))
+    reader = StoreReader(tmp_path, cache_size=25)
+    for index in range(200):
+        assert reader.table(f"+3902{index:08d}") is not None
+    assert reader.cached == 25
+
+
+def test_a_change_evicts_only_the_changed_key(writer: StoreWriter, tmp_path: Path):
+    put(writer, A, rule("always", B))
+    put(writer, B)
+    reader = StoreReader(tmp_path)
+    reader.table(A)
+    reader.table(B)
+    put(writer, A, rule("busy", B))
+    changed = reader.table(A)
+    assert changed is not None and changed.rules[0].condition.value == "busy"
+    reader.table(B)
+    assert reader.misses == 3  # A, B, then A again; B stayed cached
+
+
+def test_absent_keys_are_cached_until_they_appear(writer: StoreWriter, tmp_path: Path):
+    put(writer, B)
+    reader = StoreReader(tmp_path)
+    assert reader.table(A) is None
+    assert reader.table(A) is None
+    assert reader.misses == 1
+    put(writer, A)
+    assert reader.table(A) is not None
+
+
+def test_a_full_sync_starts_a_new_epoch_and_clears_caches(writer: StoreWriter, tmp_path: Path):
+    put(writer, A, rule("always", B))
+    reader = StoreReader(tmp_path)
+    reader.table(A)
+    with writer.transaction():
+        writer.reset()
+        writer.put_tables([(A, "acme", encode_table(table(A)))])
+    refreshed = reader.table(A)
+    assert refreshed is not None and refreshed.rules == ()
+
+
+def test_deleted_key_disappears(writer: StoreWriter, tmp_path: Path):
+    put(writer, A)
+    reader = StoreReader(tmp_path)
+    assert reader.table(A) is not None
+    with writer.transaction():
+        writer.delete_table(A)
+    assert reader.table(A) is None
+
+
+def test_rolled_back_batch_is_invisible(writer: StoreWriter, tmp_path: Path):
+    put(writer, A, rule("always", B))
+    reader = StoreReader(tmp_path)
+    with pytest.raises(RuntimeError), writer.transaction():
+        writer.put_table(A, "acme", encode_table(table(A)))
+        raise RuntimeError("worker died mid-batch")
+    still = reader.table(A)
+    assert still is not None and still.rules[0].destination.key == B
+
+
+# -- several processes -------------------------------------------------------------------
+
+
+def _reader_process(state_dir: str, requests, replies) -> None:  # type: ignore[no-untyped-def]
+    reader = StoreReader(state_dir)
+    while True:
+        key = requests.get()
+        if key is None:
+            return
+        found = reader.table(key)
+        replies.put(None if found is None else found.rules[0].destination.key)
+
+
+def _version(key_table) -> int:  # type: ignore[no-untyped-def]
+    return int(key_table.rules[0].destination.key[-4:])
+
+
+def _hammer(state_dir: str, seconds: float, results) -> None:  # type: ignore[no-untyped-def]
+    """Read A and B for a while; report whether versions ever went backwards
+    and whether A and B from one batch were ever seen out of step by more
+    than the batch they straddle."""
+    reader = StoreReader(state_dir, cache_size=100)
+    last = -1
+    problems = []
+    deadline = time.monotonic() + seconds
+    reads = 0
+    while time.monotonic() < deadline:
+        a = _version(reader.table(A))
+        b = _version(reader.table(B))
+        reads += 2
+        if a < last:
+            problems.append(f"A went back from {last} to {a}")
+        if b < a:
+            problems.append(f"B at {b} behind A at {a}: half a batch")
+        last = a
+    results.put((reads, problems, last))
+
+
+def _versioned(key: str, version: int) -> bytes:
+    return encode_table(table(key, rule("always", f"+39335000{version:04d}")))
+
+
+def test_two_processes_see_a_change_on_their_next_lookup(writer: StoreWriter, tmp_path: Path):
+    context = multiprocessing.get_context("fork")
+    with writer.transaction():
+        writer.put_table(A, "acme", _versioned(A, 0))
+    workers = []
+    for _ in range(2):
+        requests, replies = context.Queue(), context.Queue()
+        process = context.Process(target=_reader_process, args=(str(tmp_path), requests, replies))
+        process.start()
+        workers.append((process, requests, replies))
+    try:
+        for version in range(1, 6):
+            for _, requests, replies in workers:
+                requests.put(A)
+                assert replies.get(timeout=10) == f"+39335000{version - 1:04d}"
+            with writer.transaction():
+                writer.put_table(A, "acme", _versioned(A, version))
+            for _, requests, replies in workers:
+                requests.put(A)
+                assert replies.get(timeout=10) == f"+39335000{version:04d}"
+    finally:
+        for process, requests, _ in workers:
+            requests.put(None)
+            process.join(timeout=10)
+
+
+def test_readers_never_see_half_a_batch_while_the_worker_writes(
+    writer: StoreWriter, tmp_path: Path
+):
+    """Each batch writes B then A with the same version; a reader reading A
+    then B must never find B older than A, nor A going backwards."""
+    context = multiprocessing.get_context("fork")
+    with writer.transaction():
+        writer.put_table(A, "acme", _versioned(A, 0))
+        writer.put_table(B, "acme", _versioned(B, 0))
+    results = context.Queue()
+    readers = [
+        context.Process(target=_hammer, args=(str(tmp_path), 3.0, results)) for _ in range(2)
+    ]
+    for process in readers:
+        process.start()
+    version = 0
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline and version < 9999:
+        version += 1
+        with writer.transaction():
+            writer.put_table(B, "acme", _versioned(B, version))
+            writer.put_table(A, "acme", _versioned(A, version))
+    outcomes = [results.get(timeout=30) for _ in readers]
+    for process in readers:
+        process.join(timeout=10)
+    for reads, problems, last in outcomes:
+        assert problems == []
+        assert reads > 100
+        assert last <= version
+    assert version > 10

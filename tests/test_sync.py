@@ -1,0 +1,498 @@
+"""The sync worker against real portals (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from divert.loops import find_loop
+from kemi.core.model import EndpointKind
+from kemi.store.format import META_POSITION
+from kemi.store.reader import StoreReader
+from sync.status import as_text, read_status
+from tests.conftest import PG_ADMIN_URL
+from tests.sync_helpers import Node, seed
+
+A, ALICE, BOB = "+390212345678", "+390287654321", "+390211112222"
+MOBILE = "+393351112233"
+
+
+@pytest.fixture
+def node(portal_url: str, tmp_path: Path) -> Iterator[Node]:
+    synced = Node(portal_url, tmp_path / "state")
+    seed(synced)
+    synced.sync()
+    yield synced
+    synced.close()
+
+
+def test_full_sync_writes_every_kind_of_record(node: Node):
+    table = node.table(A)
+    assert table is not None
+    assert table.endpoint.kind is EndpointKind.TRUNK
+    assert node.destinations(A) == [("trunk-down", "+393331234567")]
+    alice = node.table(ALICE)
+    assert alice is not None and alice.endpoint.ref == "alice@acme"
+    sub = node.table("sub:alice@acme")
+    assert sub is not None and sub.identity == ALICE
+    record = node.reader.subscriber("alice@acme")
+    assert record is not None and record.extension == "201" and len(record.ha1) == 32
+    trunk = node.reader.trunk_at("127.0.0.20:5060")
+    assert trunk is not None and trunk.name == "pbx"
+    assert node.reader.trunk_at("127.0.0.21:5060") is None
+
+
+def test_forward_add_change_delete_arrive(node: Node):
+    node.divert("forward", "add", A, "--when", "busy", "--to", MOBILE)
+    node.sync()
+    assert ("busy", MOBILE) in node.destinations(A)
+    node.divert("forward", "set", "1", "--to", "+393359998877")
+    node.sync()
+    assert ("busy", "+393359998877") in node.destinations(A)
+    node.divert("forward", "delete", "1")
+    node.sync()
+    assert node.destinations(A) == [("trunk-down", "+393331234567")]
+
+
+def test_subscriber_forward_reaches_all_its_keys(node: Node):
+    node.divert(
+        "forward",
+        "add",
+        "--subscriber",
+        "alice",
+        "--tenant",
+        "acme",
+        "--when",
+        "not-registered",
+        "--to",
+        "voicemail",
+    )
+    node.sync()
+    assert node.destinations(ALICE) == [("not-registered", "vm:alice@acme")]
+    assert node.destinations("sub:alice@acme") == [("not-registered", "vm:alice@acme")]
+    mailbox = node.table("vm:alice@acme")
+    assert mailbox is not None and mailbox.endpoint.ref == "sip:alice@acme@vm.test"
+
+
+def test_number_add_and_delete_arrive(node: Node):
+    node.divert("number", "add", "+390233334444", "--tenant", "acme", "--trunk", "pbx")
+    node.sync()
+    assert node.table("+390233334444") is not None
+    node.divert("number", "delete", "+390233334444")
+    node.sync()
+    assert node.table("+390233334444") is None
+
+
+def test_subscriber_add_change_delete_arrive(node: Node):
+    node.divert(
+        "subscriber",
+        "add",
+        "carol",
+        "--tenant",
+        "acme",
+        "--password",
+        "carol-secret",
+        "--extension",
+        "203",
+    )
+    node.sync()
+    carol = node.reader.subscriber("carol@acme")
+    assert carol is not None and carol.extension == "203"
+    node.sql(
+        "UPDATE subscribers SET ha1 = :ha1, display_name = 'Carol' WHERE username = 'carol'",
+        ha1="0" * 32,
+    )
+    node.sync()
+    changed = node.reader.subscriber("carol@acme")
+    assert changed is not None and changed.ha1 == "0" * 32 and changed.display_name == "Carol"
+    node.divert("subscriber", "delete", "carol", "--tenant", "acme")
+    node.sync()
+    assert node.reader.subscriber("carol@acme") is None
+    assert node.table("sub:carol@acme") is None
+
+
+def test_extension_change_retargets_forwards(node: Node):
+    node.divert("forward", "add", A, "--when", "busy", "--to", "ext:202")
+    node.sync()
+    assert ("busy", "sub:bob@acme") in node.destinations(A)
+    node.sql("UPDATE subscribers SET username = 'robert' WHERE username = 'bob'")
+    node.sync()
+    assert ("busy", "sub:robert@acme") in node.destinations(A)
+    assert node.table("sub:bob@acme") is None
+    assert node.reader.subscriber("bob@acme") is None
+
+
+def test_trunk_add_change_delete_arrive(node: Node):
+    node.divert("trunk", "add", "pbx2", "--tenant", "acme", "--address", "127.0.0.21:5070")
+    node.sync()
+    added = node.reader.trunk_at("127.0.0.21:5070")
+    assert added is not None and added.name == "pbx2"
+    node.sql("UPDATE trunks SET emergency = '+393337654321' WHERE name = 'pbx'")
+    node.sql("UPDATE trunks SET addresses = '127.0.0.22:5070' WHERE name = 'pbx2'")
+    node.sync()
+    assert node.destinations(A) == [("trunk-down", "+393337654321")]
+    assert node.reader.trunk_at("127.0.0.21:5070") is None
+    assert node.reader.trunk_at("127.0.0.22:5070") is not None
+    node.divert("trunk", "delete", "pbx2", "--tenant", "acme")
+    node.sync()
+    assert node.reader.trunk_at("127.0.0.22:5070") is None
+
+
+def test_tenant_change_and_delete_arrive(node: Node):
+    node.divert("tenant", "set", "acme", "--operator", "202")
+    node.divert("forward", "add", A, "--when", "no-answer", "--to", "operator")
+    node.divert("forward", "add", A, "--when", "busy", "--to", "voicemail")
+    node.sync()
+    assert ("no-answer", "sub:bob@acme") in node.destinations(A)
+    node.divert(
+        "tenant", "set", "acme", "--operator", "201", "--voicemail-uri", "sip:{mailbox}@vm2.test"
+    )
+    node.sync()
+    assert ("no-answer", "sub:alice@acme") in node.destinations(A)
+    mailbox = node.table(f"vm:{A}")
+    assert mailbox is not None and mailbox.endpoint.ref == f"sip:{A}@vm2.test"
+    for forward_id in ("1", "2"):
+        node.divert("forward", "delete", forward_id)
+    for number in (A, ALICE, BOB):
+        node.divert("number", "delete", number)
+    node.divert("tenant", "set", "acme", "--operator", "")
+    for username in ("alice", "bob"):
+        node.divert("subscriber", "delete", username, "--tenant", "acme")
+    node.divert("trunk", "delete", "pbx", "--tenant", "acme")
+    node.divert("tenant", "delete", "acme")
+    node.sync()
+    assert node.table(A) is None and node.table("sub:alice@acme") is None
+    assert node.reader.trunk_at("127.0.0.20:5060") is None
+    assert node.reader.subscriber("alice@acme") is None
+
+
+def test_incremental_sync_is_not_a_full_resync(node: Node):
+    before = node.full_syncs()
+    node.divert("forward", "add", A, "--when", "busy", "--to", MOBILE)
+    node.sync()
+    assert node.full_syncs() == before
+
+
+def test_restart_resumes_from_the_stored_position(node: Node, tmp_path: Path):
+    before = node.full_syncs()
+    position = node.worker.writer.meta(META_POSITION)
+    node.worker.close()
+    node.divert("forward", "add", A, "--when", "busy", "--to", MOBILE)
+    restarted = Node(node.url, tmp_path / "state")
+    try:
+        assert restarted.worker.writer.meta(META_POSITION) == position
+        restarted.sync()
+        assert restarted.full_syncs() == before
+        assert ("busy", MOBILE) in restarted.destinations(A)
+    finally:
+        restarted.close()
+        node.worker = restarted.worker  # closed above; keep the fixture's close harmless
+        node.worker.writer = restarted.worker.writer
+
+
+def test_bad_row_is_reported_skipped_and_the_key_keeps_its_last_good_version(node: Node):
+    node.divert("forward", "add", A, "--when", "busy", "--to", MOBILE)
+    node.sync()
+    good = node.destinations(A)
+    node.sql(
+        "INSERT INTO forwards (tenant_id, number_id, condition, callers, dest_kind, dest_value, "
+        "position, enabled) SELECT tenant_id, id, 'always', 'any', 'number', '+39899123456', 0, "
+        ":yes FROM numbers WHERE e164 = :a",
+        a=A,
+        yes=True,
+    )
+    node.divert("forward", "add", BOB, "--when", "busy", "--to", MOBILE)
+    node.sync()
+    assert node.destinations(A) == good
+    assert ("busy", MOBILE) in node.destinations(BOB)
+    rejected = node.rejected()
+    assert list(rejected) == ["forwards:2"]
+    assert "premium-rate" in rejected["forwards:2"]
+    status = as_text(read_status(node.state_dir, node.url))
+    assert "rejected rows: 1" in status
+    reason = "forwarding to +39899123456 is not allowed: it is a premium-rate number"
+    assert f"forwards:2: {reason} (key {A} keeps its last good version)" in status
+    node.sql("UPDATE forwards SET dest_value = '+393351119999' WHERE id = 2")
+    node.sync()
+    assert ("always", "+393351119999") in node.destinations(A)
+    assert node.rejected() == {}
+
+
+def test_bad_row_of_a_new_key_is_left_out(node: Node):
+    node.divert("number", "add", "+390233334444", "--tenant", "acme", "--trunk", "pbx")
+    node.sql(
+        "INSERT INTO forwards (tenant_id, number_id, condition, callers, dest_kind, dest_value, "
+        "position, enabled) SELECT tenant_id, id, 'busy', 'any', 'extension', '299', 0, :yes "
+        "FROM numbers WHERE e164 = '+390233334444'",
+        yes=True,
+    )
+    node.sync()
+    assert node.destinations("+390233334444") == [("trunk-down", "+393331234567")]
+    assert "extension 299 does not exist" in next(iter(node.rejected().values()))
+
+
+def test_loop_written_with_plain_sql_is_rejected(node: Node):
+    node.divert("forward", "add", A, "--when", "always", "--to", BOB)
+    node.sync()
+    node.sql(
+        "INSERT INTO forwards (tenant_id, number_id, condition, callers, dest_kind, dest_value, "
+        "position, enabled) SELECT tenant_id, id, 'always', 'any', 'number', :a, 0, :yes "
+        "FROM numbers WHERE e164 = :b",
+        a=A,
+        b=BOB,
+        yes=True,
+    )
+    node.sync()
+    assert "closes a loop" in node.rejected()["forwards:2"]
+    assert find_loop(node.reader.table, [A, BOB], time.time()) is None
+
+
+def test_full_sync_breaks_loops_too(portal_url: str, tmp_path: Path):
+    fresh = Node(portal_url, tmp_path / "state")
+    seed(fresh)
+    fresh.divert("forward", "add", A, "--when", "always", "--to", BOB)
+    fresh.sql(
+        "INSERT INTO forwards (tenant_id, number_id, condition, callers, dest_kind, dest_value, "
+        "position, enabled) SELECT tenant_id, id, 'always', 'any', 'number', :a, 0, :yes "
+        "FROM numbers WHERE e164 = :b",
+        a=A,
+        b=BOB,
+        yes=True,
+    )
+    fresh.sync()
+    try:
+        assert len(fresh.rejected()) == 1
+        assert find_loop(fresh.reader.table, [A, BOB], time.time()) is None
+    finally:
+        fresh.close()
+
+
+def test_tightened_policy_stops_denied_forwards_at_once(node: Node):
+    node.divert("forward", "add", A, "--when", "busy", "--to", MOBILE)
+    node.sync()
+    node.divert("policy", "set", "--deny-prefixes", "+39335")
+    node.sync()
+    assert ("busy", MOBILE) not in node.destinations(A)
+    assert "prefix +39335 is denied" in node.rejected()["forwards:1"]
+
+
+# -- running worker -------------------------------------------------------------------
+
+
+class Running:
+    """`SyncWorker.run` in a thread (the worker itself is single-threaded)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.stop = False
+        self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_read, False)
+        self.thread = threading.Thread(
+            target=node.worker.run, args=(lambda: self.stop, self.wake_read)
+        )
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop = True
+        os.write(self.wake_write, b"x")
+        self.thread.join(timeout=30)
+        os.close(self.wake_read)
+        os.close(self.wake_write)
+        assert not self.thread.is_alive()
+
+
+def wait_for(predicate, timeout: float = 20.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.01)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.mark.postgres
+def test_listen_notify_wakes_the_worker(pg_url: str, tmp_path: Path):
+    node = Node(pg_url, tmp_path / "state")
+    node.worker.config = node.worker.config.__class__(pg_url, tmp_path / "state", poll_interval=60)
+    seed(node)
+    node.sync()
+    try:
+        with Running(node):
+            time.sleep(0.5)  # the worker is now asleep on LISTEN, next poll in 60 s
+            node.divert("forward", "add", A, "--when", "busy", "--to", MOBILE)
+            wait_for(lambda: ("busy", MOBILE) in node.destinations(A), timeout=30)
+    finally:
+        node.close()
+
+
+def _terminate_backends(url: str) -> int:
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        killed = connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = :db AND pid <> pg_backend_pid()"
+            ),
+            {"db": make_url(url).database},
+        ).scalar()
+    admin.dispose()
+    return int(killed or 0)
+
+
+@pytest.mark.postgres
+def test_dropped_portal_connections_lose_nothing(pg_url: str, tmp_path: Path):
+    node = Node(pg_url, tmp_path / "state")
+    seed(node)
+    node.sync()
+    targets = [f"+3933500{i:05d}" for i in range(30)]
+    try:
+        with Running(node):
+            for index, target in enumerate(targets):
+                number = (A, ALICE, BOB)[index % 3]
+                node.divert("forward", "add", number, "--when", "busy", "--to", target)
+                if index in (5, 15, 25):
+                    _terminate_backends(pg_url)
+            expected = {t for t in targets}
+
+            def all_there() -> bool:
+                seen = {d for key in (A, ALICE, BOB) for _, d in node.destinations(key)}
+                return expected <= seen
+
+            wait_for(all_there, timeout=60)
+    finally:
+        node.close()
+
+
+@pytest.mark.postgres
+def test_portal_outage_keeps_the_store_serving_and_logs_once(
+    pg_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    database = make_url(pg_url).database
+    node = Node(pg_url, tmp_path / "state")
+    node.worker.config = node.worker.config.__class__(
+        pg_url, tmp_path / "state", poll_interval=0.2, max_backoff=0.5
+    )
+    seed(node)
+    node.divert("forward", "add", A, "--when", "busy", "--to", MOBILE)
+    node.sync()
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    caplog.set_level(logging.INFO, logger="divert.sync")
+    try:
+        with Running(node):
+            with admin.connect() as connection:
+                connection.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false'))
+            _terminate_backends(pg_url)
+            time.sleep(3)  # several retries at up to 0.5 s
+            assert ("busy", MOBILE) in node.destinations(A)  # the store still serves
+            with admin.connect() as connection:
+                connection.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true'))
+            node.divert("forward", "add", A, "--when", "busy", "--to", "+393359998877")
+            wait_for(lambda: ("busy", "+393359998877") in node.destinations(A), timeout=30)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true'))
+        admin.dispose()
+        node.close()
+    messages = [r.getMessage() for r in caplog.records if r.name == "divert.sync"]
+    assert sum("portal unreachable" in m for m in messages) == 1, messages
+    assert sum("portal reachable again" in m for m in messages) == 1, messages
+
+
+def test_sigterm_stops_the_worker_cleanly(sqlite_url: str, tmp_path: Path):
+    command = [
+        str(Path(sys.executable).with_name("divert")),
+        "--portal",
+        sqlite_url,
+        "sync",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--poll",
+        "0.2",
+    ]
+    worker = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (tmp_path / "state" / "store.seq").exists(), timeout=30)
+        time.sleep(0.5)
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=15)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, err
+    assert "sync worker stopped" in err
+    assert "Traceback" not in err
+
+
+def test_killed_worker_leaves_a_consistent_store(sqlite_url: str, tmp_path: Path):
+    """A batch of 3,000 forwards in one portal transaction is applied by one
+    store transaction: after SIGKILL at any moment the store has all or none."""
+    node = Node(sqlite_url, tmp_path / "state")
+    seed(node)
+    node.sync()
+    node.close()
+    engine = create_engine(sqlite_url)
+    with engine.begin() as connection:
+        for index in range(1000):
+            connection.execute(
+                text("INSERT INTO numbers (e164, tenant_id, trunk_id) VALUES (:e, 1, 1)"),
+                {"e": f"+39024{index:06d}"},
+            )
+    command = [
+        str(Path(sys.executable).with_name("divert")),
+        "--portal",
+        sqlite_url,
+        "sync",
+        "--once",
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
+    outcomes = set()
+    for delay in (0.3, 0.6, 0.9, 1.2, 1.5, 3.0):
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM forwards"))
+            connection.execute(
+                text(
+                    "INSERT INTO forwards (tenant_id, number_id, condition, callers, dest_kind, "
+                    "dest_value, position, enabled) SELECT 1, id, 'busy', 'any', 'number', "
+                    ":to, 0, 1 FROM numbers WHERE e164 LIKE '+39024%'"
+                ),
+                {"to": f"+39335000{int(delay * 10):04d}"},
+            )
+        worker = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        if worker.poll() is None:
+            os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+        store = sqlite3.connect(tmp_path / "state" / "store.sqlite")
+        assert store.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        store.close()
+        reader = StoreReader(tmp_path / "state")
+        destinations = {
+            tuple(
+                r.destination.key
+                for r in reader.table(f"+39024{i:06d}").rules
+                if r.condition.value == "busy"
+            )
+            for i in range(0, 1000, 7)
+            if reader.table(f"+39024{i:06d}") is not None
+        }
+        reader.close()
+        assert len(destinations) <= 1, f"half a batch after kill at {delay} s: {destinations}"
+        outcomes.add("killed" if worker.returncode == -signal.SIGKILL else "finished")
+    engine.dispose()
+    assert "killed" in outcomes
