@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: deps system-packages venv postgres test lint unit clean
+.PHONY: deps system-packages venv postgres test lint unit bench-sync clean
 
 deps: system-packages venv
 
@@ -37,6 +37,10 @@ test: deps postgres lint
 # Only the fast tests that need no database server.
 unit: venv
 	@scripts/run-pytest -m "not postgres"
+
+# Sync worker and store figures (issue 3): 1,000,000 numbers, a few minutes.
+bench-sync: deps postgres
+	$(PY) bench/sync_bench.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

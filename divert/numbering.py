@@ -57,37 +57,40 @@ _OTHER_TYPES = (
     "voicemail",
 )
 _E164 = re.compile(r"\+[1-9][0-9]{2,14}")
-_Patterns = tuple[
-    re.Pattern[str] | None,
-    re.Pattern[str] | None,
-    re.Pattern[str] | None,
-    tuple[re.Pattern[str], ...],
-]
 
 
 @cache
-def _patterns(country_code: int) -> tuple[_Patterns, ...]:
-    """phonenumbers' own per-region patterns, compiled once per country code."""
-
-    def compiled(desc: object) -> re.Pattern[str] | None:
-        pattern = getattr(desc, "national_number_pattern", None)
-        return re.compile(pattern) if pattern else None
-
+def _patterns(country_code: int) -> tuple[re.Pattern[str], ...]:
+    """One pattern per region of `country_code`, from phonenumbers' metadata:
+    premium-rate, then shared-cost, then every other number type, as named
+    alternatives, so one `fullmatch` classifies a national number."""
     found = []
     for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code, ()):
         metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
         if metadata is None:
             continue
-        others = tuple(p for p in (compiled(getattr(metadata, t)) for t in _OTHER_TYPES) if p)
-        found.append(
-            (
-                compiled(metadata.general_desc),
-                compiled(metadata.premium_rate),
-                compiled(metadata.shared_cost),
-                others,
-            )
-        )
+        alternatives = []
+        for group, types in (
+            ("premium", ("premium_rate",)),
+            ("shared", ("shared_cost",)),
+            ("valid", _OTHER_TYPES),
+        ):
+            sources = [
+                getattr(getattr(metadata, t), "national_number_pattern", None) for t in types
+            ]
+            joined = "|".join(f"(?:{p})" for p in sources if p)
+            if joined:
+                alternatives.append(f"(?P<{group}>{joined})")
+        if alternatives:
+            found.append(re.compile("|".join(alternatives)))
     return tuple(found)
+
+
+_GROUPS = {
+    "premium": NumberClass.PREMIUM_RATE,
+    "shared": NumberClass.SHARED_COST,
+    "valid": NumberClass.VALID,
+}
 
 
 @lru_cache(maxsize=65_536)
@@ -106,15 +109,10 @@ def classify(e164: str) -> NumberClass:
         country_code = int(digits[:length])
         if country_code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
             national = digits[length:]
-            for general, premium, shared, others in _patterns(country_code):
-                if general is None or not general.fullmatch(national):
-                    continue
-                if premium is not None and premium.fullmatch(national):
-                    return NumberClass.PREMIUM_RATE
-                if shared is not None and shared.fullmatch(national):
-                    return NumberClass.SHARED_COST
-                if any(p.fullmatch(national) for p in others):
-                    return NumberClass.VALID
+            for pattern in _patterns(country_code):
+                match = pattern.fullmatch(national)
+                if match is not None:
+                    return _GROUPS[str(match.lastgroup)]
             break
     return _classify_fully(e164)
 

@@ -107,9 +107,11 @@ numbers = Table(
     metadata,
     Column("id", Id, primary_key=True),
     Column("e164", String(20), nullable=False, unique=True),
-    Column("tenant_id", Id, ForeignKey("tenants.id", ondelete="RESTRICT"), nullable=False),
-    Column("trunk_id", Id, ForeignKey("trunks.id", ondelete="RESTRICT")),
-    Column("subscriber_id", Id, ForeignKey("subscribers.id", ondelete="RESTRICT")),
+    Column(
+        "tenant_id", Id, ForeignKey("tenants.id", ondelete="RESTRICT"), nullable=False, index=True
+    ),
+    Column("trunk_id", Id, ForeignKey("trunks.id", ondelete="RESTRICT"), index=True),
+    Column("subscriber_id", Id, ForeignKey("subscribers.id", ondelete="RESTRICT"), index=True),
     CheckConstraint("(trunk_id IS NULL) <> (subscriber_id IS NULL)", name="one_owner"),
 )
 
@@ -118,8 +120,8 @@ forwards = Table(
     metadata,
     Column("id", Id, primary_key=True),
     Column("tenant_id", Id, ForeignKey("tenants.id", ondelete="RESTRICT"), nullable=False),
-    Column("number_id", Id, ForeignKey("numbers.id", ondelete="CASCADE")),
-    Column("subscriber_id", Id, ForeignKey("subscribers.id", ondelete="CASCADE")),
+    Column("number_id", Id, ForeignKey("numbers.id", ondelete="CASCADE"), index=True),
+    Column("subscriber_id", Id, ForeignKey("subscribers.id", ondelete="CASCADE"), index=True),
     Column("condition", String(16), nullable=False),
     Column("callers", String(8), nullable=False, server_default="any"),
     Column("dest_kind", String(16), nullable=False),

@@ -78,11 +78,14 @@ def full_sync(connection: Connection, writer: StoreWriter) -> Applied:
             nonlocal written
             for compiled in data.tables:
                 written += 1
-                if any(rule[0] == Condition.ALWAYS for rule in compiled.rules):
-                    always[compiled.key] = compiled
+                for rule in compiled.rules:
+                    if rule[0] == "always":
+                        always[compiled.key] = compiled
+                        break
                 yield compiled.key, compiled.tenant, compiled.encode()
 
         writer.put_tables(rows())
+        writer.index_tables()
         for compiled in _break_loops(always, data.problems):
             writer.put_tables([(compiled.key, compiled.tenant, compiled.encode())])
         for record in data.subscribers:

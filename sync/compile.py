@@ -22,6 +22,7 @@ that had problems (the sync worker keeps the key's last good version).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,8 +32,9 @@ from divert.numbering import DestinationPolicy
 from kemi.core.keys import is_number, subscriber_key, voicemail_key
 from kemi.core.model import Condition, DestKind, EndpointKind, ForwardTable
 from kemi.store.format import RuleTuple, decode_table, encode_parts
-from schema.tables import CALLER_SCOPES, CONDITIONS, DEST_KINDS
+from schema.tables import CALLER_SCOPES, CONDITIONS, DEST_KINDS, forwards
 
+E164_SHAPE = re.compile(r"\+[1-9][0-9]{2,14}")
 KEY_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.@_-:")
 
 
@@ -54,6 +56,62 @@ class Problem:
 
     source: str
     reason: str
+
+
+class ForwardRow(NamedTuple):
+    """The columns of a forward that compiling reads (see `FORWARD_COLUMNS`)."""
+
+    id: int
+    condition: str
+    callers: str
+    dest_kind: str
+    dest_value: str
+    ring_timeout: int | None
+    modes: str | None
+    expires_at: datetime | str | None
+    enabled: bool
+
+
+FORWARD_COLUMNS = tuple(forwards.c[name] for name in ForwardRow._fields)
+
+
+class Owner(NamedTuple):
+    """Who answers a number, compiled once per trunk or subscriber.
+
+    `mailbox` is the voicemail box of the number's own forwards (None: the
+    number itself); `shared` are rules every number of the owner gets after
+    its own (a subscriber's forwards); `tail` come last (a trunk's emergency
+    number).
+    """
+
+    endpoint_kind: str
+    endpoint_ref: str
+    mailbox: str | None
+    shared: tuple[RuleTuple, ...]
+    tail: tuple[RuleTuple, ...]
+
+
+def trunk_owner(trunk: Any, policy: DestinationPolicy, problems: list[Problem]) -> Owner:
+    tail: tuple[RuleTuple, ...] = ()
+    if trunk.emergency:
+        reason = policy.refusal(trunk.emergency)
+        if reason is None:
+            tail = (emergency_rule(trunk.name, trunk.emergency),)
+        else:
+            problems.append(Problem(f"trunks:{trunk.id}", f"emergency number: {reason}"))
+    return Owner(EndpointKind.TRUNK.value, str(trunk.id), None, (), tail)
+
+
+def subscriber_owner(
+    subscriber: Any,
+    tenant: TenantView,
+    forwards_of_subscriber: Iterable[ForwardRow],
+    policy: DestinationPolicy,
+    problems: list[Problem],
+) -> Owner:
+    aor = f"{subscriber.username}@{tenant.domain}"
+    shared = forward_rules(forwards_of_subscriber, tenant, aor, policy, problems)
+    return Owner(EndpointKind.SUBSCRIBER.value, aor, aor, tuple(shared), ())
 
 
 class Compiled(NamedTuple):
@@ -82,49 +140,35 @@ class Compiled(NamedTuple):
 def number_table(
     e164: str,
     tenant: TenantView,
-    trunk: Any | None,
-    subscriber: Any | None,
-    own_forwards: Iterable[Any],
-    subscriber_forwards: Iterable[Any],
+    owner: Owner,
+    own_forwards: Iterable[ForwardRow],
     policy: DestinationPolicy,
     problems: list[Problem],
 ) -> Compiled:
-    """The table of a DID owned by `trunk` or `subscriber` (portal rows)."""
-    if subscriber is not None:
-        aor = f"{subscriber.username}@{tenant.domain}"
-        rules = forward_rules(own_forwards, tenant, aor, policy, problems)
-        rules += forward_rules(subscriber_forwards, tenant, aor, policy, problems)
-        return Compiled(e164, tenant.name, e164, EndpointKind.SUBSCRIBER.value, aor, tuple(rules))
-    assert trunk is not None, "a number has a trunk or a subscriber"
-    rules = forward_rules(own_forwards, tenant, e164, policy, problems)
-    if trunk.emergency:
-        reason = policy.refusal(trunk.emergency)
-        if reason is None:
-            rules.append(emergency_rule(trunk.name, trunk.emergency))
-        else:
-            problems.append(Problem(f"trunks:{trunk.id}", f"emergency number: {reason}"))
-    return Compiled(e164, tenant.name, e164, EndpointKind.TRUNK.value, str(trunk.id), tuple(rules))
+    """The table of a DID: its own forwards, then its owner's."""
+    rules = forward_rules(own_forwards, tenant, owner.mailbox or e164, policy, problems)
+    return Compiled(
+        e164,
+        tenant.name,
+        e164,
+        owner.endpoint_kind,
+        owner.endpoint_ref,
+        (*rules, *owner.shared, *owner.tail),
+    )
 
 
 def subscriber_table(
-    subscriber: Any,
-    first_number: str | None,
-    tenant: TenantView,
-    forwards: Iterable[Any],
-    policy: DestinationPolicy,
-    problems: list[Problem],
+    subscriber: Any, first_number: str | None, tenant: TenantView, owner: Owner
 ) -> Compiled:
     """The table of ``sub:<user>@<domain>``, reached by extension."""
-    aor = f"{subscriber.username}@{tenant.domain}"
     identity = first_number or subscriber.extension or subscriber.username
-    rules = forward_rules(forwards, tenant, aor, policy, problems)
     return Compiled(
         subscriber_key(subscriber.username, tenant.domain),
         tenant.name,
         identity,
-        EndpointKind.SUBSCRIBER.value,
-        aor,
-        tuple(rules),
+        owner.endpoint_kind,
+        owner.endpoint_ref,
+        owner.shared,
     )
 
 
@@ -155,7 +199,7 @@ def emergency_rule(trunk_name: str, emergency: str) -> RuleTuple:
 
 
 def forward_rules(
-    rows: Iterable[Any],
+    rows: Iterable[ForwardRow],
     tenant: TenantView,
     mailbox: str,
     policy: DestinationPolicy,
@@ -189,7 +233,7 @@ def forward_rules(
 
 
 def resolve_destination(
-    row: Any, tenant: TenantView, mailbox: str, policy: DestinationPolicy
+    row: ForwardRow, tenant: TenantView, mailbox: str, policy: DestinationPolicy
 ) -> tuple[str, str, int]:
     """(key, label, reply code) of a forward row, or ValueError saying why not."""
     if row.condition not in CONDITIONS or row.callers not in CALLER_SCOPES:
@@ -224,7 +268,15 @@ def resolve_destination(
 
 
 def key_problem(source: str, key: str) -> Problem | None:
-    """A key whose characters would break the store or the call-state encoding."""
+    """A key whose characters would break the store or the call-state encoding.
+
+    DIDs are checked for E.164 shape only: the portal validated them in full
+    when they were saved, and a malformed one can never be called anyway.
+    """
+    if key.startswith("+"):
+        if not E164_SHAPE.fullmatch(key):
+            return Problem(source, f"{key!r} is not an E.164 number")
+        return None
     if not key or not set(key) <= KEY_ALPHABET:
         return Problem(source, f"{key!r} contains characters a routing key cannot hold")
     return None
@@ -237,9 +289,11 @@ def _extension_key(tenant: TenantView, extension: str) -> str:
     return subscriber_key(username, tenant.domain)
 
 
-def _epoch(moment: datetime | None) -> float | None:
+def _epoch(moment: datetime | str | None) -> float | None:
     if moment is None:
         return None
+    if isinstance(moment, str):  # SQLite through the raw driver
+        moment = datetime.fromisoformat(moment)
     if moment.tzinfo is None:  # SQLite hands back naive UTC
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from divert.numbering import DestinationPolicy, NumberClass, classify
+from divert.numbering import DestinationPolicy
 from divert.portal.policy import load_policy
 from kemi.core.decide import Lookup
 from kemi.core.keys import SUBSCRIBER_PREFIX, VOICEMAIL_PREFIX, is_number
@@ -24,12 +24,16 @@ from kemi.core.model import DestKind, ForwardTable
 from kemi.store.format import SubscriberRecord, TrunkRecord
 from schema.tables import forwards, numbers, subscribers, tenants, trunks
 from sync.compile import (
+    FORWARD_COLUMNS,
     Compiled,
+    ForwardRow,
     Problem,
     TenantView,
     key_problem,
     number_table,
+    subscriber_owner,
     subscriber_table,
+    trunk_owner,
     voicemail_table,
 )
 
@@ -108,20 +112,25 @@ class KeyReader:
         number = self.connection.execute(select(numbers).where(numbers.c.e164 == e164)).first()
         if number is None:
             return None
-        if classify(e164) is NumberClass.INVALID:
-            problems.append(Problem(f"numbers:{number.id}", f"{e164} is not a valid E.164 number"))
+        bad = key_problem(f"numbers:{number.id}", e164)
+        if bad is not None:
+            problems.append(bad)
             return None
         tenant = self.tenant(number.tenant_id)
-        own = self._forwards(forwards.c.number_id == number.id)
         assert self.policy is not None
         if number.subscriber_id is not None:
             subscriber = self.connection.execute(
                 select(subscribers).where(subscribers.c.id == number.subscriber_id)
             ).one()
             theirs = self._forwards(forwards.c.subscriber_id == subscriber.id)
-            return number_table(e164, tenant, None, subscriber, own, theirs, self.policy, problems)
-        trunk = self.connection.execute(select(trunks).where(trunks.c.id == number.trunk_id)).one()
-        return number_table(e164, tenant, trunk, None, own, (), self.policy, problems)
+            owner = subscriber_owner(subscriber, tenant, theirs, self.policy, problems)
+        else:
+            trunk = self.connection.execute(
+                select(trunks).where(trunks.c.id == number.trunk_id)
+            ).one()
+            owner = trunk_owner(trunk, self.policy, problems)
+        own = self._forwards(forwards.c.number_id == number.id)
+        return number_table(e164, tenant, owner, own, self.policy, problems)
 
     def _subscriber(self, key: str, problems: list[Problem]) -> Compiled | None:
         username, _, domain = key[len(SUBSCRIBER_PREFIX) :].partition("@")
@@ -136,10 +145,10 @@ class KeyReader:
             select(numbers.c.e164).where(numbers.c.subscriber_id == row.id).order_by(numbers.c.id)
         )
         assert self.policy is not None
+        tenant = self.tenant(row.tenant_id)
         own = self._forwards(forwards.c.subscriber_id == row.id)
-        return subscriber_table(
-            row, first_number, self.tenant(row.tenant_id), own, self.policy, problems
-        )
+        owner = subscriber_owner(row, tenant, own, self.policy, problems)
+        return subscriber_table(row, first_number, tenant, owner)
 
     def _voicemail(self, key: str) -> Compiled | None:
         mailbox = key[len(VOICEMAIL_PREFIX) :]
@@ -153,9 +162,9 @@ class KeyReader:
             )
         return None if tenant_id is None else voicemail_table(mailbox, self.tenant(tenant_id))
 
-    def _forwards(self, owner: Any) -> list[Any]:
-        query = select(forwards).where(owner).order_by(forwards.c.position, forwards.c.id)
-        return list(self.connection.execute(query))
+    def _forwards(self, owner: Any) -> list[ForwardRow]:
+        query = select(*FORWARD_COLUMNS).where(owner).order_by(forwards.c.position, forwards.c.id)
+        return [ForwardRow._make(row) for row in self.connection.execute(query)]
 
 
 @dataclass
@@ -169,8 +178,13 @@ class Snapshot:
 
 
 def snapshot(connection: Connection, batch: int = 5_000) -> Snapshot:
-    """Stream the whole portal as compiled tables (call inside one transaction)."""
+    """Stream the whole portal as compiled tables (call inside one transaction).
+
+    Owners (trunks, subscribers) are compiled once; numbers and their own
+    forwards are merged from two cursors ordered by number id.
+    """
     policy = load_policy(connection)
+    problems: list[Problem] = []
     tenant_rows = {row.id: row for row in connection.execute(select(tenants))}
     extensions: dict[int, dict[str, str]] = defaultdict(dict)
     subscriber_rows = {}
@@ -183,13 +197,13 @@ def snapshot(connection: Connection, batch: int = 5_000) -> Snapshot:
         for tid, r in tenant_rows.items()
     }
     trunk_rows = {row.id: row for row in connection.execute(select(trunks))}
-    by_subscriber: dict[int, list[Any]] = defaultdict(list)
+    by_subscriber: dict[int, list[ForwardRow]] = defaultdict(list)
     for row in connection.execute(
-        select(forwards)
+        select(forwards.c.subscriber_id, *FORWARD_COLUMNS)
         .where(forwards.c.subscriber_id.is_not(None))
         .order_by(forwards.c.subscriber_id, forwards.c.position, forwards.c.id)
     ):
-        by_subscriber[row.subscriber_id].append(row)
+        by_subscriber[row[0]].append(ForwardRow._make(row[1:]))
     first_numbers: dict[int, str] = {}
     for sid, e164 in connection.execute(
         select(numbers.c.subscriber_id, numbers.c.e164)
@@ -197,48 +211,53 @@ def snapshot(connection: Connection, batch: int = 5_000) -> Snapshot:
         .order_by(numbers.c.id.desc())
     ).tuples():
         first_numbers[sid] = e164
-    problems: list[Problem] = []
+    trunk_owners = {tid: trunk_owner(row, policy, problems) for tid, row in trunk_rows.items()}
+    subscriber_owners = {}
+    subscriber_records = []
+    for sid, row in subscriber_rows.items():
+        tenant = views[row.tenant_id]
+        bad = key_problem(f"subscribers:{sid}", f"{row.username}@{tenant.domain}")
+        if bad is not None:
+            problems.append(bad)
+            continue
+        subscriber_owners[sid] = subscriber_owner(
+            row, tenant, by_subscriber.get(sid, ()), policy, problems
+        )
+        subscriber_records.append(subscriber_record(tenant, row))
 
     def tables() -> Iterator[Compiled]:
         mailboxes: dict[str, TenantView] = {}
-        streamed = connection.execution_options(stream_results=True, yield_per=batch)
-        number_rows = streamed.execute(select(numbers).order_by(numbers.c.id))
-        forward_rows = streamed.execute(
-            select(forwards)
-            .where(forwards.c.number_id.is_not(None))
-            .order_by(forwards.c.number_id, forwards.c.position, forwards.c.id)
+        number_rows = _stream(
+            connection,
+            "SELECT id, e164, tenant_id, trunk_id, subscriber_id FROM numbers ORDER BY id",
+            batch,
+        )
+        forward_rows = _stream(
+            connection,
+            f"SELECT number_id, {', '.join(ForwardRow._fields)} FROM forwards "
+            "WHERE number_id IS NOT NULL ORDER BY number_id, position, id",
+            batch,
         )
         pending = next(forward_rows, None)
-        for number in number_rows:
+        for number_id, e164, tenant_id, trunk_id, subscriber_id in number_rows:
             own = []
-            while pending is not None and pending.number_id <= number.id:
-                if pending.number_id == number.id:
-                    own.append(pending)
+            while pending is not None and pending[0] <= number_id:
+                if pending[0] == number_id:
+                    own.append(ForwardRow._make(pending[1:]))
                 pending = next(forward_rows, None)
-            bad = key_problem(f"numbers:{number.id}", number.e164)
-            if bad is None and classify(number.e164) is NumberClass.INVALID:
-                bad = Problem(f"numbers:{number.id}", f"{number.e164} is not a valid E.164 number")
-            if bad is not None:
-                problems.append(bad)
+            bad = key_problem(f"numbers:{number_id}", e164)
+            owner = trunk_owners.get(trunk_id) or subscriber_owners.get(subscriber_id)
+            if bad is not None or owner is None:
+                problems.append(bad or Problem(f"numbers:{number_id}", "its owner was rejected"))
                 continue
-            tenant = views[number.tenant_id]
-            subscriber = subscriber_rows.get(number.subscriber_id)
-            theirs = by_subscriber.get(number.subscriber_id, ()) if subscriber else ()
-            trunk = trunk_rows.get(number.trunk_id)
-            compiled = number_table(
-                number.e164, tenant, trunk, subscriber, own, theirs, policy, problems
-            )
+            tenant = views[tenant_id]
+            compiled = number_table(e164, tenant, owner, own, policy, problems)
             _note_mailboxes(compiled, tenant, mailboxes)
             yield compiled
-        for sid, row in subscriber_rows.items():
+        for sid, owner in subscriber_owners.items():
+            row = subscriber_rows[sid]
             tenant = views[row.tenant_id]
-            bad = key_problem(f"subscribers:{sid}", f"{row.username}@{tenant.domain}")
-            if bad is not None:
-                problems.append(bad)
-                continue
-            compiled = subscriber_table(
-                row, first_numbers.get(sid), tenant, by_subscriber.get(sid, ()), policy, problems
-            )
+            compiled = subscriber_table(row, first_numbers.get(sid), tenant, owner)
             _note_mailboxes(compiled, tenant, mailboxes)
             yield compiled
         for key, tenant in mailboxes.items():
@@ -246,13 +265,28 @@ def snapshot(connection: Connection, batch: int = 5_000) -> Snapshot:
             if mailbox_table is not None:
                 yield mailbox_table
 
-    subscriber_records = []
-    for sid, row in subscriber_rows.items():
-        tenant = views[row.tenant_id]
-        if key_problem(f"subscribers:{sid}", f"{row.username}@{tenant.domain}") is None:
-            subscriber_records.append(subscriber_record(tenant, row))
     trunk_records = [trunk_record(views[row.tenant_id], row) for row in trunk_rows.values()]
     return Snapshot(tables(), subscriber_records, trunk_records, problems)
+
+
+def _stream(connection: Connection, sql: str, batch: int) -> Iterator[tuple[Any, ...]]:
+    """Rows of `sql` straight from the driver, in the caller's transaction.
+
+    A million rows through SQLAlchemy's result objects cost seconds; the
+    driver's own cursor (server-side on PostgreSQL) streams them in batches.
+    """
+    driver: Any = connection.connection.dbapi_connection
+    if connection.dialect.name == "postgresql":
+        cursor = driver.cursor(name=f"divert_stream_{id(sql)}")
+        cursor.itersize = batch
+    else:
+        cursor = driver.cursor()
+    try:
+        cursor.execute(sql)
+        while rows := cursor.fetchmany(batch):
+            yield from rows
+    finally:
+        cursor.close()
 
 
 def _note_mailboxes(

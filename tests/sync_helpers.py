@@ -56,45 +56,74 @@ class Node:
         self.worker.close()
 
 
+ACME = [
+    (
+        "tenant",
+        "add",
+        "acme",
+        "--region",
+        "IT",
+        "--timezone",
+        "Europe/Rome",
+        "--voicemail-uri",
+        "sip:{mailbox}@127.0.0.1:5090",
+    ),
+    (
+        "trunk",
+        "add",
+        "pbx",
+        "--tenant",
+        "acme",
+        "--address",
+        "127.0.0.20:5060",
+        "--emergency",
+        "+393331234567",
+    ),
+    (
+        "subscriber",
+        "add",
+        "alice",
+        "--tenant",
+        "acme",
+        "--password",
+        "alice-secret",
+        "--extension",
+        "201",
+        "--name",
+        "Alice",
+    ),
+    (
+        "subscriber",
+        "add",
+        "bob",
+        "--tenant",
+        "acme",
+        "--password",
+        "bob-secret1",
+        "--extension",
+        "202",
+    ),
+    ("number", "add", "02 1234 5678", "--tenant", "acme", "--trunk", "pbx"),
+    ("number", "add", "+390287654321", "--tenant", "acme", "--subscriber", "alice"),
+    ("number", "add", "+390211112222", "--tenant", "acme", "--subscriber", "bob"),
+]
+"""`divert` commands for a tenant with a trunk, two subscribers and three numbers."""
+
+
 def seed(node: Node) -> None:
-    """A tenant with a trunk, two subscribers and three numbers."""
-    for args in [
-        ("tenant", "add", "acme", "--region", "IT", "--voicemail-uri", "sip:{mailbox}@vm.test"),
-        (
-            "trunk",
-            "add",
-            "pbx",
-            "--tenant",
-            "acme",
-            "--address",
-            "127.0.0.20:5060",
-            "--emergency",
-            "+393331234567",
-        ),
-        (
-            "subscriber",
-            "add",
-            "alice",
-            "--tenant",
-            "acme",
-            "--password",
-            "alice-secret",
-            "--extension",
-            "201",
-        ),
-        (
-            "subscriber",
-            "add",
-            "bob",
-            "--tenant",
-            "acme",
-            "--password",
-            "bob-secret1",
-            "--extension",
-            "202",
-        ),
-        ("number", "add", "+390212345678", "--tenant", "acme", "--trunk", "pbx"),
-        ("number", "add", "+390287654321", "--tenant", "acme", "--subscriber", "alice"),
-        ("number", "add", "+390211112222", "--tenant", "acme", "--subscriber", "bob"),
-    ]:
+    for args in ACME:
         node.divert(*args)
+
+
+def insert_forward(node: Node, owner: str, condition: str, kind: str, value: str) -> None:
+    """A forward written with plain SQL, bypassing the portal's validation."""
+    node.sql(
+        "INSERT INTO forwards (tenant_id, number_id, condition, callers, dest_kind, dest_value, "
+        "position, enabled) SELECT tenant_id, id, :condition, 'any', :kind, :value, 0, :yes "
+        "FROM numbers WHERE e164 = :owner",
+        owner=owner,
+        condition=condition,
+        kind=kind,
+        value=value,
+        yes=True,
+    )

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from divert.cli import main
 from divert.db import open_portal
 from schema.tables import change_journal
+from tests.sync_helpers import ACME
 
 
 @dataclass
@@ -41,57 +42,7 @@ def divert(portal_url: str, capsys: pytest.CaptureFixture[str]) -> Divert:
 @pytest.fixture
 def acme(divert: Divert) -> Divert:
     """A tenant with a PBX trunk, two subscribers and three numbers."""
-    for args in [
-        (
-            "tenant",
-            "add",
-            "acme",
-            "--region",
-            "IT",
-            "--timezone",
-            "Europe/Rome",
-            "--voicemail-uri",
-            "sip:{mailbox}@127.0.0.1:5090",
-        ),
-        (
-            "trunk",
-            "add",
-            "pbx",
-            "--tenant",
-            "acme",
-            "--address",
-            "127.0.0.20:5060",
-            "--emergency",
-            "+393331234567",
-        ),
-        (
-            "subscriber",
-            "add",
-            "alice",
-            "--tenant",
-            "acme",
-            "--password",
-            "alice-secret",
-            "--extension",
-            "201",
-            "--name",
-            "Alice",
-        ),
-        (
-            "subscriber",
-            "add",
-            "bob",
-            "--tenant",
-            "acme",
-            "--password",
-            "bob-secret1",
-            "--extension",
-            "202",
-        ),
-        ("number", "add", "02 1234 5678", "--tenant", "acme", "--trunk", "pbx"),
-        ("number", "add", "+390287654321", "--tenant", "acme", "--subscriber", "alice"),
-        ("number", "add", "+390211112222", "--tenant", "acme", "--subscriber", "bob"),
-    ]:
+    for args in ACME:
         result = divert(*args)
         assert result.code == 0, result.err
     return divert

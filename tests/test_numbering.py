@@ -1,9 +1,12 @@
 """Normalising numbers and the destination policy."""
 
+import random
+
+import phonenumbers
 import pytest
 
 from divert.errors import DivertError
-from divert.numbering import DestinationPolicy, normalise
+from divert.numbering import DestinationPolicy, NumberClass, classify, normalise
 
 
 @pytest.mark.parametrize(
@@ -39,3 +42,34 @@ def test_policy_allowed_countries_and_denied_prefixes():
         policy.check("+33612345678")
     with pytest.raises(DivertError, match=r"prefix \+39333"):
         policy.check("+393331234567")
+
+
+def _reference(e164: str) -> NumberClass:
+    try:
+        parsed = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return NumberClass.INVALID
+    canonical = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    if not phonenumbers.is_valid_number(parsed) or canonical != e164:
+        return NumberClass.INVALID  # e.g. "+4904..." is read as +494... by phonenumbers
+    kind = phonenumbers.number_type(parsed)
+    if kind == phonenumbers.PhoneNumberType.PREMIUM_RATE:
+        return NumberClass.PREMIUM_RATE
+    if kind == phonenumbers.PhoneNumberType.SHARED_COST:
+        return NumberClass.SHARED_COST
+    return NumberClass.VALID
+
+
+def test_fast_classification_agrees_with_phonenumbers():
+    rng = random.Random(20261122)
+    samples = (
+        [f"+39335{rng.randint(1_000_000, 9_999_999)}" for _ in range(2000)]
+        + [f"+3902{rng.randint(10_000_000, 99_999_999)}" for _ in range(2000)]
+        + [f"+39899{rng.randint(100_000, 999_999)}" for _ in range(500)]
+        + [f"+44909{rng.randint(1_000_000, 9_999_999)}" for _ in range(500)]
+        + [f"+33{rng.randint(100_000_000, 999_999_999)}" for _ in range(2000)]
+        + [f"+1{rng.randint(2_000_000_000, 9_999_999_999)}" for _ in range(2000)]
+        + [f"+{rng.randint(1, 999)}{rng.randint(10**5, 10**11)}" for _ in range(5000)]
+    )
+    disagreements = [n for n in samples if classify(n) is not _reference(n)]
+    assert disagreements == []

@@ -23,7 +23,7 @@ from kemi.store.format import META_POSITION
 from kemi.store.reader import StoreReader
 from sync.status import as_text, read_status
 from tests.conftest import PG_ADMIN_URL
-from tests.sync_helpers import Node, seed
+from tests.sync_helpers import Node, insert_forward, seed
 
 A, ALICE, BOB = "+390212345678", "+390287654321", "+390211112222"
 MOBILE = "+393351112233"
@@ -83,7 +83,7 @@ def test_subscriber_forward_reaches_all_its_keys(node: Node):
     assert node.destinations(ALICE) == [("not-registered", "vm:alice@acme")]
     assert node.destinations("sub:alice@acme") == [("not-registered", "vm:alice@acme")]
     mailbox = node.table("vm:alice@acme")
-    assert mailbox is not None and mailbox.endpoint.ref == "sip:alice@acme@vm.test"
+    assert mailbox is not None and mailbox.endpoint.ref == "sip:alice@acme@127.0.0.1:5090"
 
 
 def test_number_add_and_delete_arrive(node: Node):
@@ -206,13 +206,7 @@ def test_bad_row_is_reported_skipped_and_the_key_keeps_its_last_good_version(nod
     node.divert("forward", "add", A, "--when", "busy", "--to", MOBILE)
     node.sync()
     good = node.destinations(A)
-    node.sql(
-        "INSERT INTO forwards (tenant_id, number_id, condition, callers, dest_kind, dest_value, "
-        "position, enabled) SELECT tenant_id, id, 'always', 'any', 'number', '+39899123456', 0, "
-        ":yes FROM numbers WHERE e164 = :a",
-        a=A,
-        yes=True,
-    )
+    insert_forward(node, A, "always", "number", "+39899123456")
     node.divert("forward", "add", BOB, "--when", "busy", "--to", MOBILE)
     node.sync()
     assert node.destinations(A) == good
@@ -232,12 +226,7 @@ def test_bad_row_is_reported_skipped_and_the_key_keeps_its_last_good_version(nod
 
 def test_bad_row_of_a_new_key_is_left_out(node: Node):
     node.divert("number", "add", "+390233334444", "--tenant", "acme", "--trunk", "pbx")
-    node.sql(
-        "INSERT INTO forwards (tenant_id, number_id, condition, callers, dest_kind, dest_value, "
-        "position, enabled) SELECT tenant_id, id, 'busy', 'any', 'extension', '299', 0, :yes "
-        "FROM numbers WHERE e164 = '+390233334444'",
-        yes=True,
-    )
+    insert_forward(node, "+390233334444", "busy", "extension", "299")
     node.sync()
     assert node.destinations("+390233334444") == [("trunk-down", "+393331234567")]
     assert "extension 299 does not exist" in next(iter(node.rejected().values()))
@@ -246,14 +235,7 @@ def test_bad_row_of_a_new_key_is_left_out(node: Node):
 def test_loop_written_with_plain_sql_is_rejected(node: Node):
     node.divert("forward", "add", A, "--when", "always", "--to", BOB)
     node.sync()
-    node.sql(
-        "INSERT INTO forwards (tenant_id, number_id, condition, callers, dest_kind, dest_value, "
-        "position, enabled) SELECT tenant_id, id, 'always', 'any', 'number', :a, 0, :yes "
-        "FROM numbers WHERE e164 = :b",
-        a=A,
-        b=BOB,
-        yes=True,
-    )
+    insert_forward(node, BOB, "always", "number", A)
     node.sync()
     assert "closes a loop" in node.rejected()["forwards:2"]
     assert find_loop(node.reader.table, [A, BOB], time.time()) is None
@@ -263,14 +245,7 @@ def test_full_sync_breaks_loops_too(portal_url: str, tmp_path: Path):
     fresh = Node(portal_url, tmp_path / "state")
     seed(fresh)
     fresh.divert("forward", "add", A, "--when", "always", "--to", BOB)
-    fresh.sql(
-        "INSERT INTO forwards (tenant_id, number_id, condition, callers, dest_kind, dest_value, "
-        "position, enabled) SELECT tenant_id, id, 'always', 'any', 'number', :a, 0, :yes "
-        "FROM numbers WHERE e164 = :b",
-        a=A,
-        b=BOB,
-        yes=True,
-    )
+    insert_forward(fresh, BOB, "always", "number", A)
     fresh.sync()
     try:
         assert len(fresh.rejected()) == 1

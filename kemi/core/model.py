@@ -134,21 +134,24 @@ class ForwardTable:
     def __post_init__(self) -> None:
         # Precompute, per condition and caller kind, the rules in precedence
         # order (scope-specific before `any`, then portal order), so that a
-        # decision is a short tuple scan.
-        plan: dict[tuple[Condition, bool], tuple[Rule, ...]] = {}
-        for condition in Condition:
-            for internal in (True, False):
-                own = Scope.INTERNAL if internal else Scope.EXTERNAL
-                specific = [r for r in self.rules if r.condition is condition and r.callers is own]
-                general = [
-                    r for r in self.rules if r.condition is condition and r.callers is Scope.ANY
-                ]
-                plan[(condition, internal)] = tuple(specific + general)
+        # decision is a short tuple scan.  One pass; conditions without rules
+        # are simply absent (see `candidates`).
+        internal: dict[Condition, tuple[list[Rule], list[Rule]]] = {}
+        external: dict[Condition, tuple[list[Rule], list[Rule]]] = {}
+        for rule in self.rules:
+            if rule.callers is not Scope.EXTERNAL:
+                own, general = internal.setdefault(rule.condition, ([], []))
+                (own if rule.callers is Scope.INTERNAL else general).append(rule)
+            if rule.callers is not Scope.INTERNAL:
+                own, general = external.setdefault(rule.condition, ([], []))
+                (own if rule.callers is Scope.EXTERNAL else general).append(rule)
+        plan = {(c, True): tuple(own + general) for c, (own, general) in internal.items()}
+        plan.update({(c, False): tuple(own + general) for c, (own, general) in external.items()})
         object.__setattr__(self, "by_condition", plan)
 
     def candidates(self, condition: Condition, internal: bool) -> tuple[Rule, ...]:
         """Rules for `condition` that apply to this kind of caller, best first."""
-        return self.by_condition[(condition, internal)]
+        return self.by_condition.get((condition, internal), ())
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,11 +50,12 @@ NS_SUBSCRIBER = "s|"
 NS_TRUNK = "k|"
 NS_ADDRESS = "a|"
 
+TENANT_INDEX = "CREATE INDEX IF NOT EXISTS forward_tables_tenant ON forward_tables (tenant)"
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS forward_tables "
     "(key TEXT PRIMARY KEY, tenant TEXT NOT NULL, data BLOB NOT NULL) WITHOUT ROWID",
-    "CREATE INDEX IF NOT EXISTS forward_tables_tenant ON forward_tables (tenant)",
+    TENANT_INDEX,
     "CREATE TABLE IF NOT EXISTS subscribers (aor TEXT PRIMARY KEY, tenant TEXT NOT NULL, "
     "username TEXT NOT NULL, domain TEXT NOT NULL, ha1 TEXT NOT NULL, extension TEXT, "
     "display_name TEXT NOT NULL) WITHOUT ROWID",
@@ -132,6 +133,14 @@ def encode_parts(
     return marshal.dumps(parts, MARSHAL_VERSION)
 
 
+# Enum members by value, looked up directly: EnumMeta.__call__ costs ~1 us.
+_CONDITIONS = Condition._value2member_map_
+_SCOPES = Scope._value2member_map_
+_DEST_KINDS = DestKind._value2member_map_
+_ENDPOINT_KINDS = EndpointKind._value2member_map_
+_NO_MODES: frozenset[str] = frozenset()
+
+
 def decode_table(data: bytes) -> ForwardTable:
     parts: Any = marshal.loads(data)
     if parts[0] != FORMAT:
@@ -141,15 +150,15 @@ def decode_table(data: bytes) -> ForwardTable:
         key,
         tenant,
         identity,
-        Endpoint(EndpointKind(endpoint_kind), endpoint_ref),
+        Endpoint(_ENDPOINT_KINDS[endpoint_kind], endpoint_ref),  # type: ignore[arg-type]
         tuple(
             Rule(
-                Condition(r[0]),
-                Scope(r[1]),
-                Destination(DestKind(r[2]), r[3], r[4], r[5]),
+                _CONDITIONS[r[0]],  # type: ignore[arg-type]
+                _SCOPES[r[1]],  # type: ignore[arg-type]
+                Destination(_DEST_KINDS[r[2]], r[3], r[4], r[5]),  # type: ignore[arg-type]
                 r[6],
                 r[7],
-                frozenset(r[8]),
+                frozenset(r[8]) if r[8] else _NO_MODES,
                 r[9],
             )
             for r in rules

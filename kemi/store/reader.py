@@ -21,6 +21,7 @@ import mmap
 import os
 import sqlite3
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,21 @@ from kemi.store.format import (
 _SEQ = struct.Struct("<QQ")
 _ABSENT = object()
 
+_TABLE = "SELECT data FROM forward_tables WHERE key = ?"
+_SUBSCRIBER = (
+    "SELECT aor, tenant, username, domain, ha1, extension, display_name "
+    "FROM subscribers WHERE aor = ?"
+)
+_TRUNK_AT = (
+    "SELECT t.id, t.tenant, t.name, t.diversion_style FROM trunk_addresses a "
+    "JOIN trunks t ON t.id = a.trunk_id WHERE a.address = ?"
+)
+_TRUNK = "SELECT id, tenant, name, diversion_style FROM trunks WHERE id = ?"
+
+
+def _table_of(row: tuple[Any, ...]) -> ForwardTable:
+    return decode_table(row[0])
+
 
 class StoreUnavailable(Exception):
     """The store file cannot be opened (not synced yet, or unreadable)."""
@@ -64,60 +80,29 @@ class StoreReader:
 
     def table(self, key: str) -> ForwardTable | None:
         """The compiled forward table of `key`, or None if the store has none."""
-        cache_key = NS_TABLE + key
-        self._refresh()
-        found = self._cache.get(cache_key, _ABSENT)
-        if found is _ABSENT:
-            row = self._miss("SELECT data FROM forward_tables WHERE key = ?", (key,), cache_key)
-            found = None if row is None else decode_table(row[0])
-            self._cache[cache_key] = found
-        return found  # type: ignore[return-value]
+        return self._get(NS_TABLE + key, _TABLE, key, _table_of)  # type: ignore[return-value]
 
     def subscriber(self, aor: str) -> SubscriberRecord | None:
         """A subscriber by ``username@domain``."""
-        cache_key = NS_SUBSCRIBER + aor
-        self._refresh()
-        found = self._cache.get(cache_key, _ABSENT)
-        if found is _ABSENT:
-            row = self._miss(
-                "SELECT aor, tenant, username, domain, ha1, extension, display_name "
-                "FROM subscribers WHERE aor = ?",
-                (aor,),
-                cache_key,
-            )
-            found = None if row is None else SubscriberRecord(row)
-            self._cache[cache_key] = found
-        return found  # type: ignore[return-value]
+        return self._get(NS_SUBSCRIBER + aor, _SUBSCRIBER, aor, SubscriberRecord)  # type: ignore[return-value]
 
     def trunk_at(self, address: str) -> TrunkRecord | None:
         """The customer trunk sending from ``ip:port``, or None."""
-        cache_key = NS_ADDRESS + address
-        self._refresh()
-        found = self._cache.get(cache_key, _ABSENT)
-        if found is _ABSENT:
-            row = self._miss(
-                "SELECT t.id, t.tenant, t.name, t.diversion_style FROM trunk_addresses a "
-                "JOIN trunks t ON t.id = a.trunk_id WHERE a.address = ?",
-                (address,),
-                cache_key,
-            )
-            found = None if row is None else TrunkRecord(row)
-            self._cache[cache_key] = found
-        return found  # type: ignore[return-value]
+        return self._get(NS_ADDRESS + address, _TRUNK_AT, address, TrunkRecord)  # type: ignore[return-value]
 
     def trunk(self, trunk_id: int) -> TrunkRecord | None:
-        cache_key = NS_TRUNK + str(trunk_id)
+        return self._get(NS_TRUNK + str(trunk_id), _TRUNK, trunk_id, TrunkRecord)  # type: ignore[return-value]
+
+    def _get(
+        self, cache_key: str, query: str, param: object, build: Callable[[tuple[Any, ...]], object]
+    ) -> object:
         self._refresh()
         found = self._cache.get(cache_key, _ABSENT)
         if found is _ABSENT:
-            row = self._miss(
-                "SELECT id, tenant, name, diversion_style FROM trunks WHERE id = ?",
-                (trunk_id,),
-                cache_key,
-            )
-            found = None if row is None else TrunkRecord(row)
+            row = self._miss(query, (param,))
+            found = None if row is None else build(row)
             self._cache[cache_key] = found
-        return found  # type: ignore[return-value]
+        return found
 
     @property
     def cached(self) -> int:
@@ -158,23 +143,25 @@ class StoreReader:
                     self._cache.pop(key, None)
         self._epoch, self._seen = epoch, seq
 
-    def _miss(
-        self, query: str, params: tuple[object, ...], cache_key: str
-    ) -> tuple[Any, ...] | None:
+    def _miss(self, query: str, params: tuple[object, ...]) -> tuple[Any, ...] | None:
+        """Read one row for `query`, and catch up first if the store moved on.
+
+        The row, the latest sequence and the epoch come from one statement,
+        hence one snapshot: if a batch committed since our last look, its
+        other keys are evicted before this row joins the cache.
+        """
         self.misses += 1
         db = self._db or self._connect()
-        db.execute("BEGIN")  # one snapshot for the row and the sequence
-        try:
-            latest, epoch = db.execute(
-                "SELECT (SELECT max(seq) FROM changes), "
-                "(SELECT value FROM meta WHERE name = 'epoch')"
-            ).fetchone()
-            row = db.execute(query, params).fetchone()
-        finally:
-            db.execute("COMMIT")
-        if latest is not None and (latest > self._seen or int(epoch) != self._epoch):
-            self._catch_up(int(epoch), latest)
-        return row  # type: ignore[no-any-return]
+        row = db.execute(
+            "SELECT (SELECT max(seq) FROM changes), "
+            "(SELECT value FROM meta WHERE name = 'epoch'), found.* "
+            f"FROM (SELECT 1) LEFT JOIN ({query}) AS found",
+            params,
+        ).fetchone()
+        latest, epoch = row[0], int(row[1])
+        if latest is not None and (latest > self._seen or epoch != self._epoch):
+            self._catch_up(epoch, latest)
+        return None if row[2] is None else tuple(row[2:])
 
     def _connect(self) -> sqlite3.Connection:
         path = self._dir / STORE_FILE
