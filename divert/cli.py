@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, Program
 from divert import explain as explaining
 from divert.db import open_portal, portal_url
 from divert.errors import DivertError, PortalUnavailable
+from divert.node import NodeConfig, run_node
 from divert.portal import find, forwards, numbers, policy, subscribers, tenants, trunks
 from kemi.core.decide import Limits
 from kemi.core.model import Outcome
@@ -81,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         _require_schema(engine, shown)
         if args.handler is sync_run:
             return sync_run(args, url)  # type: ignore[no-any-return]
+        if args.handler is node_run:
+            return node_run(args, url)  # type: ignore[no-any-return]
         with engine.begin() as connection:
             args.handler(connection, args)
         return 0
@@ -133,6 +136,7 @@ def build_parser() -> Parser:
     _forward_commands(groups)
     _policy_commands(groups)
     _sync_commands(groups)
+    _run_command(groups)
 
     explain = groups.add_parser("explain", help="show what a call would do, without placing it")
     explain.add_argument("number", help="the called number")
@@ -290,6 +294,40 @@ def _sync_commands(groups: argparse._SubParsersAction[Parser]) -> None:
     status = actions.add_parser("status", help="journal position, lag, errors, rejected rows")
     status.add_argument("--state-dir", default="var")
     status.set_defaults(handler=sync_status)
+
+
+def _run_command(groups: argparse._SubParsersAction[Parser]) -> None:
+    run = groups.add_parser("run", help="run this node: sync worker and Kamailio, until Ctrl-C")
+    run.add_argument("--listen", default="127.0.0.1:5060", help="SIP address, IPv4:PORT")
+    run.add_argument("--state-dir", default="var", help="store, dispatcher list, PID files")
+    run.add_argument(
+        "--carrier",
+        action="append",
+        default=[],
+        help="carrier trunk IPv4:PORT, in order of preference",
+    )
+    run.add_argument("--domain", default="divert.invalid", help="host part of forwarded URIs")
+    run.add_argument("--children", type=int, default=4, help="Kamailio SIP worker processes")
+    run.add_argument("--probe-interval", type=int, default=2, help="seconds between OPTIONS probes")
+    run.set_defaults(handler=node_run)
+
+
+def node_run(args: argparse.Namespace, url: str) -> int:
+    """`divert run`: the node in the foreground (see divert.node)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s divert %(levelname)s %(message)s")
+    carriers = tuple(trunks.parse_address(c) for c in args.carrier)
+    if not 1 <= args.children <= 64 or not 1 <= args.probe_interval <= 600:
+        raise DivertError("--children must be 1-64 and --probe-interval 1-600 seconds")
+    config = NodeConfig(
+        url,
+        args.listen,
+        Path(args.state_dir).resolve(),
+        carriers,
+        args.domain,
+        args.children,
+        args.probe_interval,
+    )
+    return run_node(config)
 
 
 def sync_run(args: argparse.Namespace, url: str) -> int:

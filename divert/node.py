@@ -1,0 +1,258 @@
+"""`divert run`: one node in the foreground, the sync worker and Kamailio.
+
+Start-up checks say in one line what is wrong (Kamailio missing, the
+listen port taken, the portal unreachable with no store to route from).
+The store is synced once before Kamailio starts, so routing works from the
+first call.  Both processes' PIDs go to ``<state-dir>/run/*.pid``.  If either
+process dies the other is stopped and `divert run` exits non-zero; Ctrl-C or
+SIGTERM stops both cleanly.
+
+Trunks live in Kamailio's dispatcher: set 1 holds the carriers given with
+``--carrier``, set 1000+id each customer trunk from the store.  The list is
+rewritten and reloaded when the store's trunks change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from divert.errors import DivertError
+from kemi.signalling import CARRIER_SET, trunk_set
+from kemi.store.format import META_POSITION, STORE_FILE
+from sync.worker import PORTAL_ERRORS, SyncWorker, WorkerConfig
+
+log = logging.getLogger("divert.run")
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "kamailio-cfg" / "kamailio.cfg"
+ENTRY = ROOT / "kemi" / "entry.py"
+DS_FLAGS_PROBE = 8  # dispatcher: OPTIONS-probe this destination
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    portal_url: str
+    listen: str  # ADDR:PORT
+    state_dir: Path
+    carriers: tuple[str, ...] = ()
+    domain: str = "divert.invalid"
+    children: int = 4
+    probe_interval: int = 2
+    fail_timer_ms: int = 2000
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+
+def kamailio_binary() -> str:
+    found = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin")
+    if found is None:
+        raise DivertError("Kamailio is not installed: run 'make deps' (Debian packages kamailio*)")
+    return found
+
+
+def check_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    try:
+        address = (host, int(port))
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.bind(address)
+        finally:
+            probe.close()
+    except ValueError:
+        raise DivertError(f"--listen {listen!r} must be IPv4:PORT, e.g. 127.0.0.1:5060") from None
+    except OSError as error:
+        raise DivertError(
+            f"cannot listen on {listen}: {error.strerror}; is another node running?"
+        ) from None
+    return address
+
+
+def dispatcher_list(state_dir: Path, carriers: tuple[str, ...]) -> str:
+    """The dispatcher list: carriers (set 1), then every customer trunk."""
+    lines = [
+        f"{CARRIER_SET} sip:{carrier} {DS_FLAGS_PROBE} {10 - i}"
+        for i, carrier in enumerate(carriers)
+    ]
+    store = sqlite3.connect(f"file:{state_dir / STORE_FILE}?mode=ro", uri=True)
+    try:
+        rows = store.execute(
+            "SELECT trunk_id, address FROM trunk_addresses ORDER BY trunk_id, address"
+        )
+        lines += [
+            f"{trunk_set(trunk_id)} sip:{address} {DS_FLAGS_PROBE} 0" for trunk_id, address in rows
+        ]
+    finally:
+        store.close()
+    return "\n".join(lines) + "\n"
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping = False
+
+    def prepare(self) -> None:
+        kamailio_binary()
+        check_listen(self.config.listen)
+        self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        worker = SyncWorker(WorkerConfig(self.config.portal_url, self.config.state_dir))
+        try:
+            worker.sync_once()
+        except (*PORTAL_ERRORS, SQLAlchemyError) as error:
+            if worker.writer.meta(META_POSITION) is None:
+                raise DivertError(
+                    f"the portal is unreachable ({type(error).__name__}) and this node has no "
+                    "store yet: start the portal, or check --portal"
+                ) from None
+            log.warning("portal unreachable; routing from the last synced store")
+        finally:
+            worker.close()
+        self._write_dispatcher_list()
+
+    def start(self) -> None:
+        self._spawn(
+            "sync",
+            [
+                sys.executable,
+                "-m",
+                "divert.cli",
+                "--portal",
+                self.config.portal_url,
+                "sync",
+                "--state-dir",
+                str(self.config.state_dir),
+            ],
+            {},
+        )
+        self._spawn("kamailio", self._kamailio_command(), self._kamailio_environment())
+
+    def _kamailio_command(self) -> list[str]:
+        run = self.config.run_dir
+        defines = {
+            "LISTEN": f"udp:{self.config.listen}",
+            "DIVERT_ENTRY": f'"{ENTRY}"',
+            "CTL_SOCKET": f'"unix:{run / "kamailio_ctl"}"',
+            "RPC_FIFO": f'"{run / "kamailio_rpc.fifo"}"',
+            "DS_LIST": f'"{self.config.state_dir / "dispatcher.list"}"',
+            "DS_PING": str(self.config.probe_interval),
+            "FR_TIMER": str(self.config.fail_timer_ms),
+        }
+        command = [
+            kamailio_binary(),
+            "-f",
+            str(CONFIG),
+            "-DD",
+            "-E",
+            "-m",
+            "64",
+            "-M",
+            "8",
+            "-n",
+            str(self.config.children),
+            "-P",
+            str(run / "kamailio.pid.main"),
+        ]
+        for name, value in defines.items():
+            command += ["-A", f"{name}={value}"]
+        return command
+
+    def _kamailio_environment(self) -> dict[str, str]:
+        return {
+            "DIVERT_STATE_DIR": str(self.config.state_dir.resolve()),
+            "DIVERT_VENV": str(Path(sys.prefix)),
+            "DIVERT_DOMAIN": self.config.domain,
+        }
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        process = subprocess.Popen(command, env={**os.environ, **env})
+        self.processes[name] = process
+        (self.config.run_dir / f"{name}.pid").write_text(f"{process.pid}\n")
+        log.info("%s started (pid %d)", name, process.pid)
+
+    def watch(self) -> int:
+        """Until a signal or a death: keep the dispatcher list in step."""
+        last_list = (self.config.state_dir / "dispatcher.list").read_text()
+        while not self.stopping:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    log.error("%s exited with %s; stopping the node", name, process.returncode)
+                    self.stop()
+                    return 1
+            current = dispatcher_list(self.config.state_dir, self.config.carriers)
+            if current != last_list:
+                self._write_dispatcher_list(current)
+                self._reload_dispatcher()
+                last_list = current
+            time.sleep(1.0)
+        self.stop()
+        return 0
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            if process.poll() is None:
+                process.terminate()
+        for name, process in self.processes.items():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                log.error("%s did not stop in 15 s; killing pid %d", name, process.pid)
+                process.kill()
+                process.wait()
+            (self.config.run_dir / f"{name}.pid").unlink(missing_ok=True)
+
+    def _write_dispatcher_list(self, text: str | None = None) -> None:
+        content = (
+            text
+            if text is not None
+            else dispatcher_list(self.config.state_dir, self.config.carriers)
+        )
+        path = self.config.state_dir / "dispatcher.list"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(content)
+        temporary.replace(path)
+
+    def _reload_dispatcher(self) -> None:
+        socket_path = f"unix:{self.config.run_dir / 'kamailio_ctl'}"
+        result = subprocess.run(
+            ["kamcmd", "-s", socket_path, "dispatcher.reload"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if result.returncode != 0:
+            log.warning(
+                "dispatcher reload failed: %s", result.stderr.strip() or result.stdout.strip()
+            )
+        else:
+            log.info("customer trunks changed: dispatcher reloaded")
+
+
+def run_node(config: NodeConfig) -> int:
+    node = Node(config)
+    node.prepare()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        node.stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    node.start()
+    log.info("node listening on %s, state in %s", config.listen, config.state_dir)
+    return node.watch()

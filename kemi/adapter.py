@@ -1,0 +1,285 @@
+"""The KEMI adapter: the only code that imports KSR.
+
+It translates between Kamailio and the decision core and nothing more:
+SIP facts in (who called whom, how a branch failed), `decide()` in the
+middle, SIP actions out (Request-URI, destination, ring timer, Diversion or
+History-Info, the next failure route, or a final reply).
+
+Serial forking: every relay arms ``ksr_failure_forward``; there the branch's
+failure becomes an `Outcome`, the state carried on the transaction (AVP
+``divert_state``) comes back, and the core says what is next.  A target that
+cannot even be tried (no registered contact, a trunk the dispatcher already
+marks down, no carrier up) is reported to the core at once, so those
+forwards cost no timer.
+
+Faults never leak: each route catches everything, logs one line and
+answers 500 (or 503 when the store cannot be read).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import KSR  # type: ignore[import-not-found]
+
+from kemi.core.decide import Limits, decide
+from kemi.core.model import (
+    Call,
+    CallState,
+    Decision,
+    EndpointKind,
+    Outcome,
+    Relay,
+    Reply,
+)
+from kemi.core.state_codec import StateFormatError, decode, encode
+from kemi.signalling import CARRIER_SET, diversion_headers, outcome_of, trunk_set
+from kemi.store.reader import StoreReader, StoreUnavailable
+
+STATE_AVP = "$avp(divert_state)"
+KIND_AVP = "$avp(divert_kind)"
+CALLER_AVP = "$avp(divert_caller)"
+INTERNAL_AVP = "$avp(divert_internal)"
+FAILURE_ROUTE = "ksr_failure_forward"
+ALG_ROUND_ROBIN = 4
+ALG_PRIORITY = 8
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterConfig:
+    state_dir: str
+    domain: str
+    max_diversions: int = 5
+    cache_size: int = 10_000
+    carrier_style: str = "diversion"
+
+    @classmethod
+    def from_environment(cls) -> AdapterConfig:
+        return cls(
+            state_dir=os.environ.get("DIVERT_STATE_DIR", "var"),
+            domain=os.environ.get("DIVERT_DOMAIN", "divert.invalid"),
+            max_diversions=int(os.environ.get("DIVERT_MAX_DIVERSIONS", "5")),
+            cache_size=int(os.environ.get("DIVERT_CACHE_SIZE", "10000")),
+            carrier_style=os.environ.get("DIVERT_CARRIER_STYLE", "diversion"),
+        )
+
+
+class Router:
+    """The object app_python3 calls: one method per route."""
+
+    def __init__(self, config: AdapterConfig) -> None:
+        self.config = config
+        self.limits = Limits(max_diversions=config.max_diversions)
+        self._reader: StoreReader | None = None
+
+    @classmethod
+    def from_environment(cls) -> Router:
+        return cls(AdapterConfig.from_environment())
+
+    @property
+    def reader(self) -> StoreReader:
+        # Opened lazily in each worker: files never cross Kamailio's fork.
+        if self._reader is None:
+            self._reader = StoreReader(self.config.state_dir, self.config.cache_size)
+        return self._reader
+
+    def child_init(self, rank: int) -> int:
+        self._reader = None
+        return 0
+
+    # -- routes ------------------------------------------------------------------------
+
+    def ksr_request_route(self, msg: object) -> int:
+        try:
+            self._request()
+        except StoreUnavailable as error:
+            KSR.err(f"divert: store unavailable: {error}\n")
+            self._final(503, "Service Unavailable")
+        except Exception as error:  # one line, a 500, never a traceback per message
+            KSR.err(f"divert: request route failed: {type(error).__name__}: {error}\n")
+            self._final(500, "Server Internal Error")
+        return 1
+
+    def ksr_failure_forward(self, msg: object) -> int:
+        try:
+            self._failure()
+        except StoreUnavailable as error:
+            KSR.err(f"divert: store unavailable: {error}\n")
+            KSR.tm.t_reply(503, "Service Unavailable")
+        except Exception as error:
+            KSR.err(f"divert: failure route failed: {type(error).__name__}: {error}\n")
+            KSR.tm.t_reply(500, "Server Internal Error")
+        return 1
+
+    def ksr_reply_route(self, msg: object) -> int:
+        return 1
+
+    def ksr_onsend_route(self, msg: object) -> int:
+        return 1
+
+    # -- request route -------------------------------------------------------------------
+
+    def _request(self) -> None:
+        if KSR.maxfwd.process_maxfwd(10) < 0:
+            KSR.sl.sl_send_reply(483, "Too Many Hops")
+            return
+        if KSR.sanity.sanity_check_defaults() < 0:
+            return  # sanity has answered 400
+        method = KSR.pv.get("$rm")
+        if KSR.siputils.has_totag() > 0:
+            self._in_dialog(method)
+            return
+        if method == "CANCEL":
+            if KSR.tm.t_check_trans() > 0:
+                KSR.tm.t_relay()
+            return
+        if method == "ACK":
+            if KSR.tm.t_check_trans() > 0:
+                KSR.tm.t_relay()
+            return
+        if KSR.tm.t_check_trans() == 0:
+            return  # a retransmission, absorbed by tm
+        if method == "REGISTER":
+            self._register()
+        elif method == "INVITE":
+            self._invite()
+        elif method == "OPTIONS":
+            KSR.sl.sl_send_reply(200, "OK")
+        else:
+            KSR.sl.sl_send_reply(405, "Method Not Allowed")
+
+    def _in_dialog(self, method: str) -> None:
+        if KSR.rr.loose_route() > 0:
+            if method == "INVITE":
+                KSR.rr.record_route()
+            KSR.tm.t_relay()
+        elif method == "ACK":
+            if KSR.tm.t_check_trans() > 0:
+                KSR.tm.t_relay()
+        else:
+            KSR.sl.sl_send_reply(404, "Not Here")
+
+    def _register(self) -> None:
+        aor = f"{KSR.pv.get('$tU')}@{KSR.pv.get('$td')}"
+        if self.reader.subscriber(aor) is None:
+            KSR.sl.sl_send_reply(403, "Forbidden")
+            return
+        KSR.registrar.save("location", 0)
+
+    def _invite(self) -> None:
+        source = f"{KSR.pv.get('$si')}:{KSR.pv.get('$sp')}"
+        from_carrier = KSR.dispatcher.ds_is_from_list_mode(CARRIER_SET, 3) > 0
+        if not from_carrier and self.reader.trunk_at(source) is None:
+            KSR.sl.sl_send_reply(403, "Forbidden")
+            return
+        user = KSR.pv.get("$rU") or ""
+        called = user if user.startswith("+") else "+" + user
+        if not called[1:].isdigit():
+            KSR.sl.sl_send_reply(404, "Not Found")
+            return
+        KSR.tm.t_newtran()
+        KSR.rr.record_route()
+        prior = int(KSR.pv.get("$hdrc(Diversion)") or 0)
+        caller = KSR.pv.get("$fU") or "anonymous"
+        KSR.pv.sets(CALLER_AVP, caller)
+        call = Call(caller, internal=False, now=time.time())
+        state = CallState.begin(called, prior)
+        self._carry_out(decide(call, state, None, self.reader.table, self.limits), call)
+
+    # -- failure route -------------------------------------------------------------------
+
+    def _failure(self) -> None:
+        if KSR.tm.t_is_canceled() > 0:
+            return  # the caller hung up: tm answers 487, nothing else rings
+        carried = KSR.pv.get(STATE_AVP)
+        if not carried:
+            return
+        try:
+            state = decode(str(carried))
+        except StateFormatError as error:
+            KSR.err(f"divert: {error}\n")
+            return
+        kind = EndpointKind(str(KSR.pv.get(KIND_AVP)))
+        code = KSR.tm.t_get_status_code()
+        no_reply = KSR.tm.t_branch_replied() < 0
+        outcome = outcome_of(code, KSR.tm.t_branch_timeout() > 0, no_reply, kind)
+        external = kind is EndpointKind.EXTERNAL
+        if outcome is Outcome.TRUNK_DOWN and external and KSR.dispatcher.ds_next_domain() > 0:
+            self._relay_again()  # the next carrier, same call
+            return
+        if outcome is Outcome.TRUNK_DOWN and kind is EndpointKind.TRUNK:
+            KSR.dispatcher.ds_mark_dst_state("ip")
+        if outcome is None:
+            return  # a final answer of its own (404, 403, ...): the caller gets it
+        caller = str(KSR.pv.get(CALLER_AVP) or "anonymous")
+        call = Call(caller, internal=False, now=time.time())
+        self._carry_out(decide(call, state, outcome, self.reader.table, self.limits), call)
+
+    # -- carrying out decisions ------------------------------------------------------------
+
+    def _carry_out(self, decision: Decision, call: Call) -> None:
+        """Relay, or reply; targets that cannot be tried go straight back to
+        the core (bounded: every step grows the call's history)."""
+        while True:
+            if isinstance(decision, Reply):
+                self._final(decision.code, decision.reason)
+                return
+            unreachable = self._point_at(decision)
+            if unreachable is None:
+                self._relay(decision)
+                return
+            decision = decide(call, decision.state, unreachable, self.reader.table, self.limits)
+
+    def _point_at(self, relay: Relay) -> Outcome | None:
+        """Set the Request-URI and destination for `relay`, or say why it
+        cannot be tried."""
+        endpoint = relay.endpoint
+        KSR.pv.sets(KIND_AVP, endpoint.kind.value)
+        if endpoint.kind is EndpointKind.SUBSCRIBER:
+            KSR.seturi(f"sip:{endpoint.ref}")
+            if KSR.registrar.lookup("location") < 0:
+                return Outcome.NOT_REGISTERED
+            return None
+        if endpoint.kind is EndpointKind.VOICEMAIL:
+            KSR.seturi(endpoint.ref)
+            return None
+        KSR.seturi(f"sip:{relay.target}@{self.config.domain}")
+        if endpoint.kind is EndpointKind.TRUNK:
+            if KSR.dispatcher.ds_select_domain(trunk_set(endpoint.ref), ALG_ROUND_ROBIN) < 0:
+                return Outcome.TRUNK_DOWN
+            return None
+        if KSR.dispatcher.ds_select_domain(CARRIER_SET, ALG_PRIORITY) < 0:
+            return Outcome.TRUNK_DOWN
+        return None
+
+    def _relay(self, relay: Relay) -> None:
+        if relay.diversions:
+            style = self._style(relay)
+            for name, value in diversion_headers(
+                relay, self.config.domain, style, KSR.pv.get("$ou") or ""
+            ):
+                KSR.hdr.append(f"{name}: {value}\r\n")
+            KSR.tm.t_reply(181, "Call Is Being Forwarded")
+        KSR.pv.sets(STATE_AVP, encode(relay.state))
+        ring = (relay.ring_timeout or 120) * 1000
+        KSR.tm.t_set_fr(ring, 2000)
+        self._relay_again()
+
+    def _relay_again(self) -> None:
+        KSR.tm.t_on_failure(FAILURE_ROUTE)
+        if KSR.tm.t_relay() < 0:
+            KSR.tm.t_reply(500, "Server Internal Error")
+
+    def _style(self, relay: Relay) -> str:
+        if relay.endpoint.kind is EndpointKind.TRUNK:
+            trunk = self.reader.trunk(int(relay.endpoint.ref))
+            if trunk is not None:
+                return trunk.diversion_style
+        return self.config.carrier_style
+
+    def _final(self, code: int, reason: str) -> None:
+        """A final reply: through the transaction once there is one."""
+        if KSR.tm.t_reply(code, reason) < 0:
+            KSR.sl.sl_send_reply(code, reason)

@@ -1,0 +1,196 @@
+"""A whole divert node for end-to-end tests: `divert run` with a real
+Kamailio, a SQLite portal seeded through `divert`, peers on 127.0.0.x.
+
+Addresses (each peer its own): Kamailio 127.0.0.1:5160; carriers
+127.0.0.11:5080 and 127.0.0.12:5080; callers send from 127.0.0.11; customer
+PBXs 127.0.0.20-23:5060; phones 127.0.0.30:5070; voicemail 127.0.0.40:5060.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from divert.cli import main
+from tests.e2e.sip import Peer
+
+NODE = "127.0.0.1:5160"
+CARRIER_1 = "127.0.0.11:5080"
+CARRIER_2 = "127.0.0.12:5080"
+CALLER = "127.0.0.11"
+PBX_A = "127.0.0.20:5060"
+PBX_DEAD = "127.0.0.21:5060"
+PBX_SILENT = "127.0.0.22:5060"
+PBX_B = "127.0.0.23:5060"
+PHONE = "127.0.0.30:5070"
+VOICEMAIL = "127.0.0.40:5060"
+EMERGENCY_DEAD = "+393330000912"
+EMERGENCY_SILENT = "+393330000913"
+
+
+def numbered(index: int) -> str:
+    return f"+3902000000{index:02d}"
+
+
+def mobile(index: int) -> str:
+    return f"+3933510000{index:02d}"
+
+
+SEED = [
+    ("tenant", "add", "acme", "--region", "IT",
+     "--voicemail-uri", "sip:{mailbox}@" + VOICEMAIL),
+    ("trunk", "add", "pbx-a", "--tenant", "acme", "--address", PBX_A),
+    ("trunk", "add", "pbx-b", "--tenant", "acme", "--address", PBX_B,
+     "--diversion-style", "history-info"),
+    ("trunk", "add", "pbx-dead", "--tenant", "acme", "--address", PBX_DEAD,
+     "--emergency", EMERGENCY_DEAD),
+    ("trunk", "add", "pbx-silent", "--tenant", "acme", "--address", PBX_SILENT,
+     "--emergency", EMERGENCY_SILENT),
+    ("subscriber", "add", "alice", "--tenant", "acme", "--password", "alice-secret",
+     "--extension", "201"),
+    ("number", "add", numbered(1), "--tenant", "acme", "--trunk", "pbx-a"),
+    ("number", "add", numbered(2), "--tenant", "acme", "--trunk", "pbx-a"),
+    ("number", "add", numbered(3), "--tenant", "acme", "--trunk", "pbx-a"),
+    ("number", "add", numbered(4), "--tenant", "acme", "--trunk", "pbx-dead"),
+    ("number", "add", numbered(5), "--tenant", "acme", "--trunk", "pbx-silent"),
+    ("number", "add", numbered(6), "--tenant", "acme", "--trunk", "pbx-a"),
+    ("number", "add", numbered(7), "--tenant", "acme", "--trunk", "pbx-b"),
+    ("number", "add", numbered(8), "--tenant", "acme", "--subscriber", "alice"),
+    ("number", "add", numbered(9), "--tenant", "acme", "--trunk", "pbx-a"),
+    ("number", "add", numbered(10), "--tenant", "acme", "--trunk", "pbx-a"),
+    ("number", "add", numbered(11), "--tenant", "acme", "--trunk", "pbx-a"),
+    ("number", "add", numbered(12), "--tenant", "acme", "--trunk", "pbx-b"),
+    *[("number", "add", numbered(20 + i), "--tenant", "acme", "--trunk", "pbx-a")
+      for i in range(8)],
+    ("forward", "add", numbered(1), "--when", "always", "--to", mobile(1)),
+    ("forward", "add", numbered(2), "--when", "busy", "--to", mobile(2)),
+    ("forward", "add", numbered(3), "--when", "no-answer", "--to", mobile(3), "--timeout", "2"),
+    ("forward", "add", numbered(6), "--when", "busy", "--to", numbered(7)),
+    ("forward", "add", numbered(7), "--when", "no-answer", "--to", "voicemail", "--timeout", "2"),
+    ("forward", "add", numbered(8), "--when", "not-registered", "--to", mobile(8)),
+    ("forward", "add", numbered(9), "--when", "always", "--to", "reject:603"),
+    ("forward", "add", numbered(11), "--when", "busy", "--to", numbered(12)),
+    ("forward", "add", numbered(12), "--when", "busy", "--to", numbered(11)),
+    *[("forward", "add", numbered(20 + i), "--when", "always", "--to", numbered(21 + i))
+      for i in range(7)],
+]
+
+
+class DivertNode:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.portal = f"sqlite:///{workdir / 'portal.db'}"
+        self.state = workdir / "state"
+        self.log = workdir / "divert-run.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def divert(self, *args: str) -> None:
+        code = main(["--portal", self.portal, *args])
+        assert code == 0, f"divert {' '.join(args)} -> {code}"
+
+    def start(self) -> None:
+        command = [
+            str(Path(sys.executable).with_name("divert")), "--portal", self.portal, "run",
+            "--listen", NODE, "--state-dir", str(self.state),
+            "--carrier", CARRIER_1, "--carrier", CARRIER_2,
+            "--probe-interval", "1", "--children", "4",
+        ]
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"divert run exited:\n{self.log.read_text()[-4000:]}")
+            if options_ping(NODE):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"node did not answer OPTIONS in 30 s:\n{self.log.read_text()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kamcmd(self, *args: str) -> str:
+        socket_path = f"unix:{self.state / 'run' / 'kamailio_ctl'}"
+        return subprocess.run(["kamcmd", "-s", socket_path, *args], capture_output=True,
+                              text=True, timeout=10).stdout
+
+    def wait_trunk(self, address: str, active: bool, timeout: float = 10) -> None:
+        """Until the dispatcher's probing sees `address` up (or down)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            listing = self.kamcmd("dispatcher.list")
+            state = _flags_of(listing, f"sip:{address}")
+            if state is not None and (state.startswith("A") == active):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"trunk {address} not {'up' if active else 'down'} in {timeout} s")
+
+    def tail(self) -> str:
+        return self.log.read_text()[-6000:]
+
+
+def _flags_of(listing: str, uri: str) -> str | None:
+    lines = listing.splitlines()
+    for index, line in enumerate(lines):
+        if f"URI: {uri}" in line:
+            for following in lines[index + 1 : index + 4]:
+                if "FLAGS:" in following:
+                    return following.split("FLAGS:", 1)[1].strip()
+    return None
+
+
+def options_ping(address: str) -> bool:
+    host, port = address.split(":")
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.settimeout(0.5)
+    try:
+        probe.bind(("127.0.0.99", 0))
+        request = (
+            f"OPTIONS sip:{host}:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.99:{probe.getsockname()[1]}"
+            ";branch=z9hG4bK-probe\r\nFrom: <sip:probe@127.0.0.99>;tag=1\r\nTo: <sip:probe@"
+            f"{host}>\r\nCall-ID: probe-{time.monotonic()}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 5\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        probe.sendto(request.encode(), (host, int(port)))
+        reply = probe.recv(4096).decode(errors="replace")
+        return reply.startswith("SIP/2.0 200")
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+@pytest.fixture(scope="session")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DivertNode]:
+    workdir = tmp_path_factory.mktemp("node")
+    running = DivertNode(workdir)
+    running.divert("db", "upgrade")
+    for args in SEED:
+        running.divert(*args)
+    running.start()
+    yield running
+    running.stop()
+    if os.environ.get("DIVERT_KEEP_E2E_LOGS"):
+        print(running.tail())
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    """A test's folder; every sipp peer the test started is stopped after it."""
+    yield tmp_path
+    while Peer.running:
+        Peer.running.pop().stop()

@@ -1,0 +1,295 @@
+"""sipp peers for end-to-end tests: rendered scenarios, run by PID, bounded.
+
+Every peer has its own loopback address and port, a call count (-m), a
+global timeout and -timeout_error, and answers OPTIONS probes (-aa).  What a
+peer received is parsed from its -trace_msg file, so tests assert on the
+Request-URI and headers that reached the far end.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = ROOT / "sipp-scenarios"
+
+ACK_FAILURE = """<send>
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>"""
+
+ACK_AND_BYE = """<send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [last_From:]
+      [last_To:]
+      [routes]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <pause milliseconds="200"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [last_From:]
+      [last_To:]
+      [routes]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>"""
+
+_REPLY = """<send>
+    <![CDATA[
+      SIP/2.0 {code} {reason}
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      CSeq: [$cseq] INVITE
+      [last_Record-Route:]
+      Contact: <sip:callee@[local_ip]:[local_port]>
+      Content-Length: 0
+
+    ]]>
+  </send>"""
+
+UAS_BODIES = {
+    "answer": _REPLY.format(code=180, reason="Ringing")
+    + """
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      CSeq: [$cseq] INVITE
+      [last_Record-Route:]
+      Contact: <sip:callee@[local_ip]:[local_port]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>""",
+    "reply": _REPLY + """
+  <recv request="ACK"/>""",
+    "ring": _REPLY.format(code=180, reason="Ringing")
+    + """
+  <recv request="CANCEL"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send>
+    <![CDATA[
+      SIP/2.0 487 Request Terminated
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      CSeq: [$cseq] INVITE
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK"/>""",
+    "silent": """<recv request="CANCEL" timeout="30000"/>""",
+}
+
+
+@dataclass
+class Received:
+    """A request as it reached a peer."""
+
+    request_line: str
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ruri_user(self) -> str:
+        uri = self.request_line.split()[1]
+        return uri.split(":", 1)[1].split("@", 1)[0]
+
+    def header(self, name: str) -> list[str]:
+        return [v for n, v in self.headers if n.lower() == name.lower()]
+
+
+class Peer:
+    """One sipp process, started now, stopped by PID."""
+
+    running: list[Peer] = []  # noqa: RUF012 - stopped after each test (conftest)
+
+    def __init__(self, workdir: Path, name: str, args: list[str], scenario: str) -> None:
+        self.name = name
+        self.messages = workdir / f"{name}.messages.log"
+        self.errors = workdir / f"{name}.errors.log"
+        self.output = workdir / f"{name}.out"
+        scenario_file = workdir / f"{name}.xml"
+        scenario_file.write_text(scenario)
+        port = int(args[args.index("-p") + 1])
+        command = [
+            "sipp", *args, "-mp", str(port + 10_000), "-sf", str(scenario_file), "-nostdin", "-aa",
+            "-trace_msg", "-message_file", str(self.messages),
+            "-trace_err", "-error_file", str(self.errors),
+        ]
+        with open(self.output, "w") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+        Peer.running.append(self)
+
+    def wait(self, timeout: float = 60) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"sipp {self.name} still running after {timeout} s") from None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def received(self, method: str = "INVITE") -> list[Received]:
+        if not self.messages.exists():
+            return []
+        found = []
+        for block in re.split(r"\n-{20,}[^\n]*\n", "\n" + self.messages.read_text()):
+            if "message received" not in block.split("\n", 1)[0] and not block.lstrip().startswith(method):
+                pass
+            lines = [line.rstrip("\r") for line in block.strip("\n").splitlines()]
+            start = next((i for i, line in enumerate(lines) if line.startswith(f"{method} sip:")), None)
+            if start is None:
+                continue
+            request = Received(lines[start])
+            for line in lines[start + 1 :]:
+                if not line.strip():
+                    break
+                name, _, value = line.partition(":")
+                request.headers.append((name.strip(), value.strip()))
+            found.append(request)
+        return found
+
+    def aborted(self) -> list[str]:
+        """Calls sipp gave up on (an unexpected message, a timeout)."""
+        if not self.errors.exists():
+            return []
+        return [line for line in self.errors.read_text().splitlines() if "Aborting call" in line]
+
+    def diagnostics(self) -> str:
+        parts = []
+        for path in (self.output, self.errors):
+            if path.exists():
+                parts.append(f"--- {path.name}\n{path.read_text()[-3000:]}")
+        return "\n".join(parts)
+
+
+def callee(workdir: Path, name: str, address: str, behaviour: str, code: int = 486,
+           reason: str = "Busy Here", calls: int = 1, timeout: int = 60) -> Peer:
+    host, port = address.split(":")
+    body = UAS_BODIES[behaviour].format(code=code, reason=reason) if behaviour == "reply" else (
+        UAS_BODIES[behaviour])
+    scenario = (SCENARIOS / "uas.xml").read_text().replace("{body}", body)
+    # Dispatcher OPTIONS probes, answered by -aa, count as calls too: the
+    # budget is generous and the test stops the peer by PID when done.
+    args = ["-i", host, "-p", port, "-m", str(100 * calls), "-timeout", f"{timeout}s"]
+    return Peer(workdir, name, args, scenario)
+
+
+def call(workdir: Path, name: str, node: str, number: str, final: int, source: str,
+         timeout_ms: int = 20000, max_forwards: int = 70, extra_header: str = "",
+         caller: str = "+441234567890") -> Peer:
+    host, port = source.split(":")
+    scenario = (SCENARIOS / "uac-call.xml").read_text()
+    if not extra_header:
+        scenario = scenario.replace("      {extra_header}\n", "")
+    for key, value in {
+        "{final}": str(final),
+        "{timeout_ms}": str(timeout_ms),
+        "{max_forwards}": str(max_forwards),
+        "{extra_header}": extra_header,
+        "{caller}": caller,
+        "{after_final}": ACK_AND_BYE if final == 200 else ACK_FAILURE,
+    }.items():
+        scenario = scenario.replace(key, value)
+    args = [node, "-s", number, "-i", host, "-p", port, "-m", "1",
+            "-timeout", f"{timeout_ms // 1000 + 10}s", "-timeout_error"]
+    return Peer(workdir, name, args, scenario)
+
+
+def cancel(workdir: Path, name: str, node: str, number: str, source: str, pause_ms: int) -> Peer:
+    host, port = source.split(":")
+    scenario = (SCENARIOS / "uac-cancel.xml").read_text().replace("{pause_ms}", str(pause_ms))
+    args = [node, "-s", number, "-i", host, "-p", port, "-m", "1", "-timeout", "30s",
+            "-timeout_error"]
+    return Peer(workdir, name, args, scenario)
+
+
+def register(workdir: Path, name: str, node: str, user: str, domain: str, source: str,
+             expires: int, final: int = 200) -> Peer:
+    host, port = source.split(":")
+    scenario = (SCENARIOS / "uac-register.xml").read_text()
+    for key, value in {"{user}": user, "{domain}": domain, "{expires}": str(expires),
+                       "{final}": str(final)}.items():
+        scenario = scenario.replace(key, value)
+    args = [node, "-i", host, "-p", port, "-m", "1", "-timeout", "10s", "-timeout_error"]
+    return Peer(workdir, name, args, scenario)
+
+
+def settle(seconds: float) -> None:
+    time.sleep(seconds)

@@ -1,0 +1,231 @@
+"""Forwarding through a real Kamailio, with sipp as carriers, PBXs and phones.
+
+Each test asserts what reached the far end (Request-URI, Diversion or
+History-Info) and the caller's final reply.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.e2e.conftest import (
+    CALLER,
+    CARRIER_1,
+    CARRIER_2,
+    EMERGENCY_DEAD,
+    EMERGENCY_SILENT,
+    NODE,
+    PBX_A,
+    PBX_B,
+    PBX_DEAD,
+    PBX_SILENT,
+    PHONE,
+    VOICEMAIL,
+    DivertNode,
+    mobile,
+    numbered,
+)
+from tests.e2e.sip import Peer, call, callee, cancel, register
+
+
+def finish(*peers: Peer, caller: Peer, node: DivertNode) -> None:
+    """Wait for the caller's call to end, stop the callees; fail with logs."""
+    code = caller.wait()
+    assert code == 0, f"caller failed ({code}):\n{caller.diagnostics()}\n{node.tail()}"
+    time.sleep(0.3)  # the callees' last messages (ACK, BYE's 200) settle
+    for peer in peers:
+        peer.stop()
+        assert peer.aborted() == [], f"{peer.name}:\n{peer.diagnostics()}"
+
+
+def up(node: DivertNode, *addresses: str) -> None:
+    for address in addresses:
+        node.wait_trunk(address, active=True)
+
+
+def test_unconditional_forward_leaves_through_the_carrier(node: DivertNode, workdir: Path):
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    up(node, CARRIER_1)
+    caller = call(workdir, "caller", NODE, numbered(1), 200, f"{CALLER}:6001")
+    finish(carrier, caller=caller, node=node)
+    (invite,) = carrier.received()
+    assert invite.ruri_user == mobile(1)
+    (diversion,) = invite.header("Diversion")
+    assert diversion.startswith(f"<sip:{numbered(1)}@")
+    assert "reason=unconditional" in diversion and "counter=1" in diversion
+
+
+def test_busy_then_forward(node: DivertNode, workdir: Path):
+    pbx = callee(workdir, "pbx", PBX_A, "reply", code=486, reason="Busy Here")
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    up(node, PBX_A, CARRIER_1)
+    caller = call(workdir, "caller", NODE, numbered(2), 200, f"{CALLER}:6002")
+    finish(pbx, carrier, caller=caller, node=node)
+    (first,) = pbx.received()
+    assert first.ruri_user == numbered(2)
+    assert first.header("Diversion") == []
+    (forwarded,) = carrier.received()
+    assert forwarded.ruri_user == mobile(2)
+    (diversion,) = forwarded.header("Diversion")
+    assert "reason=user-busy" in diversion and numbered(2) in diversion
+
+
+def test_no_answer_forwards_after_the_rules_timeout(node: DivertNode, workdir: Path):
+    pbx = callee(workdir, "pbx", PBX_A, "ring")
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    up(node, PBX_A, CARRIER_1)
+    started = time.monotonic()
+    caller = call(workdir, "caller", NODE, numbered(3), 200, f"{CALLER}:6003")
+    finish(pbx, carrier, caller=caller, node=node)
+    assert time.monotonic() - started >= 2.0  # the rule's 2 s ring timer ran out first
+    (forwarded,) = carrier.received()
+    assert forwarded.ruri_user == mobile(3)
+    assert "reason=no-answer" in forwarded.header("Diversion")[0]
+
+
+def test_trunk_down_by_probing_goes_to_the_emergency_number_at_once(
+    node: DivertNode, workdir: Path
+):
+    node.wait_trunk(PBX_DEAD, active=False)
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    up(node, CARRIER_1)
+    started = time.monotonic()
+    caller = call(workdir, "caller", NODE, numbered(4), 200, f"{CALLER}:6004")
+    finish(carrier, caller=caller, node=node)
+    assert time.monotonic() - started < 1.5  # no timer waited on the dead trunk
+    (forwarded,) = carrier.received()
+    assert forwarded.ruri_user == EMERGENCY_DEAD
+    assert "reason=out-of-service" in forwarded.header("Diversion")[0]
+
+
+def test_trunk_that_never_answers_an_invite_goes_to_the_emergency_number(
+    node: DivertNode, workdir: Path
+):
+    pbx = callee(workdir, "pbx", PBX_SILENT, "silent", timeout=15)
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    up(node, PBX_SILENT, CARRIER_1)
+    caller = call(workdir, "caller", NODE, numbered(5), 200, f"{CALLER}:6005")
+    try:
+        finish(carrier, caller=caller, node=node)
+        (forwarded,) = carrier.received()
+        assert forwarded.ruri_user == EMERGENCY_SILENT
+        assert len(pbx.received()) == 1
+    finally:
+        pbx.stop()
+
+
+def test_chain_of_three_busy_no_answer_voicemail(node: DivertNode, workdir: Path):
+    first = callee(workdir, "pbx-a", PBX_A, "reply", code=486, reason="Busy Here")
+    second = callee(workdir, "pbx-b", PBX_B, "ring")
+    mailbox = callee(workdir, "voicemail", VOICEMAIL, "answer")
+    up(node, PBX_A, PBX_B)
+    caller = call(workdir, "caller", NODE, numbered(6), 200, f"{CALLER}:6006")
+    finish(first, second, mailbox, caller=caller, node=node)
+    (at_b,) = second.received()
+    assert at_b.ruri_user == numbered(7)
+    history = at_b.header("History-Info")  # pbx-b prefers History-Info
+    assert history and "cause=486" in history[0] and at_b.header("Diversion") == []
+    (at_vm,) = mailbox.received()
+    assert at_vm.ruri_user == numbered(7)
+    diversions = ", ".join(at_vm.header("Diversion"))
+    assert "reason=no-answer;counter=2" in diversions and "reason=user-busy;counter=1" in diversions
+
+
+def test_not_registered_then_registered_then_unregistered(node: DivertNode, workdir: Path):
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    up(node, CARRIER_1)
+    caller = call(workdir, "caller", NODE, numbered(8), 200, f"{CALLER}:6008")
+    finish(carrier, caller=caller, node=node)
+    assert carrier.received()[0].ruri_user == mobile(8)
+    assert "reason=unavailable" in carrier.received()[0].header("Diversion")[0]
+
+    phone_registers = register(workdir, "register", NODE, "alice", "acme", PHONE, 300)
+    assert phone_registers.wait() == 0, phone_registers.diagnostics()
+    phone = callee(workdir, "phone", PHONE, "answer")
+    caller = call(workdir, "caller2", NODE, numbered(8), 200, f"{CALLER}:6009")
+    finish(phone, caller=caller, node=node)
+    assert phone.received()[0].request_line.startswith("INVITE sip:alice@127.0.0.30:5070")
+
+    unregisters = register(workdir, "unregister", NODE, "alice", "acme", PHONE, 0)
+    assert unregisters.wait() == 0, unregisters.diagnostics()
+    carrier = callee(workdir, "carrier2", CARRIER_1, "answer")
+    caller = call(workdir, "caller3", NODE, numbered(8), 200, f"{CALLER}:6010")
+    finish(carrier, caller=caller, node=node)
+    assert carrier.received()[0].ruri_user == mobile(8)
+
+
+def test_reject_destination_gives_its_code(node: DivertNode, workdir: Path):
+    caller = call(workdir, "caller", NODE, numbered(9), 603, f"{CALLER}:6011")
+    finish(caller=caller, node=node)
+
+
+def test_unknown_number_is_404(node: DivertNode, workdir: Path):
+    caller = call(workdir, "caller", NODE, "+390299999999", 404, f"{CALLER}:6012")
+    finish(caller=caller, node=node)
+
+
+def test_caller_not_a_carrier_or_trunk_is_refused(node: DivertNode, workdir: Path):
+    caller = call(workdir, "caller", NODE, numbered(1), 403, "127.0.0.50:6013")
+    finish(caller=caller, node=node)
+
+
+def test_exhausted_max_forwards_is_483(node: DivertNode, workdir: Path):
+    caller = call(workdir, "caller", NODE, numbered(1), 483, f"{CALLER}:6014", max_forwards=0)
+    finish(caller=caller, node=node)
+
+
+def test_diversion_bound_ends_the_chain(node: DivertNode, workdir: Path):
+    caller = call(workdir, "caller", NODE, numbered(20), 480, f"{CALLER}:6015")
+    finish(caller=caller, node=node)
+
+
+def test_busy_loop_between_two_numbers_is_stopped(node: DivertNode, workdir: Path):
+    first = callee(workdir, "pbx-a", PBX_A, "reply", code=486, reason="Busy Here")
+    second = callee(workdir, "pbx-b", PBX_B, "reply", code=486, reason="Busy Here")
+    up(node, PBX_A, PBX_B)
+    caller = call(workdir, "caller", NODE, numbered(11), 486, f"{CALLER}:6016")
+    finish(first, second, caller=caller, node=node)
+    assert [r.ruri_user for r in first.received()] == [numbered(11)]
+    assert [r.ruri_user for r in second.received()] == [numbered(12)]
+
+
+def test_cancel_in_the_middle_of_a_chain(node: DivertNode, workdir: Path):
+    pbx = callee(workdir, "pbx", PBX_A, "reply", code=486, reason="Busy Here")
+    carrier = callee(workdir, "carrier", CARRIER_1, "ring")
+    up(node, PBX_A, CARRIER_1)
+    caller = cancel(workdir, "caller", NODE, numbered(2), f"{CALLER}:6017", pause_ms=1000)
+    finish(pbx, carrier, caller=caller, node=node)
+    assert carrier.received()[0].ruri_user == mobile(2)
+    assert len(carrier.received("CANCEL")) == 1
+
+
+def test_carrier_failover_on_503(node: DivertNode, workdir: Path):
+    first = callee(workdir, "carrier-1", CARRIER_1, "reply", code=503, reason="Service Unavailable")
+    second = callee(workdir, "carrier-2", CARRIER_2, "answer")
+    up(node, CARRIER_1, CARRIER_2)
+    caller = call(workdir, "caller", NODE, numbered(1), 200, f"{CALLER}:6018")
+    finish(first, second, caller=caller, node=node)
+    assert first.received()[0].ruri_user == mobile(1)
+    assert second.received()[0].ruri_user == mobile(1)
+
+
+def test_a_forward_added_while_running_applies_to_the_next_call(node: DivertNode, workdir: Path):
+    node.divert("forward", "add", numbered(10), "--when", "always", "--to", mobile(10))
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    up(node, CARRIER_1)
+    time.sleep(1.5)  # the sync worker polls the SQLite portal every second
+    caller = call(workdir, "caller", NODE, numbered(10), 200, f"{CALLER}:6019")
+    finish(carrier, caller=caller, node=node)
+    assert carrier.received()[0].ruri_user == mobile(10)
+    node.divert("forward", "delete", str(_last_forward_id(node)))
+
+
+def _last_forward_id(node: DivertNode) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(node.portal)
+    with engine.connect() as connection:
+        found = connection.execute(text("SELECT max(id) FROM forwards")).scalar()
+    engine.dispose()
+    return int(found)
