@@ -41,8 +41,9 @@ from kemi.store.reader import StoreReader, StoreUnavailable
 STATE_AVP = "$avp(divert_state)"
 KIND_AVP = "$avp(divert_kind)"
 CALLER_AVP = "$avp(divert_caller)"
-INTERNAL_AVP = "$avp(divert_internal)"
+HEADERS_AVP = "$avp(divert_headers)"
 FAILURE_ROUTE = "ksr_failure_forward"
+BRANCH_ROUTE = "ksr_branch_forward"
 ALG_ROUND_ROBIN = 4
 ALG_PRIORITY = 8
 
@@ -113,6 +114,18 @@ class Router:
             KSR.tm.t_reply(500, "Server Internal Error")
         return 1
 
+    def ksr_branch_forward(self, msg: object) -> int:
+        """Per branch: announce its diversions.  Headers added in the request
+        route would stick to every later branch, and those added in a failure
+        route to none after it, so each branch gets its own here."""
+        try:
+            headers = KSR.pv.get(HEADERS_AVP)
+            if headers:
+                KSR.hdr.append(str(headers))
+        except Exception as error:
+            KSR.err(f"divert: branch route failed: {type(error).__name__}: {error}\n")
+        return 1
+
     def ksr_reply_route(self, msg: object) -> int:
         return 1
 
@@ -134,6 +147,8 @@ class Router:
         if method == "CANCEL":
             if KSR.tm.t_check_trans() > 0:
                 KSR.tm.t_relay()
+            else:
+                KSR.sl.sl_send_reply(481, "Call/Transaction Does Not Exist")
             return
         if method == "ACK":
             if KSR.tm.t_check_trans() > 0:
@@ -205,10 +220,12 @@ class Router:
         code = KSR.tm.t_get_status_code()
         no_reply = KSR.tm.t_branch_replied() < 0
         outcome = outcome_of(code, KSR.tm.t_branch_timeout() > 0, no_reply, kind)
-        external = kind is EndpointKind.EXTERNAL
-        if outcome is Outcome.TRUNK_DOWN and external and KSR.dispatcher.ds_next_domain() > 0:
-            self._relay_again()  # the next carrier, same call
-            return
+        if outcome is Outcome.TRUNK_DOWN and kind is EndpointKind.EXTERNAL:
+            # A failure route starts from the caller's Request-URI again.
+            KSR.seturi(f"sip:{state.current}@{self.config.domain}")
+            if KSR.dispatcher.ds_next_domain() > 0:
+                self._relay_again()  # the next carrier, same call
+                return
         if outcome is Outcome.TRUNK_DOWN and kind is EndpointKind.TRUNK:
             KSR.dispatcher.ds_mark_dst_state("ip")
         if outcome is None:
@@ -255,13 +272,16 @@ class Router:
         return None
 
     def _relay(self, relay: Relay) -> None:
+        headers = ""
         if relay.diversions:
             style = self._style(relay)
-            for name, value in diversion_headers(
-                relay, self.config.domain, style, KSR.pv.get("$ou") or ""
-            ):
-                KSR.hdr.append(f"{name}: {value}\r\n")
+            original = KSR.pv.get("$ou") or ""
+            headers = "".join(
+                f"{name}: {value}\r\n"
+                for name, value in diversion_headers(relay, self.config.domain, style, original)
+            )
             KSR.tm.t_reply(181, "Call Is Being Forwarded")
+        KSR.pv.sets(HEADERS_AVP, headers)
         KSR.pv.sets(STATE_AVP, encode(relay.state))
         ring = (relay.ring_timeout or 120) * 1000
         KSR.tm.t_set_fr(ring, 2000)
@@ -269,6 +289,7 @@ class Router:
 
     def _relay_again(self) -> None:
         KSR.tm.t_on_failure(FAILURE_ROUTE)
+        KSR.tm.t_on_branch(BRANCH_ROUTE)
         if KSR.tm.t_relay() < 0:
             KSR.tm.t_reply(500, "Server Internal Error")
 

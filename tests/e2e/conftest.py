@@ -45,17 +45,52 @@ def mobile(index: int) -> str:
 
 
 SEED = [
-    ("tenant", "add", "acme", "--region", "IT",
-     "--voicemail-uri", "sip:{mailbox}@" + VOICEMAIL),
+    ("tenant", "add", "acme", "--region", "IT", "--voicemail-uri", "sip:{mailbox}@" + VOICEMAIL),
     ("trunk", "add", "pbx-a", "--tenant", "acme", "--address", PBX_A),
-    ("trunk", "add", "pbx-b", "--tenant", "acme", "--address", PBX_B,
-     "--diversion-style", "history-info"),
-    ("trunk", "add", "pbx-dead", "--tenant", "acme", "--address", PBX_DEAD,
-     "--emergency", EMERGENCY_DEAD),
-    ("trunk", "add", "pbx-silent", "--tenant", "acme", "--address", PBX_SILENT,
-     "--emergency", EMERGENCY_SILENT),
-    ("subscriber", "add", "alice", "--tenant", "acme", "--password", "alice-secret",
-     "--extension", "201"),
+    (
+        "trunk",
+        "add",
+        "pbx-b",
+        "--tenant",
+        "acme",
+        "--address",
+        PBX_B,
+        "--diversion-style",
+        "history-info",
+    ),
+    (
+        "trunk",
+        "add",
+        "pbx-dead",
+        "--tenant",
+        "acme",
+        "--address",
+        PBX_DEAD,
+        "--emergency",
+        EMERGENCY_DEAD,
+    ),
+    (
+        "trunk",
+        "add",
+        "pbx-silent",
+        "--tenant",
+        "acme",
+        "--address",
+        PBX_SILENT,
+        "--emergency",
+        EMERGENCY_SILENT,
+    ),
+    (
+        "subscriber",
+        "add",
+        "alice",
+        "--tenant",
+        "acme",
+        "--password",
+        "alice-secret",
+        "--extension",
+        "201",
+    ),
     ("number", "add", numbered(1), "--tenant", "acme", "--trunk", "pbx-a"),
     ("number", "add", numbered(2), "--tenant", "acme", "--trunk", "pbx-a"),
     ("number", "add", numbered(3), "--tenant", "acme", "--trunk", "pbx-a"),
@@ -68,8 +103,10 @@ SEED = [
     ("number", "add", numbered(10), "--tenant", "acme", "--trunk", "pbx-a"),
     ("number", "add", numbered(11), "--tenant", "acme", "--trunk", "pbx-a"),
     ("number", "add", numbered(12), "--tenant", "acme", "--trunk", "pbx-b"),
-    *[("number", "add", numbered(20 + i), "--tenant", "acme", "--trunk", "pbx-a")
-      for i in range(8)],
+    *[
+        ("number", "add", numbered(20 + i), "--tenant", "acme", "--trunk", "pbx-a")
+        for i in range(8)
+    ],
     ("forward", "add", numbered(1), "--when", "always", "--to", mobile(1)),
     ("forward", "add", numbered(2), "--when", "busy", "--to", mobile(2)),
     ("forward", "add", numbered(3), "--when", "no-answer", "--to", mobile(3), "--timeout", "2"),
@@ -79,8 +116,10 @@ SEED = [
     ("forward", "add", numbered(9), "--when", "always", "--to", "reject:603"),
     ("forward", "add", numbered(11), "--when", "busy", "--to", numbered(12)),
     ("forward", "add", numbered(12), "--when", "busy", "--to", numbered(11)),
-    *[("forward", "add", numbered(20 + i), "--when", "always", "--to", numbered(21 + i))
-      for i in range(7)],
+    *[
+        ("forward", "add", numbered(20 + i), "--when", "always", "--to", numbered(21 + i))
+        for i in range(7)
+    ],
 ]
 
 
@@ -98,10 +137,22 @@ class DivertNode:
 
     def start(self) -> None:
         command = [
-            str(Path(sys.executable).with_name("divert")), "--portal", self.portal, "run",
-            "--listen", NODE, "--state-dir", str(self.state),
-            "--carrier", CARRIER_1, "--carrier", CARRIER_2,
-            "--probe-interval", "1", "--children", "4",
+            str(Path(sys.executable).with_name("divert")),
+            "--portal",
+            self.portal,
+            "run",
+            "--listen",
+            NODE,
+            "--state-dir",
+            str(self.state),
+            "--carrier",
+            CARRIER_1,
+            "--carrier",
+            CARRIER_2,
+            "--probe-interval",
+            "1",
+            "--children",
+            "4",
         ]
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -112,7 +163,9 @@ class DivertNode:
             if options_ping(NODE):
                 return
             time.sleep(0.2)
-        raise AssertionError(f"node did not answer OPTIONS in 30 s:\n{self.log.read_text()[-4000:]}")
+        raise AssertionError(
+            f"node did not answer OPTIONS in 30 s:\n{self.log.read_text()[-4000:]}"
+        )
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -125,8 +178,9 @@ class DivertNode:
 
     def kamcmd(self, *args: str) -> str:
         socket_path = f"unix:{self.state / 'run' / 'kamailio_ctl'}"
-        return subprocess.run(["kamcmd", "-s", socket_path, *args], capture_output=True,
-                              text=True, timeout=10).stdout
+        return subprocess.run(
+            ["kamcmd", "-s", socket_path, *args], capture_output=True, text=True, timeout=10
+        ).stdout
 
     def wait_trunk(self, address: str, active: bool, timeout: float = 10) -> None:
         """Until the dispatcher's probing sees `address` up (or down)."""

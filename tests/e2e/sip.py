@@ -116,7 +116,8 @@ UAS_BODIES = {
 
     ]]>
   </send>""",
-    "reply": _REPLY + """
+    "reply": _REPLY
+    + """
   <recv request="ACK"/>""",
     "ring": _REPLY.format(code=180, reason="Ringing")
     + """
@@ -146,7 +147,8 @@ UAS_BODIES = {
     ]]>
   </send>
   <recv request="ACK"/>""",
-    "silent": """<recv request="CANCEL" timeout="30000"/>""",
+    "silent": """<nop><action><log message="INVITE CSeq [$cseq] left unanswered"/></action></nop>
+  <recv request="CANCEL" timeout="30000"/>""",
 }
 
 
@@ -180,13 +182,25 @@ class Peer:
         scenario_file.write_text(scenario)
         port = int(args[args.index("-p") + 1])
         command = [
-            "sipp", *args, "-mp", str(port + 10_000), "-sf", str(scenario_file), "-nostdin", "-aa",
-            "-trace_msg", "-message_file", str(self.messages),
-            "-trace_err", "-error_file", str(self.errors),
+            "sipp",
+            *args,
+            "-mp",
+            str(port + 10_000),
+            "-sf",
+            str(scenario_file),
+            "-nostdin",
+            "-aa",
+            "-trace_msg",
+            "-message_file",
+            str(self.messages),
+            "-trace_err",
+            "-error_file",
+            str(self.errors),
         ]
         with open(self.output, "w") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         Peer.running.append(self)
 
     def wait(self, timeout: float = 60) -> int:
@@ -210,10 +224,14 @@ class Peer:
             return []
         found = []
         for block in re.split(r"\n-{20,}[^\n]*\n", "\n" + self.messages.read_text()):
-            if "message received" not in block.split("\n", 1)[0] and not block.lstrip().startswith(method):
+            if "message received" not in block.split("\n", 1)[0] and not block.lstrip().startswith(
+                method
+            ):
                 pass
             lines = [line.rstrip("\r") for line in block.strip("\n").splitlines()]
-            start = next((i for i, line in enumerate(lines) if line.startswith(f"{method} sip:")), None)
+            start = next(
+                (i for i, line in enumerate(lines) if line.startswith(f"{method} sip:")), None
+            )
             if start is None:
                 continue
             request = Received(lines[start])
@@ -239,11 +257,22 @@ class Peer:
         return "\n".join(parts)
 
 
-def callee(workdir: Path, name: str, address: str, behaviour: str, code: int = 486,
-           reason: str = "Busy Here", calls: int = 1, timeout: int = 60) -> Peer:
+def callee(
+    workdir: Path,
+    name: str,
+    address: str,
+    behaviour: str,
+    code: int = 486,
+    reason: str = "Busy Here",
+    calls: int = 1,
+    timeout: int = 60,
+) -> Peer:
     host, port = address.split(":")
-    body = UAS_BODIES[behaviour].format(code=code, reason=reason) if behaviour == "reply" else (
-        UAS_BODIES[behaviour])
+    body = (
+        UAS_BODIES[behaviour].format(code=code, reason=reason)
+        if behaviour == "reply"
+        else (UAS_BODIES[behaviour])
+    )
     scenario = (SCENARIOS / "uas.xml").read_text().replace("{body}", body)
     # Dispatcher OPTIONS probes, answered by -aa, count as calls too: the
     # budget is generous and the test stops the peer by PID when done.
@@ -251,9 +280,18 @@ def callee(workdir: Path, name: str, address: str, behaviour: str, code: int = 4
     return Peer(workdir, name, args, scenario)
 
 
-def call(workdir: Path, name: str, node: str, number: str, final: int, source: str,
-         timeout_ms: int = 20000, max_forwards: int = 70, extra_header: str = "",
-         caller: str = "+441234567890") -> Peer:
+def call(
+    workdir: Path,
+    name: str,
+    node: str,
+    number: str,
+    final: int,
+    source: str,
+    timeout_ms: int = 20000,
+    max_forwards: int = 70,
+    extra_header: str = "",
+    caller: str = "+441234567890",
+) -> Peer:
     host, port = source.split(":")
     scenario = (SCENARIOS / "uac-call.xml").read_text()
     if not extra_header:
@@ -267,25 +305,61 @@ def call(workdir: Path, name: str, node: str, number: str, final: int, source: s
         "{after_final}": ACK_AND_BYE if final == 200 else ACK_FAILURE,
     }.items():
         scenario = scenario.replace(key, value)
-    args = [node, "-s", number, "-i", host, "-p", port, "-m", "1",
-            "-timeout", f"{timeout_ms // 1000 + 10}s", "-timeout_error"]
+    args = [
+        node,
+        "-s",
+        number,
+        "-i",
+        host,
+        "-p",
+        port,
+        "-m",
+        "1",
+        "-timeout",
+        f"{timeout_ms // 1000 + 10}s",
+        "-timeout_error",
+    ]
     return Peer(workdir, name, args, scenario)
 
 
 def cancel(workdir: Path, name: str, node: str, number: str, source: str, pause_ms: int) -> Peer:
     host, port = source.split(":")
     scenario = (SCENARIOS / "uac-cancel.xml").read_text().replace("{pause_ms}", str(pause_ms))
-    args = [node, "-s", number, "-i", host, "-p", port, "-m", "1", "-timeout", "30s",
-            "-timeout_error"]
+    args = [
+        node,
+        "-s",
+        number,
+        "-i",
+        host,
+        "-p",
+        port,
+        "-m",
+        "1",
+        "-timeout",
+        "30s",
+        "-timeout_error",
+    ]
     return Peer(workdir, name, args, scenario)
 
 
-def register(workdir: Path, name: str, node: str, user: str, domain: str, source: str,
-             expires: int, final: int = 200) -> Peer:
+def register(
+    workdir: Path,
+    name: str,
+    node: str,
+    user: str,
+    domain: str,
+    source: str,
+    expires: int,
+    final: int = 200,
+) -> Peer:
     host, port = source.split(":")
     scenario = (SCENARIOS / "uac-register.xml").read_text()
-    for key, value in {"{user}": user, "{domain}": domain, "{expires}": str(expires),
-                       "{final}": str(final)}.items():
+    for key, value in {
+        "{user}": user,
+        "{domain}": domain,
+        "{expires}": str(expires),
+        "{final}": str(final),
+    }.items():
         scenario = scenario.replace(key, value)
     args = [node, "-i", host, "-p", port, "-m", "1", "-timeout", "10s", "-timeout_error"]
     return Peer(workdir, name, args, scenario)
