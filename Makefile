@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: deps system-packages venv postgres test lint unit bench-sync clean
+.PHONY: deps system-packages venv postgres test lint unit run bench-sync clean
 
 deps: system-packages venv
 
@@ -37,6 +37,13 @@ test: deps postgres lint
 # Only the fast tests that need no database server.
 unit: venv
 	@scripts/run-pytest -m "not postgres"
+
+# The demo node in the foreground until Ctrl-C: embedded SQLite portal with
+# demo data (made once, in var/), carrier at 127.0.0.2:5060, SIP on 127.0.0.1:5060.
+run: deps
+	@scripts/demo-portal
+	$(VENV)/bin/divert --portal sqlite:///var/portal.db run --listen 127.0.0.1:5060 \
+		--state-dir var --carrier 127.0.0.2:5060
 
 # Sync worker and store figures (issue 3): 1,000,000 numbers, a few minutes.
 bench-sync: deps postgres

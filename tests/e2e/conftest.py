@@ -213,11 +213,20 @@ def options_ping(address: str) -> bool:
     probe.settimeout(0.5)
     try:
         probe.bind(("127.0.0.99", 0))
-        request = (
-            f"OPTIONS sip:{host}:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.99:{probe.getsockname()[1]}"
-            ";branch=z9hG4bK-probe\r\nFrom: <sip:probe@127.0.0.99>;tag=1\r\nTo: <sip:probe@"
-            f"{host}>\r\nCall-ID: probe-{time.monotonic()}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 5\r\n"
-            "Content-Length: 0\r\n\r\n"
+        port_here = probe.getsockname()[1]
+        request = "\r\n".join(
+            [
+                f"OPTIONS sip:{host}:{port} SIP/2.0",
+                f"Via: SIP/2.0/UDP 127.0.0.99:{port_here};branch=z9hG4bK-probe",
+                "From: <sip:probe@127.0.0.99>;tag=1",
+                f"To: <sip:probe@{host}>",
+                f"Call-ID: probe-{time.monotonic()}",
+                "CSeq: 1 OPTIONS",
+                "Max-Forwards: 5",
+                "Content-Length: 0",
+                "",
+                "",
+            ]
         )
         probe.sendto(request.encode(), (host, int(port)))
         reply = probe.recv(4096).decode(errors="replace")

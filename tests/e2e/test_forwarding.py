@@ -126,11 +126,18 @@ def test_chain_of_three_busy_no_answer_voicemail(node: DivertNode, workdir: Path
     (at_b,) = second.received()
     assert at_b.ruri_user == numbered(7)
     history = at_b.header("History-Info")  # pbx-b prefers History-Info
-    assert history and "cause=486" in history[0] and at_b.header("Diversion") == []
+    assert history == [
+        f"<sip:{numbered(6)}@127.0.0.1:5160>;index=1, "
+        f"<sip:{numbered(7)}@divert.invalid;cause=486>;index=1.1;mp=1"
+    ]
+    assert at_b.header("Diversion") == []
     (at_vm,) = mailbox.received()
     assert at_vm.ruri_user == numbered(7)
-    diversions = ", ".join(at_vm.header("Diversion"))
-    assert "reason=no-answer;counter=2" in diversions and "reason=user-busy;counter=1" in diversions
+    assert at_vm.header("History-Info") == []  # pbx-b's branch only; voicemail is no trunk
+    assert at_vm.header("Diversion") == [
+        f"<sip:{numbered(7)}@divert.invalid>;reason=no-answer;counter=2;privacy=off, "
+        f"<sip:{numbered(6)}@divert.invalid>;reason=user-busy;counter=1;privacy=off"
+    ]
 
 
 def test_not_registered_then_registered_then_unregistered(node: DivertNode, workdir: Path):
@@ -230,3 +237,37 @@ def _last_forward_id(node: DivertNode) -> int:
         found = connection.execute(text("SELECT max(id) FROM forwards")).scalar()
     engine.dispose()
     return int(found)
+
+
+def test_malformed_request_is_400(node: DivertNode):
+    """CSeq names another method than the request line: sanity answers 400."""
+    reply = send_raw(
+        NODE,
+        CALLER,
+        [
+            f"INVITE sip:{numbered(1)}@127.0.0.1:5160 SIP/2.0",
+            f"Via: SIP/2.0/UDP {CALLER}:6020;branch=z9hG4bK-malformed",
+            f"From: <sip:caller@{CALLER}>;tag=1",
+            f"To: <sip:{numbered(1)}@127.0.0.1>",
+            "Call-ID: malformed-1",
+            "CSeq: 1 BYE",
+            "Max-Forwards: 70",
+            "Content-Length: 0",
+        ],
+        6020,
+    )
+    assert reply.startswith("SIP/2.0 400")
+
+
+def send_raw(node: str, host: str, lines: list[str], port: int) -> str:
+    import socket
+
+    target_host, target_port = node.split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(3)
+    try:
+        sock.bind((host, port))
+        sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), (target_host, int(target_port)))
+        return sock.recv(4096).decode(errors="replace")
+    finally:
+        sock.close()

@@ -1,0 +1,164 @@
+"""The KEMI adapter against a KSR stub: faults become one log line and a reply.
+
+Forwarding itself is tested end to end through a real Kamailio
+(tests/e2e); these tests cover what is hard to provoke there.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kemi.core.model import Endpoint, EndpointKind
+from kemi.store.format import encode_table
+from sync.store_writer import StoreWriter
+from tests.builders import table
+
+
+class Stub(types.ModuleType):
+    """KSR as far as the adapter uses it: answers set per test, calls logged."""
+
+    def __init__(self, pv: dict[str, Any], answers: dict[str, Any]) -> None:
+        super().__init__("KSR")
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.pv_values = pv
+        self.answers = answers
+        for group in (
+            "tm",
+            "sl",
+            "maxfwd",
+            "sanity",
+            "siputils",
+            "rr",
+            "registrar",
+            "dispatcher",
+            "hdr",
+            "pv",
+        ):
+            setattr(self, group, _Group(self, group))
+
+    def err(self, text: str) -> None:
+        self.calls.append(("err", (text,)))
+
+    def seturi(self, uri: str) -> None:
+        self.calls.append(("seturi", (uri,)))
+
+    def called(self, name: str) -> list[tuple[Any, ...]]:
+        return [args for called, args in self.calls if called == name]
+
+
+class _Group:
+    def __init__(self, stub: Stub, name: str) -> None:
+        self._stub, self._name = stub, name
+
+    def __getattr__(self, function: str) -> Any:
+        qualified = f"{self._name}.{function}"
+
+        def call(*args: Any) -> Any:
+            self._stub.calls.append((qualified, args))
+            if qualified == "pv.get":
+                return self._stub.pv_values.get(args[0])
+            if qualified == "pv.sets":
+                self._stub.pv_values[args[0]] = args[1]
+                return 1
+            answer = self._stub.answers.get(qualified, 1)
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer
+
+        return call
+
+
+INVITE = {
+    "$rm": "INVITE",
+    "$rU": "390200000001",
+    "$si": "127.0.0.11",
+    "$sp": 5060,
+    "$fU": "caller",
+    "$hdrc(Diversion)": 0,
+    "$ou": "sip:+390200000001@node",
+}
+
+
+@pytest.fixture
+def adapter() -> Iterator[Any]:
+    yield None
+    sys.modules.pop("KSR", None)
+    sys.modules.pop("kemi.adapter", None)
+
+
+def router(state_dir: Path, pv: dict[str, Any], answers: dict[str, Any]) -> tuple[Any, Stub]:
+    stub = Stub(dict(pv), {"siputils.has_totag": -1, "tm.t_check_trans": -1, **answers})
+    sys.modules["KSR"] = stub
+    module = importlib.import_module("kemi.adapter")
+    module = importlib.reload(module)
+    config = module.AdapterConfig(state_dir=str(state_dir), domain="node.test")
+    return module.Router(config), stub
+
+
+def test_a_store_that_cannot_be_opened_is_one_line_and_503(tmp_path: Path, adapter: None):
+    route, stub = router(tmp_path / "no-store", INVITE, {})
+    assert route.ksr_request_route(None) == 1
+    assert stub.called("tm.t_reply") == [(503, "Service Unavailable")]
+    (logged,) = stub.called("err")
+    assert "store unavailable" in logged[0] and logged[0][-1] == "\n"
+
+
+def test_an_unexpected_fault_is_one_line_and_500(tmp_path: Path, adapter: None):
+    writer = StoreWriter(tmp_path)
+    with writer.transaction():
+        writer.put_table("+390200000001", "acme", encode_table(table("+390200000001")))
+    writer.close()
+    route, stub = router(tmp_path, INVITE, {"rr.record_route": RuntimeError("boom")})
+    assert route.ksr_request_route(None) == 1
+    assert stub.called("tm.t_reply") == [(500, "Server Internal Error")]
+    assert len(stub.called("err")) == 1
+
+
+def test_unknown_number_is_404_through_the_transaction(tmp_path: Path, adapter: None):
+    StoreWriter(tmp_path).close()
+    route, stub = router(tmp_path, INVITE, {})
+    route.ksr_request_route(None)
+    assert stub.called("tm.t_newtran") == [()]
+    assert stub.called("tm.t_reply") == [(404, "Not Found")]
+
+
+def test_a_relay_arms_the_failure_and_branch_routes(tmp_path: Path, adapter: None):
+    writer = StoreWriter(tmp_path)
+    trunk = Endpoint(EndpointKind.TRUNK, "7")
+    with writer.transaction():
+        writer.put_table(
+            "+390200000001", "acme", encode_table(table("+390200000001", endpoint=trunk))
+        )
+    writer.close()
+    route, stub = router(tmp_path, INVITE, {})
+    route.ksr_request_route(None)
+    assert stub.called("tm.t_on_failure") == [("ksr_failure_forward",)]
+    assert stub.called("tm.t_on_branch") == [("ksr_branch_forward",)]
+    assert stub.called("dispatcher.ds_select_domain") == [(1007, 4)]
+    assert stub.called("seturi") == [("sip:+390200000001@node.test",)]
+    assert stub.pv_values["$avp(divert_state)"].startswith("v1|0|+390200000001|")
+
+
+def test_a_failure_route_with_a_corrupt_state_logs_once_and_leaves_the_reply(
+    tmp_path: Path, adapter: None
+):
+    StoreWriter(tmp_path).close()
+    pv = {"$avp(divert_state)": "garbage", "$avp(divert_kind)": "trunk"}
+    route, stub = router(tmp_path, pv, {"tm.t_is_canceled": -1})
+    assert route.ksr_failure_forward(None) == 1
+    assert len(stub.called("err")) == 1
+    assert stub.called("tm.t_relay") == [] and stub.called("tm.t_reply") == []
+
+
+def test_a_cancelled_call_is_not_forwarded(tmp_path: Path, adapter: None):
+    StoreWriter(tmp_path).close()
+    route, stub = router(tmp_path, {}, {"tm.t_is_canceled": 1})
+    route.ksr_failure_forward(None)
+    assert stub.called("tm.t_relay") == [] and stub.called("tm.t_reply") == []
