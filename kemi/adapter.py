@@ -19,16 +19,19 @@ answers 500 (or 503 when the store cannot be read).
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 
 import KSR  # type: ignore[import-not-found]
 
 from kemi.core.decide import Limits, decide
+from kemi.core.keys import subscriber_key
 from kemi.core.model import (
     Call,
     CallState,
     Decision,
+    Endpoint,
     EndpointKind,
     Outcome,
     Relay,
@@ -36,16 +39,23 @@ from kemi.core.model import (
 )
 from kemi.core.state_codec import StateFormatError, decode, encode
 from kemi.signalling import CARRIER_SET, diversion_headers, outcome_of, trunk_set
+from kemi.store.format import SubscriberRecord
 from kemi.store.reader import StoreReader, StoreUnavailable
 
 STATE_AVP = "$avp(divert_state)"
 KIND_AVP = "$avp(divert_kind)"
 CALLER_AVP = "$avp(divert_caller)"
+INTERNAL_AVP = "$avp(divert_internal)"
 HEADERS_AVP = "$avp(divert_headers)"
 FAILURE_ROUTE = "ksr_failure_forward"
 BRANCH_ROUTE = "ksr_branch_forward"
 ALG_ROUND_ROBIN = 4
 ALG_PRIORITY = 8
+AUTH_HA1 = 1  # pv_auth_check flag: the password given is HA1
+AUTH_CHECK_USER = 1  # the digest user must be the From (To for REGISTER) user
+AUTH_NO_CREDENTIALS = -5
+AUTH_STALE_NONCE = -4
+EXTENSION = re.compile(r"[0-9]{2,3}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,31 +187,74 @@ class Router:
             KSR.sl.sl_send_reply(404, "Not Here")
 
     def _register(self) -> None:
-        aor = f"{KSR.pv.get('$tU')}@{KSR.pv.get('$td')}"
-        if self.reader.subscriber(aor) is None:
+        # The AoR is the To of a REGISTER: it must be the authenticated user.
+        subscriber = self._authenticated("$tU", "$td")
+        if subscriber is not None:
+            KSR.registrar.save("location", 0)
+
+    def _authenticated(self, user_pv: str, domain_pv: str) -> SubscriberRecord | None:
+        """Digest-authenticate the request's subscriber against the store's
+        HA1; challenge (401/407) or refuse (403) and return None if not."""
+        realm = str(KSR.pv.get(domain_pv) or "")
+        subscriber = self.reader.subscriber(f"{KSR.pv.get(user_pv)}@{realm}")
+        if subscriber is None:
             KSR.sl.sl_send_reply(403, "Forbidden")
-            return
-        KSR.registrar.save("location", 0)
+            return None
+        verdict = KSR.auth.pv_auth_check(realm, subscriber.ha1, AUTH_HA1, AUTH_CHECK_USER)
+        if verdict in (AUTH_NO_CREDENTIALS, AUTH_STALE_NONCE):
+            KSR.auth.auth_challenge(realm, 0)
+            return None
+        if verdict < 0:
+            KSR.sl.sl_send_reply(403, "Forbidden")
+            return None
+        KSR.auth.consume_credentials()
+        return subscriber
 
     def _invite(self) -> None:
         source = f"{KSR.pv.get('$si')}:{KSR.pv.get('$sp')}"
         from_carrier = KSR.dispatcher.ds_is_from_list_mode(CARRIER_SET, 3) > 0
+        subscriber = None
         if not from_carrier and self.reader.trunk_at(source) is None:
-            KSR.sl.sl_send_reply(403, "Forbidden")
-            return
-        user = KSR.pv.get("$rU") or ""
-        called = user if user.startswith("+") else "+" + user
-        if not called[1:].isdigit():
+            subscriber = self._authenticated("$fU", "$fd")
+            if subscriber is None:
+                return
+        user = str(KSR.pv.get("$rU") or "")
+        if subscriber is not None and EXTENSION.fullmatch(user):
+            reached = self.reader.extension(subscriber.domain, user)
+            called = subscriber_key(reached.username, reached.domain) if reached else ""
+        else:
+            called = user if user.startswith("+") else "+" + user
+            if not called[1:].isdigit():
+                called = ""
+        if not called:
             KSR.sl.sl_send_reply(404, "Not Found")
             return
         KSR.tm.t_newtran()
         KSR.rr.record_route()
         prior = int(KSR.pv.get("$hdrc(Diversion)") or 0)
-        caller = KSR.pv.get("$fU") or "anonymous"
+        caller = subscriber.username if subscriber else str(KSR.pv.get("$fU") or "anonymous")
         KSR.pv.sets(CALLER_AVP, caller)
-        call = Call(caller, internal=False, now=time.time())
+        table = self.reader.table(called)
+        if subscriber is not None and table is None:
+            self._outbound(called)  # a subscriber calling out: no forwarding involved
+            return
+        internal = (
+            subscriber is not None and table is not None and table.tenant == subscriber.tenant
+        )
+        KSR.pv.sets(INTERNAL_AVP, "1" if internal else "0")
+        call = Call(caller, internal, now=time.time())
         state = CallState.begin(called, prior)
         self._carry_out(decide(call, state, None, self.reader.table, self.limits), call)
+
+    def _outbound(self, number: str) -> None:
+        """A subscriber's call to a number outside divert: out via the carriers."""
+        relay = Relay(
+            number, Endpoint(EndpointKind.EXTERNAL, number), None, (), CallState.begin(number)
+        )
+        if self._point_at(relay) is not None:
+            KSR.tm.t_reply(503, "Service Unavailable")
+            return
+        self._relay(relay)
 
     # -- failure route -------------------------------------------------------------------
 
@@ -231,7 +284,7 @@ class Router:
         if outcome is None:
             return  # a final answer of its own (404, 403, ...): the caller gets it
         caller = str(KSR.pv.get(CALLER_AVP) or "anonymous")
-        call = Call(caller, internal=False, now=time.time())
+        call = Call(caller, KSR.pv.get(INTERNAL_AVP) == "1", now=time.time())
         self._carry_out(decide(call, state, outcome, self.reader.table, self.limits), call)
 
     # -- carrying out decisions ------------------------------------------------------------

@@ -23,6 +23,7 @@ from kemi.store.format import (
     META_EPOCH,
     META_FORMAT,
     NS_ADDRESS,
+    NS_EXTENSION,
     NS_SUBSCRIBER,
     NS_TABLE,
     NS_TRUNK,
@@ -147,16 +148,19 @@ class StoreWriter:
         )
         if log:
             self._changed(NS_SUBSCRIBER + record.aor)
+            if record.extension:
+                self._changed(f"{NS_EXTENSION}{record.domain}|{record.extension}")
 
     def delete_subscribers(self, tenant: str) -> None:
         """Remove a tenant's subscribers (they are rewritten with the tenant)."""
-        for (aor,) in self.db.execute("SELECT aor FROM subscribers WHERE tenant = ?", (tenant,)):
+        rows = self.db.execute(
+            "SELECT aor, domain, extension FROM subscribers WHERE tenant = ?", (tenant,)
+        ).fetchall()
+        for aor, domain, extension in rows:
             self._changed(NS_SUBSCRIBER + aor)
+            if extension:
+                self._changed(f"{NS_EXTENSION}{domain}|{extension}")
         self.db.execute("DELETE FROM subscribers WHERE tenant = ?", (tenant,))
-
-    def delete_subscriber(self, aor: str) -> None:
-        self.db.execute("DELETE FROM subscribers WHERE aor = ?", (aor,))
-        self._changed(NS_SUBSCRIBER + aor)
 
     def put_trunk(self, record: TrunkRecord, addresses: Iterable[str], log: bool = True) -> None:
         self.delete_trunk(record.id, log)

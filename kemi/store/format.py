@@ -49,6 +49,7 @@ NS_TABLE = "t|"
 NS_SUBSCRIBER = "s|"
 NS_TRUNK = "k|"
 NS_ADDRESS = "a|"
+NS_EXTENSION = "e|"  # e|<domain>|<extension>
 
 TENANT_INDEX = "CREATE INDEX IF NOT EXISTS forward_tables_tenant ON forward_tables (tenant)"
 SCHEMA = (
@@ -60,6 +61,7 @@ SCHEMA = (
     "username TEXT NOT NULL, domain TEXT NOT NULL, ha1 TEXT NOT NULL, extension TEXT, "
     "display_name TEXT NOT NULL) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS subscribers_tenant ON subscribers (tenant)",
+    "CREATE INDEX IF NOT EXISTS subscribers_extension ON subscribers (domain, extension)",
     "CREATE TABLE IF NOT EXISTS trunks (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, "
     "name TEXT NOT NULL, diversion_style TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS trunk_addresses "

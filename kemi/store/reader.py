@@ -30,6 +30,7 @@ from cachetools import LRUCache
 from kemi.core.model import ForwardTable
 from kemi.store.format import (
     NS_ADDRESS,
+    NS_EXTENSION,
     NS_SUBSCRIBER,
     NS_TABLE,
     NS_TRUNK,
@@ -48,6 +49,10 @@ _TABLE = "SELECT data FROM forward_tables WHERE key = ?"
 _SUBSCRIBER = (
     "SELECT aor, tenant, username, domain, ha1, extension, display_name "
     "FROM subscribers WHERE aor = ?"
+)
+_EXTENSION = (
+    "SELECT aor, tenant, username, domain, ha1, extension, display_name "
+    "FROM subscribers WHERE domain = ? AND extension = ?"
 )
 _TRUNK_AT = (
     "SELECT t.id, t.tenant, t.name, t.diversion_style FROM trunk_addresses a "
@@ -80,26 +85,36 @@ class StoreReader:
 
     def table(self, key: str) -> ForwardTable | None:
         """The compiled forward table of `key`, or None if the store has none."""
-        return self._get(NS_TABLE + key, _TABLE, key, _table_of)  # type: ignore[return-value]
+        return self._get(NS_TABLE + key, _TABLE, (key,), _table_of)  # type: ignore[return-value]
 
     def subscriber(self, aor: str) -> SubscriberRecord | None:
         """A subscriber by ``username@domain``."""
-        return self._get(NS_SUBSCRIBER + aor, _SUBSCRIBER, aor, SubscriberRecord)  # type: ignore[return-value]
+        return self._get(NS_SUBSCRIBER + aor, _SUBSCRIBER, (aor,), SubscriberRecord)  # type: ignore[return-value]
+
+    def extension(self, domain: str, extension: str) -> SubscriberRecord | None:
+        """The subscriber with `extension` in the tenant whose SIP domain is `domain`."""
+        return self._get(  # type: ignore[return-value]
+            f"{NS_EXTENSION}{domain}|{extension}", _EXTENSION, (domain, extension), SubscriberRecord
+        )
 
     def trunk_at(self, address: str) -> TrunkRecord | None:
         """The customer trunk sending from ``ip:port``, or None."""
-        return self._get(NS_ADDRESS + address, _TRUNK_AT, address, TrunkRecord)  # type: ignore[return-value]
+        return self._get(NS_ADDRESS + address, _TRUNK_AT, (address,), TrunkRecord)  # type: ignore[return-value]
 
     def trunk(self, trunk_id: int) -> TrunkRecord | None:
-        return self._get(NS_TRUNK + str(trunk_id), _TRUNK, trunk_id, TrunkRecord)  # type: ignore[return-value]
+        return self._get(NS_TRUNK + str(trunk_id), _TRUNK, (trunk_id,), TrunkRecord)  # type: ignore[return-value]
 
     def _get(
-        self, cache_key: str, query: str, param: object, build: Callable[[tuple[Any, ...]], object]
+        self,
+        cache_key: str,
+        query: str,
+        params: tuple[object, ...],
+        build: Callable[[tuple[Any, ...]], object],
     ) -> object:
         self._refresh()
         found = self._cache.get(cache_key, _ABSENT)
         if found is _ABSENT:
-            row = self._miss(query, (param,))
+            row = self._miss(query, params)
             found = None if row is None else build(row)
             self._cache[cache_key] = found
         return found

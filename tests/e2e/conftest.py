@@ -32,6 +32,8 @@ PBX_SILENT = "127.0.0.22:5060"
 PBX_B = "127.0.0.23:5060"
 PHONE = "127.0.0.30:5070"
 VOICEMAIL = "127.0.0.40:5060"
+ALICE_PASSWORD = "alice-secret"
+OPERATOR = "+393351000099"
 EMERGENCY_DEAD = "+393330000912"
 EMERGENCY_SILENT = "+393330000913"
 
@@ -46,6 +48,7 @@ def mobile(index: int) -> str:
 
 SEED = [
     ("tenant", "add", "acme", "--region", "IT", "--voicemail-uri", "sip:{mailbox}@" + VOICEMAIL),
+    ("tenant", "set", "acme", "--operator", OPERATOR),
     ("trunk", "add", "pbx-a", "--tenant", "acme", "--address", PBX_A),
     (
         "trunk",
@@ -87,7 +90,7 @@ SEED = [
         "--tenant",
         "acme",
         "--password",
-        "alice-secret",
+        ALICE_PASSWORD,
         "--extension",
         "201",
     ),
@@ -103,6 +106,8 @@ SEED = [
     ("number", "add", numbered(10), "--tenant", "acme", "--trunk", "pbx-a"),
     ("number", "add", numbered(11), "--tenant", "acme", "--trunk", "pbx-a"),
     ("number", "add", numbered(12), "--tenant", "acme", "--trunk", "pbx-b"),
+    ("number", "add", numbered(13), "--tenant", "acme", "--trunk", "pbx-a"),
+    ("number", "add", numbered(14), "--tenant", "acme", "--trunk", "pbx-a"),
     *[
         ("number", "add", numbered(20 + i), "--tenant", "acme", "--trunk", "pbx-a")
         for i in range(8)
@@ -116,6 +121,18 @@ SEED = [
     ("forward", "add", numbered(9), "--when", "always", "--to", "reject:603"),
     ("forward", "add", numbered(11), "--when", "busy", "--to", numbered(12)),
     ("forward", "add", numbered(12), "--when", "busy", "--to", numbered(11)),
+    (
+        "forward",
+        "add",
+        numbered(13),
+        "--when",
+        "always",
+        "--to",
+        mobile(13),
+        "--callers",
+        "internal",
+    ),
+    ("forward", "add", numbered(14), "--when", "busy", "--to", "operator", "--callers", "external"),
     *[
         ("forward", "add", numbered(20 + i), "--when", "always", "--to", numbered(21 + i))
         for i in range(7)

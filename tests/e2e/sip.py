@@ -24,7 +24,7 @@ ACK_FAILURE = """<send>
       [last_From:]
       [last_To:]
       Call-ID: [call_id]
-      CSeq: 1 ACK
+      CSeq: {cseq} ACK
       Max-Forwards: 70
       Content-Length: 0
 
@@ -39,7 +39,7 @@ ACK_AND_BYE = """<send>
       [last_To:]
       [routes]
       Call-ID: [call_id]
-      CSeq: 1 ACK
+      CSeq: {cseq} ACK
       Max-Forwards: 70
       Content-Length: 0
 
@@ -54,7 +54,7 @@ ACK_AND_BYE = """<send>
       [last_To:]
       [routes]
       Call-ID: [call_id]
-      CSeq: 2 BYE
+      CSeq: {bye_cseq} BYE
       Max-Forwards: 70
       Content-Length: 0
 
@@ -243,6 +243,17 @@ class Peer:
             found.append(request)
         return found
 
+    def replies(self) -> list[str]:
+        """Status lines of the replies this peer received, in order."""
+        if not self.messages.exists():
+            return []
+        lines = self.messages.read_text().splitlines()
+        return [
+            lines[i + 2].strip()
+            for i, line in enumerate(lines[:-2])
+            if "message received" in line and lines[i + 2].startswith("SIP/2.0")
+        ]
+
     def aborted(self) -> list[str]:
         """Calls sipp gave up on (an unexpected message, a timeout)."""
         if not self.errors.exists():
@@ -302,7 +313,7 @@ def call(
         "{max_forwards}": str(max_forwards),
         "{extra_header}": extra_header,
         "{caller}": caller,
-        "{after_final}": ACK_AND_BYE if final == 200 else ACK_FAILURE,
+        "{after_final}": after_final(final, 1),
     }.items():
         scenario = scenario.replace(key, value)
     args = [
@@ -317,6 +328,51 @@ def call(
         "1",
         "-timeout",
         f"{timeout_ms // 1000 + 10}s",
+        "-timeout_error",
+    ]
+    return Peer(workdir, name, args, scenario)
+
+
+def after_final(final: int, cseq: int) -> str:
+    """What a caller sends once the final reply is in: ACK (and BYE on 200)."""
+    if final == 200:
+        return ACK_AND_BYE.replace("{cseq}", str(cseq)).replace("{bye_cseq}", str(cseq + 1))
+    return ACK_FAILURE.replace("{cseq}", str(cseq))
+
+
+def subscriber_call(
+    workdir: Path,
+    name: str,
+    node: str,
+    called: str,
+    final: int,
+    source: str,
+    user: str,
+    domain: str,
+    password: str,
+) -> Peer:
+    host, port = source.split(":")
+    scenario = (SCENARIOS / "uac-subscriber-call.xml").read_text()
+    for key, value in {
+        "{user}": user,
+        "{domain}": domain,
+        "{password}": password,
+        "{final}": str(final),
+        "{after_final}": after_final(final, 2),
+    }.items():
+        scenario = scenario.replace(key, value)
+    args = [
+        node,
+        "-s",
+        called,
+        "-i",
+        host,
+        "-p",
+        port,
+        "-m",
+        "1",
+        "-timeout",
+        "30s",
         "-timeout_error",
     ]
     return Peer(workdir, name, args, scenario)
@@ -350,6 +406,7 @@ def register(
     domain: str,
     source: str,
     expires: int,
+    password: str,
     final: int = 200,
 ) -> Peer:
     host, port = source.split(":")
@@ -358,6 +415,7 @@ def register(
         "{user}": user,
         "{domain}": domain,
         "{expires}": str(expires),
+        "{password}": password,
         "{final}": str(final),
     }.items():
         scenario = scenario.replace(key, value)

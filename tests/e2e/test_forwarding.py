@@ -10,12 +10,14 @@ import time
 from pathlib import Path
 
 from tests.e2e.conftest import (
+    ALICE_PASSWORD,
     CALLER,
     CARRIER_1,
     CARRIER_2,
     EMERGENCY_DEAD,
     EMERGENCY_SILENT,
     NODE,
+    OPERATOR,
     PBX_A,
     PBX_B,
     PBX_DEAD,
@@ -26,7 +28,7 @@ from tests.e2e.conftest import (
     mobile,
     numbered,
 )
-from tests.e2e.sip import Peer, call, callee, cancel, register
+from tests.e2e.sip import Peer, call, callee, cancel, register, subscriber_call
 
 
 def finish(*peers: Peer, caller: Peer, node: DivertNode) -> None:
@@ -69,6 +71,8 @@ def test_busy_then_forward(node: DivertNode, workdir: Path):
     assert forwarded.ruri_user == mobile(2)
     (diversion,) = forwarded.header("Diversion")
     assert "reason=user-busy" in diversion and numbered(2) in diversion
+    assert "SIP/2.0 181 Call Is Being Forwarded" in caller.replies()
+    assert caller.replies()[-1].startswith("SIP/2.0 200")
 
 
 def test_no_answer_forwards_after_the_rules_timeout(node: DivertNode, workdir: Path):
@@ -148,14 +152,16 @@ def test_not_registered_then_registered_then_unregistered(node: DivertNode, work
     assert carrier.received()[0].ruri_user == mobile(8)
     assert "reason=unavailable" in carrier.received()[0].header("Diversion")[0]
 
-    phone_registers = register(workdir, "register", NODE, "alice", "acme", PHONE, 300)
+    phone_registers = register(
+        workdir, "register", NODE, "alice", "acme", PHONE, 300, ALICE_PASSWORD
+    )
     assert phone_registers.wait() == 0, phone_registers.diagnostics()
     phone = callee(workdir, "phone", PHONE, "answer")
     caller = call(workdir, "caller2", NODE, numbered(8), 200, f"{CALLER}:6009")
     finish(phone, caller=caller, node=node)
     assert phone.received()[0].request_line.startswith("INVITE sip:alice@127.0.0.30:5070")
 
-    unregisters = register(workdir, "unregister", NODE, "alice", "acme", PHONE, 0)
+    unregisters = register(workdir, "unregister", NODE, "alice", "acme", PHONE, 0, ALICE_PASSWORD)
     assert unregisters.wait() == 0, unregisters.diagnostics()
     carrier = callee(workdir, "carrier2", CARRIER_1, "answer")
     caller = call(workdir, "caller3", NODE, numbered(8), 200, f"{CALLER}:6010")
@@ -271,3 +277,86 @@ def send_raw(node: str, host: str, lines: list[str], port: int) -> str:
         return sock.recv(4096).decode(errors="replace")
     finally:
         sock.close()
+
+
+def test_register_with_wrong_credentials_is_refused(node: DivertNode, workdir: Path):
+    """No credentials: 401 challenge; wrong password: 403; nothing registered."""
+    wrong = register(
+        workdir,
+        "register",
+        NODE,
+        "alice",
+        "acme",
+        "127.0.0.31:5071",
+        300,
+        "not-her-password",
+        final=403,
+    )
+    assert wrong.wait() == 0, wrong.diagnostics()
+    assert "alice@acme" not in node.kamcmd("ul.dump")
+
+
+def test_unauthenticated_call_from_a_stranger_is_challenged_not_routed(
+    node: DivertNode, workdir: Path
+):
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    up(node, CARRIER_1)
+    stranger = subscriber_call(
+        workdir, "caller", NODE, numbered(13), 403, "127.0.0.32:6030", "alice", "acme", "guessing"
+    )
+    finish(carrier, caller=stranger, node=node)
+    assert carrier.received() == []
+
+
+def test_internal_and_external_callers_take_different_rules(node: DivertNode, workdir: Path):
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    up(node, CARRIER_1)
+    internal = subscriber_call(
+        workdir,
+        "alice",
+        NODE,
+        numbered(13),
+        200,
+        "127.0.0.31:6031",
+        "alice",
+        "acme",
+        ALICE_PASSWORD,
+    )
+    finish(carrier, caller=internal, node=node)
+    (forwarded,) = carrier.received()
+    assert forwarded.ruri_user == mobile(13)
+    assert "reason=unconditional" in forwarded.header("Diversion")[0]
+
+    pbx = callee(workdir, "pbx", PBX_A, "answer")
+    up(node, PBX_A)
+    external = call(workdir, "external", NODE, numbered(13), 200, f"{CALLER}:6032")
+    finish(pbx, caller=external, node=node)
+    (rung,) = pbx.received()
+    assert rung.ruri_user == numbered(13) and rung.header("Diversion") == []
+
+
+def test_operator_return_applies_to_external_callers_only(node: DivertNode, workdir: Path):
+    pbx = callee(workdir, "pbx", PBX_A, "reply", code=486, reason="Busy Here")
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    up(node, PBX_A, CARRIER_1)
+    external = call(workdir, "external", NODE, numbered(14), 200, f"{CALLER}:6033")
+    finish(pbx, carrier, caller=external, node=node)
+    (to_operator,) = carrier.received()
+    assert to_operator.ruri_user == OPERATOR
+    assert "reason=user-busy" in to_operator.header("Diversion")[0]
+
+    pbx = callee(workdir, "pbx2", PBX_A, "reply", code=486, reason="Busy Here")
+    up(node, PBX_A)
+    internal = subscriber_call(
+        workdir,
+        "alice",
+        NODE,
+        numbered(14),
+        486,
+        "127.0.0.31:6034",
+        "alice",
+        "acme",
+        ALICE_PASSWORD,
+    )
+    finish(pbx, caller=internal, node=node)
+    assert len(pbx.received()) >= 1
