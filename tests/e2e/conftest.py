@@ -33,6 +33,7 @@ PBX_B = "127.0.0.23:5060"
 PHONE = "127.0.0.30:5070"
 VOICEMAIL = "127.0.0.40:5060"
 ALICE_PASSWORD = "alice-secret"
+CAROL_PASSWORD = "carol-secret"
 OPERATOR = "+393351000099"
 EMERGENCY_DEAD = "+393330000912"
 EMERGENCY_SILENT = "+393330000913"
@@ -107,6 +108,21 @@ SEED = [
     ("number", "add", numbered(11), "--tenant", "acme", "--trunk", "pbx-a"),
     ("number", "add", numbered(12), "--tenant", "acme", "--trunk", "pbx-b"),
     ("number", "add", numbered(13), "--tenant", "acme", "--trunk", "pbx-a"),
+    (
+        "subscriber",
+        "add",
+        "carol",
+        "--tenant",
+        "acme",
+        "--password",
+        CAROL_PASSWORD,
+        "--extension",
+        "203",
+        "--name",
+        "Carol",
+    ),
+    ("number", "add", numbered(15), "--tenant", "acme", "--subscriber", "carol"),
+    ("forward", "add", numbered(15), "--when", "no-answer", "--to", mobile(15), "--timeout", "2"),
     ("number", "add", numbered(14), "--tenant", "acme", "--trunk", "pbx-a"),
     *[
         ("number", "add", numbered(20 + i), "--tenant", "acme", "--trunk", "pbx-a")

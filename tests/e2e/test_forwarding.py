@@ -12,6 +12,7 @@ from pathlib import Path
 from tests.e2e.conftest import (
     ALICE_PASSWORD,
     CALLER,
+    CAROL_PASSWORD,
     CARRIER_1,
     CARRIER_2,
     EMERGENCY_DEAD,
@@ -360,3 +361,28 @@ def test_operator_return_applies_to_external_callers_only(node: DivertNode, work
     )
     finish(pbx, caller=internal, node=node)
     assert len(pbx.received()) >= 1
+
+
+def test_three_devices_ring_at_once_then_no_answer_forwards(node: DivertNode, workdir: Path):
+    devices = [f"127.0.0.{33 + i}:5070" for i in range(3)]
+    for index, device in enumerate(devices):
+        registered = register(
+            workdir, f"register-{index}", NODE, "carol", "acme", device, 300, CAROL_PASSWORD
+        )
+        assert registered.wait() == 0, registered.diagnostics()
+    phones = [callee(workdir, f"phone-{i}", device, "ring") for i, device in enumerate(devices)]
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    up(node, CARRIER_1)
+    started = time.monotonic()
+    caller = call(workdir, "caller", NODE, numbered(15), 200, f"{CALLER}:6040")
+    finish(*phones, carrier, caller=caller, node=node)
+    assert time.monotonic() - started >= 2.0
+    rung = [phone.received()[0] for phone in phones]
+    assert {r.request_line.split()[1] for r in rung} == {f"sip:carol@{d}" for d in devices}
+    assert all(len(phone.received("CANCEL")) == 1 for phone in phones)
+    assert carrier.received()[0].ruri_user == mobile(15)
+    for index, device in enumerate(devices):
+        gone = register(
+            workdir, f"unregister-{index}", NODE, "carol", "acme", device, 0, CAROL_PASSWORD
+        )
+        assert gone.wait() == 0, gone.diagnostics()
