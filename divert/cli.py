@@ -25,7 +25,16 @@ from divert import explain as explaining
 from divert.db import open_portal, portal_url
 from divert.errors import DivertError, PortalUnavailable
 from divert.node import NodeConfig, run_node
-from divert.portal import find, forwards, numbers, policy, subscribers, tenants, trunks
+from divert.portal import (
+    find,
+    forwards,
+    numbers,
+    policy,
+    schedules,
+    subscribers,
+    tenants,
+    trunks,
+)
 from kemi.core.decide import Limits
 from kemi.core.model import Outcome
 from schema import migrate
@@ -135,6 +144,7 @@ def build_parser() -> Parser:
     _number_commands(groups)
     _forward_commands(groups)
     _policy_commands(groups)
+    _schedule_commands(groups)
     _sync_commands(groups)
     _run_command(groups)
 
@@ -262,6 +272,7 @@ def _forward_commands(groups: argparse._SubParsersAction[Parser]) -> None:
     add.add_argument("--callers", default="any", choices=CALLER_SCOPES)
     add.add_argument("--timeout", type=int, help="seconds to ring before a no-answer forward")
     add.add_argument("--until", help="ISO 8601 expiry (tenant time zone if none given)")
+    add.add_argument("--modes", help="only in these time modes, e.g. night,holiday")
     add.set_defaults(handler=forward_add)
     change = actions.add_parser("set", help="change a forward's destination")
     change.add_argument("id", type=int)
@@ -271,6 +282,43 @@ def _forward_commands(groups: argparse._SubParsersAction[Parser]) -> None:
     remove = actions.add_parser("delete", help="delete a forward")
     remove.add_argument("id", type=int)
     remove.set_defaults(handler=forward_delete)
+
+
+def _schedule_commands(groups: argparse._SubParsersAction[Parser]) -> None:
+    actions = groups.add_parser("schedule", help="time modes").add_subparsers(metavar="ACTION")
+    add = actions.add_parser("add", help="a time mode over weekdays and hours")
+    add.add_argument("--tenant", required=True)
+    add.add_argument("--mode", required=True, help="e.g. day, night, holiday")
+    add.add_argument("--days", required=True, help="mon-fri, sat,sun or all")
+    add.add_argument("--from", dest="starts", required=True, help="HH:MM, tenant time zone")
+    add.add_argument("--to", dest="ends", required=True, help="HH:MM; before --from: next day")
+    add.set_defaults(handler=schedule_add)
+    listing = actions.add_parser("list", help="list schedules")
+    listing.add_argument("--tenant")
+    listing.set_defaults(handler=schedule_list)
+    remove = actions.add_parser("delete", help="delete a schedule entry")
+    remove.add_argument("id", type=int)
+    remove.set_defaults(handler=schedule_delete)
+
+
+def schedule_add(connection: Connection, args: argparse.Namespace) -> None:
+    entry = schedules.add(connection, args.tenant, args.mode, args.days, args.starts, args.ends)
+    print(f"schedule {entry} added: {args.mode} on {args.days} {args.starts}-{args.ends}")
+
+
+def schedule_list(connection: Connection, args: argparse.Namespace) -> None:
+    _table(
+        ("ID", "TENANT", "MODE", "DAYS", "FROM", "TO"),
+        [
+            (str(e.id), e.tenant, e.mode, e.weekdays, e.starts, e.ends)
+            for e in schedules.listing(connection, args.tenant)
+        ],
+    )
+
+
+def schedule_delete(connection: Connection, args: argparse.Namespace) -> None:
+    schedules.remove(connection, args.id)
+    print(f"schedule {args.id} deleted")
 
 
 def _policy_commands(groups: argparse._SubParsersAction[Parser]) -> None:
@@ -455,7 +503,7 @@ def number_delete(connection: Connection, args: argparse.Namespace) -> None:
 def forward_list(connection: Connection, args: argparse.Namespace) -> None:
     rows = forwards.listing(connection, args.tenant)
     _table(
-        ("ID", "TENANT", "OWNER", "WHEN", "CALLERS", "TO", "TIMEOUT", "ORDER", "UNTIL"),
+        ("ID", "TENANT", "OWNER", "WHEN", "CALLERS", "TO", "TIMEOUT", "ORDER", "UNTIL", "MODES"),
         [
             (
                 str(f.id),
@@ -467,6 +515,7 @@ def forward_list(connection: Connection, args: argparse.Namespace) -> None:
                 f"{f.ring_timeout} s" if f.ring_timeout else "-",
                 str(f.position + 1),
                 f.expires_at.isoformat(timespec="minutes") if f.expires_at else "-",
+                f.modes or "any",
             )
             for f in rows
         ],
@@ -483,7 +532,14 @@ def forward_add(connection: Connection, args: argparse.Namespace) -> None:
     else:
         owner = forwards.owner_of_number(connection, args.number, args.tenant)
     forward_id, label = forwards.add(
-        connection, owner, args.when, args.to, args.callers, args.timeout, args.until
+        connection,
+        owner,
+        args.when,
+        args.to,
+        args.callers,
+        args.timeout,
+        args.until,
+        modes=args.modes,
     )
     print(f"forward {forward_id} added: {owner.keys[0]} {args.when} -> {label}")
 

@@ -20,7 +20,9 @@ from divert.portal.forwards import portal_lookup
 from divert.portal.tenants import EXTENSION
 from kemi.core.decide import DEFAULT_LIMITS, Limits, decide
 from kemi.core.model import Call, CallState, Decision, Outcome, Relay, Reply
+from kemi.modes import mode_at
 from schema.tables import numbers, subscribers
+from sync.portal_reader import KeyReader
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,7 @@ class Explanation:
     caller: str
     internal: bool
     at: datetime
+    mode: str | None
     steps: tuple[tuple[Outcome | None, Decision], ...]
 
 
@@ -43,7 +46,9 @@ def explain(
     number = find.number(connection, called)
     tenant = find.tenant_by_id(connection, number.tenant_id)
     caller_id, internal = _caller(connection, tenant, caller)
-    call = Call(caller_id, internal, at.timestamp())
+    record = KeyReader(connection).tenant_record(int(tenant.id), [])
+    mode = mode_at(record.timezone, record.schedule, at.timestamp()) if record else None
+    call = Call(caller_id, internal, at.timestamp(), mode)
     lookup = portal_lookup(connection)
     decision = decide(call, CallState.begin(str(number.e164)), None, lookup, limits)
     steps: list[tuple[Outcome | None, Decision]] = [(None, decision)]
@@ -55,7 +60,7 @@ def explain(
             )
         decision = decide(call, decision.state, outcome, lookup, limits)
         steps.append((outcome, decision))
-    return Explanation(str(number.e164), caller_id, internal, at, tuple(steps))
+    return Explanation(str(number.e164), caller_id, internal, at, mode, tuple(steps))
 
 
 def _caller(connection: Connection, tenant: find.AnyRow, caller: str | None) -> tuple[str, bool]:
@@ -90,6 +95,7 @@ def as_text(explanation: Explanation) -> str:
     lines = [
         f"call to {explanation.called} from {explanation.caller} ({kind} caller) "
         f"at {explanation.at.isoformat(timespec='seconds')}"
+        + (f", mode {explanation.mode}" if explanation.mode else "")
     ]
     for number, (outcome, decision) in enumerate(explanation.steps, start=1):
         prefix = f"{number}. " + (f"after {outcome.value}: " if outcome else "")
@@ -141,5 +147,6 @@ def as_json(explanation: Explanation) -> dict[str, Any]:
         "caller": explanation.caller,
         "internal": explanation.internal,
         "at": explanation.at.isoformat(),
+        "mode": explanation.mode,
         "steps": steps,
     }

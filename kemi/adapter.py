@@ -38,6 +38,7 @@ from kemi.core.model import (
     Reply,
 )
 from kemi.core.state_codec import StateFormatError, decode, encode
+from kemi.modes import mode_at
 from kemi.signalling import CARRIER_SET, diversion_headers, outcome_of, trunk_set
 from kemi.store.format import SubscriberRecord
 from kemi.store.reader import StoreReader, StoreUnavailable
@@ -47,6 +48,7 @@ KIND_AVP = "$avp(divert_kind)"
 CALLER_AVP = "$avp(divert_caller)"
 INTERNAL_AVP = "$avp(divert_internal)"
 HEADERS_AVP = "$avp(divert_headers)"
+MODE_AVP = "$avp(divert_mode)"
 FAILURE_ROUTE = "ksr_failure_forward"
 BRANCH_ROUTE = "ksr_branch_forward"
 ALG_ROUND_ROBIN = 4
@@ -242,9 +244,16 @@ class Router:
             subscriber is not None and table is not None and table.tenant == subscriber.tenant
         )
         KSR.pv.sets(INTERNAL_AVP, "1" if internal else "0")
-        call = Call(caller, internal, now=time.time())
+        now = time.time()
+        mode = self._mode(table.tenant, now) if table is not None else None
+        KSR.pv.sets(MODE_AVP, mode or "")
+        call = Call(caller, internal, now, mode)
         state = CallState.begin(called, prior)
         self._carry_out(decide(call, state, None, self.reader.table, self.limits), call)
+
+    def _mode(self, tenant: str, now: float) -> str | None:
+        record = self.reader.tenant(tenant)
+        return None if record is None else mode_at(record.timezone, record.schedule, now)
 
     def _outbound(self, number: str) -> None:
         """A subscriber's call to a number outside divert: out via the carriers."""
@@ -284,7 +293,8 @@ class Router:
         if outcome is None:
             return  # a final answer of its own (404, 403, ...): the caller gets it
         caller = str(KSR.pv.get(CALLER_AVP) or "anonymous")
-        call = Call(caller, KSR.pv.get(INTERNAL_AVP) == "1", now=time.time())
+        mode = KSR.pv.get(MODE_AVP) or None  # the call keeps the mode it started in
+        call = Call(caller, KSR.pv.get(INTERNAL_AVP) == "1", time.time(), mode)
         self._carry_out(decide(call, state, outcome, self.reader.table, self.limits), call)
 
     # -- carrying out decisions ------------------------------------------------------------

@@ -29,7 +29,7 @@ from divert.loops import find_loop
 from kemi.core.keys import subscriber_key, voicemail_key
 from kemi.core.model import Condition, ForwardTable
 from kemi.store.format import META_FULL_SYNC_AT, META_POSITION, META_SYNCED_AT
-from schema.tables import forwards, numbers, subscribers, tenants, trunks
+from schema.tables import forwards, numbers, schedules, subscribers, tenants, trunks
 from sync.compile import Compiled, Problem
 from sync.journal import Change, current_position
 from sync.portal_reader import (
@@ -88,6 +88,8 @@ def full_sync(connection: Connection, writer: StoreWriter) -> Applied:
         writer.index_tables()
         for compiled in _break_loops(always, data.problems):
             writer.put_tables([(compiled.key, compiled.tenant, compiled.encode())])
+        for tenant in data.tenants:
+            writer.put_tenant(tenant, log=False)
         for record in data.subscribers:
             writer.put_subscriber(record, log=False)
         for trunk, addresses in data.trunks:
@@ -115,6 +117,7 @@ def apply_batch(
         keys = set(plan.keys)
         for name in plan.dropped_tenants:
             keys.update(writer.table_keys(name))
+            writer.delete_tenant(name)
             writer.delete_subscribers(name)
             for trunk_id in writer.trunk_ids(name):
                 writer.delete_trunk(trunk_id)
@@ -122,6 +125,14 @@ def apply_batch(
             writer.delete_trunk(trunk_id)
         for tenant_id in plan.tenants:
             keys.update(_tenant_keys(connection, writer, reader, tenant_id))
+            problems: list[Problem] = []
+            record = reader.tenant_record(tenant_id, problems)
+            if record is not None:
+                writer.put_tenant(record)
+                writer.clear_rejected(f"tenant:{record.name}")
+                for problem in problems:
+                    writer.reject(problem.source, problem.reason, f"tenant:{record.name}")
+                rejected += len(problems)
         for trunk_id in plan.trunks:
             _refresh_trunk(connection, writer, reader, trunk_id)
         for subscriber_id in plan.subscribers:
@@ -141,12 +152,13 @@ def affected(connection: Connection, changes: Sequence[Change]) -> Plan:
         old = change.old_row or {}
         if change.table == "settings":
             plan.everything = True
-        elif change.table in ("tenants", "schedules"):
-            plan.tenants.add(
-                change.row_id if change.table == "tenants" else int(old.get("tenant_id") or 0)
-            )
-            if change.table == "tenants" and old.get("name"):
+        elif change.table == "tenants":
+            plan.tenants.add(change.row_id)
+            if old.get("name"):
                 plan.dropped_tenants.add(str(old["name"]))
+        elif change.table == "schedules":
+            if old.get("tenant_id"):
+                plan.tenants.add(int(old["tenant_id"]))
         elif change.table == "trunks":
             plan.trunks.add(change.row_id)
             if change.op == "D":
@@ -170,6 +182,11 @@ def affected(connection: Connection, changes: Sequence[Change]) -> Plan:
                 plan.subscribers.add(int(old["subscriber_id"]))
     if plan.everything:
         return plan
+    plan.tenants.update(
+        connection.scalars(
+            select(schedules.c.tenant_id).where(schedules.c.id.in_(ids["schedules"]))
+        )
+    )
     plan.tenants.discard(0)
     _forward_owners(connection, ids["forwards"], ids["numbers"], plan)
     for row in connection.execute(

@@ -10,7 +10,7 @@ time, not a million.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +21,9 @@ from divert.portal.policy import load_policy
 from kemi.core.decide import Lookup
 from kemi.core.keys import SUBSCRIBER_PREFIX, VOICEMAIL_PREFIX, is_number
 from kemi.core.model import DestKind, ForwardTable
-from kemi.store.format import SubscriberRecord, TrunkRecord
-from schema.tables import forwards, numbers, subscribers, tenants, trunks
+from kemi.core.schedule import ScheduleEntry, parse_days, parse_minute
+from kemi.store.format import SubscriberRecord, TenantRecord, TrunkRecord
+from schema.tables import forwards, numbers, schedules, subscribers, tenants, trunks
 from sync.compile import (
     FORWARD_COLUMNS,
     Compiled,
@@ -46,6 +47,26 @@ def tenant_view(connection: Connection, row: Any) -> TenantView:
     )
     extensions = {extension: username for extension, username in rows.tuples()}
     return TenantView(row.id, row.name, row.domain, row.operator, row.voicemail_uri, extensions)
+
+
+def tenant_record(
+    name: str, timezone: str, rows: Iterable[Any], problems: list[Problem]
+) -> TenantRecord:
+    """A tenant's schedule entries, in portal order; bad entries are skipped."""
+    entries = []
+    for row in rows:
+        try:
+            entries.append(
+                ScheduleEntry(
+                    row.mode,
+                    parse_days(row.weekdays),
+                    parse_minute(row.starts),
+                    parse_minute(row.ends),
+                )
+            )
+        except ValueError as error:
+            problems.append(Problem(f"schedules:{row.id}", str(error)))
+    return TenantRecord(name, timezone, tuple(entries))
 
 
 def subscriber_record(tenant: TenantView, row: Any) -> SubscriberRecord:
@@ -78,6 +99,15 @@ class KeyReader:
     def __post_init__(self) -> None:
         if self.policy is None:
             self.policy = load_policy(self.connection)
+
+    def tenant_record(self, tenant_id: int, problems: list[Problem]) -> TenantRecord | None:
+        row = self.connection.execute(select(tenants).where(tenants.c.id == tenant_id)).first()
+        if row is None:
+            return None
+        entries = self.connection.execute(
+            select(schedules).where(schedules.c.tenant_id == tenant_id).order_by(schedules.c.id)
+        )
+        return tenant_record(row.name, row.timezone, entries, problems)
 
     def tenant(self, tenant_id: int) -> TenantView:
         if tenant_id not in self._tenants:
@@ -172,6 +202,7 @@ class Snapshot:
     """Everything a full sync writes, produced as it streams."""
 
     tables: Iterator[Compiled]
+    tenants: list[TenantRecord]
     subscribers: list[SubscriberRecord]
     trunks: list[tuple[TrunkRecord, tuple[str, ...]]]
     problems: list[Problem]
@@ -266,7 +297,14 @@ def snapshot(connection: Connection, batch: int = 5_000) -> Snapshot:
                 yield mailbox_table
 
     trunk_records = [trunk_record(views[row.tenant_id], row) for row in trunk_rows.values()]
-    return Snapshot(tables(), subscriber_records, trunk_records, problems)
+    by_tenant: dict[int, list[Any]] = defaultdict(list)
+    for row in connection.execute(select(schedules).order_by(schedules.c.id)):
+        by_tenant[row.tenant_id].append(row)
+    tenant_records = [
+        tenant_record(row.name, row.timezone, by_tenant[tid], problems)
+        for tid, row in tenant_rows.items()
+    ]
+    return Snapshot(tables(), tenant_records, subscriber_records, trunk_records, problems)
 
 
 def _stream(connection: Connection, sql: str, batch: int) -> Iterator[tuple[Any, ...]]:

@@ -22,18 +22,24 @@ from kemi.store.format import (
     FORMAT,
     META_EPOCH,
     META_FORMAT,
+    META_POSITION,
+    META_SCHEMA,
     NS_ADDRESS,
     NS_EXTENSION,
     NS_SUBSCRIBER,
     NS_TABLE,
+    NS_TENANT,
     NS_TRUNK,
     SCHEMA,
+    SCHEMA_VERSION,
     SEQ_FILE,
     SEQ_SIZE,
     STORE_FILE,
     TENANT_INDEX,
     SubscriberRecord,
+    TenantRecord,
     TrunkRecord,
+    encode_schedule,
 )
 
 _SEQ = struct.Struct("<QQ")
@@ -64,6 +70,10 @@ class StoreWriter:
                     f"{FORMAT}: move it away and let the worker resync"
                 )
             self.set_meta(META_FORMAT, str(FORMAT))
+            if int(self.meta(META_SCHEMA) or 1) < SCHEMA_VERSION:
+                # Tables this version added are empty: the next pass resyncs in full.
+                self.db.execute("DELETE FROM meta WHERE name = ?", (META_POSITION,))
+                self.set_meta(META_SCHEMA, str(SCHEMA_VERSION))
             if self.meta(META_EPOCH) is None:
                 self.set_meta(META_EPOCH, "1")
         self._seq = self._open_seq()
@@ -106,7 +116,14 @@ class StoreWriter:
         after a million inserts is far cheaper than maintaining it.
         """
         self.db.execute("DROP INDEX IF EXISTS forward_tables_tenant")
-        for table in ("forward_tables", "subscribers", "trunks", "trunk_addresses", "changes"):
+        for table in (
+            "forward_tables",
+            "subscribers",
+            "trunks",
+            "trunk_addresses",
+            "tenants",
+            "changes",
+        ):
             self.db.execute(f"DELETE FROM {table}")
         self.set_meta(META_EPOCH, str(int(self.meta(META_EPOCH) or 1) + 1))
 
@@ -185,6 +202,18 @@ class StoreWriter:
             self._changed(NS_TRUNK + str(trunk_id))
         self.db.execute("DELETE FROM trunk_addresses WHERE trunk_id = ?", (trunk_id,))
         self.db.execute("DELETE FROM trunks WHERE id = ?", (trunk_id,))
+
+    def put_tenant(self, record: TenantRecord, log: bool = True) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO tenants (name, timezone, schedule) VALUES (?, ?, ?)",
+            (record.name, record.timezone, encode_schedule(record.schedule)),
+        )
+        if log:
+            self._changed(NS_TENANT + record.name)
+
+    def delete_tenant(self, name: str) -> None:
+        self.db.execute("DELETE FROM tenants WHERE name = ?", (name,))
+        self._changed(NS_TENANT + name)
 
     def trunk_ids(self, tenant: str) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT id FROM trunks WHERE tenant = ?", (tenant,))]

@@ -492,3 +492,134 @@ def test_default_portal_is_a_sqlite_file_under_var(tmp_path: Path):
     )
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+# -- time modes ------------------------------------------------------------------------
+
+
+def test_schedules_and_mode_restricted_forwards(acme: Divert):
+    added = acme(
+        "schedule",
+        "add",
+        "--tenant",
+        "acme",
+        "--mode",
+        "night",
+        "--days",
+        "mon-fri",
+        "--from",
+        "18:00",
+        "--to",
+        "08:00",
+    )
+    assert added.code == 0, added.err
+    listing = acme("schedule", "list", "--tenant", "acme")
+    assert listing.out.splitlines()[1].split()[2:] == [
+        "night",
+        "mon,tue,wed,thu,fri",
+        "18:00",
+        "08:00",
+    ]
+    forward = acme(
+        "forward",
+        "add",
+        "+390212345678",
+        "--when",
+        "always",
+        "--to",
+        "+393351112233",
+        "--modes",
+        "night",
+    )
+    assert forward.code == 0, forward.err
+    assert acme("forward", "list").out.splitlines()[1].split()[-1] == "night"
+    # Monday 2026-11-23 in Rome: 20:00 is night, 10:00 is no mode at all
+    at_night = json.loads(
+        acme("explain", "+390212345678", "--at", "2026-11-23T20:00", "--json").out
+    )
+    assert at_night["mode"] == "night"
+    assert at_night["steps"][0]["relay"]["target"] == "+393351112233"
+    by_day = json.loads(acme("explain", "+390212345678", "--at", "2026-11-23T10:00", "--json").out)
+    assert by_day["mode"] is None
+    assert by_day["steps"][0]["relay"]["target"] == "+390212345678"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            (
+                "schedule",
+                "add",
+                "--tenant",
+                "acme",
+                "--mode",
+                "Night!",
+                "--days",
+                "mon",
+                "--from",
+                "18:00",
+                "--to",
+                "08:00",
+            ),
+            "mode 'Night!'",
+        ),
+        (
+            (
+                "schedule",
+                "add",
+                "--tenant",
+                "acme",
+                "--mode",
+                "night",
+                "--days",
+                "weekdays",
+                "--from",
+                "18:00",
+                "--to",
+                "08:00",
+            ),
+            "is not a list of weekdays",
+        ),
+        (
+            (
+                "schedule",
+                "add",
+                "--tenant",
+                "acme",
+                "--mode",
+                "night",
+                "--days",
+                "mon",
+                "--from",
+                "6pm",
+                "--to",
+                "08:00",
+            ),
+            "is not a time like 08:00",
+        ),
+        (("schedule", "delete", "99"), "unknown schedule 99"),
+        (
+            (
+                "forward",
+                "add",
+                "+390212345678",
+                "--when",
+                "always",
+                "--to",
+                "+393351112233",
+                "--modes",
+                "nite",
+            ),
+            "has no schedule for mode(s) nite",
+        ),
+    ],
+)
+def test_bad_schedule_input_is_one_line_and_exit_2(
+    acme: Divert, portal_url: str, args: tuple[str, ...], message: str
+):
+    before = journal_size(portal_url)
+    result = acme(*args)
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert message in result.err
+    assert journal_size(portal_url) == before

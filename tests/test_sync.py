@@ -471,3 +471,30 @@ def test_killed_worker_leaves_a_consistent_store(sqlite_url: str, tmp_path: Path
         outcomes.add("killed" if worker.returncode == -signal.SIGKILL else "finished")
     engine.dispose()
     assert "killed" in outcomes
+
+
+def test_schedules_arrive_as_the_tenants_time_modes(node: Node):
+    assert node.reader.tenant("acme") is not None
+    assert node.reader.tenant("acme").schedule == ()
+    node.divert(
+        "schedule",
+        "add",
+        "--tenant",
+        "acme",
+        "--mode",
+        "night",
+        "--days",
+        "all",
+        "--from",
+        "20:00",
+        "--to",
+        "07:00",
+    )
+    node.sync()
+    record = node.reader.tenant("acme")
+    assert record is not None and record.timezone == "Europe/Rome"
+    (entry,) = record.schedule
+    assert (entry.mode, entry.start, entry.end, len(entry.days)) == ("night", 1200, 420, 7)
+    node.divert("schedule", "delete", "1")
+    node.sync()
+    assert node.reader.tenant("acme").schedule == ()

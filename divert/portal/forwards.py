@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, Connection, delete, func, insert, or_, sel
 from divert.errors import DivertError
 from divert.loops import find_loop
 from divert.numbering import normalise
-from divert.portal import find
+from divert.portal import find, schedules
 from divert.portal.policy import load_policy
 from divert.portal.tenants import EXTENSION
 from kemi.core.decide import Lookup
@@ -95,6 +95,20 @@ def destination_label(kind: str, value: str) -> str:
     return value or kind
 
 
+def parse_modes(connection: Connection, tenant: find.AnyRow, text: str) -> str:
+    """``night,holiday``: modes the tenant's schedules define."""
+    wanted = sorted({m.strip() for m in text.split(",") if m.strip()})
+    known = schedules.modes_of(connection, int(tenant.id))
+    unknown = [m for m in wanted if m not in known]
+    if not wanted or unknown:
+        have = ", ".join(sorted(known)) or "none yet"
+        raise DivertError(
+            f"tenant {tenant.name} has no schedule for mode(s) {', '.join(unknown) or text} "
+            f"(modes: {have}); add one with 'divert schedule add'"
+        )
+    return ",".join(wanted)
+
+
 def parse_until(text: str, tenant: find.AnyRow, now: datetime) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
@@ -116,6 +130,7 @@ def add(
     ring_timeout: int | None = None,
     until: str | None = None,
     now: datetime | None = None,
+    modes: str | None = None,
 ) -> tuple[int, str]:
     """Validate and save a forward; returns its id and destination label."""
     moment = now or datetime.now(UTC)
@@ -141,6 +156,7 @@ def add(
         "ring_timeout": ring_timeout,
         "position": position,
         "expires_at": parse_until(until, owner.tenant, moment) if until else None,
+        "modes": parse_modes(connection, owner.tenant, modes) if modes else None,
     }
     forward_id = find.inserted_id(connection.execute(insert(forwards).values(**values)))
     refuse_loops(connection, owner.keys, moment)

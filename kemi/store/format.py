@@ -17,6 +17,7 @@ Tables:
   `NS_*` prefixes below; readers evict exactly those from their cache.
 - ``meta(name, value)``: journal position, epoch, last error, timings.
 - ``rejected(source, reason, key, seen_at)``: portal rows skipped and why.
+- ``tenants(name, timezone, schedule)``: each tenant's time modes.
 
 A forward table is stored as `marshal` of plain tuples (`encode_table`),
 decoded into the decision core's dataclasses by `decode_table`.
@@ -25,6 +26,7 @@ decoded into the decision core's dataclasses by `decode_table`.
 from __future__ import annotations
 
 import marshal
+from dataclasses import dataclass
 from typing import Any
 
 from kemi.core.model import (
@@ -37,6 +39,7 @@ from kemi.core.model import (
     Rule,
     Scope,
 )
+from kemi.core.schedule import ScheduleEntry
 
 FORMAT = 1
 MARSHAL_VERSION = 4
@@ -50,6 +53,7 @@ NS_SUBSCRIBER = "s|"
 NS_TRUNK = "k|"
 NS_ADDRESS = "a|"
 NS_EXTENSION = "e|"  # e|<domain>|<extension>
+NS_TENANT = "n|"
 
 TENANT_INDEX = "CREATE INDEX IF NOT EXISTS forward_tables_tenant ON forward_tables (tenant)"
 SCHEMA = (
@@ -67,12 +71,18 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS trunk_addresses "
     "(address TEXT PRIMARY KEY, trunk_id INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY, key TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS tenants (name TEXT PRIMARY KEY, timezone TEXT NOT NULL, "
+    "schedule BLOB NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS rejected (source TEXT PRIMARY KEY, reason TEXT NOT NULL, "
     "key TEXT NOT NULL, seen_at TEXT NOT NULL) WITHOUT ROWID",
 )
 
+SCHEMA_VERSION = 2
+"""Bumped when tables are added: a store written before is resynced in full."""
+
 # meta names
 META_FORMAT = "format"
+META_SCHEMA = "schema_version"
 META_EPOCH = "epoch"
 META_POSITION = "journal_position"
 META_LAST_ID = "journal_last_id"
@@ -224,3 +234,29 @@ class TrunkRecord(tuple[int, str, str, str]):
     @property
     def diversion_style(self) -> str:
         return self[3]
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRecord:
+    """A tenant as routing needs it: its time zone and time-mode schedule."""
+
+    name: str
+    timezone: str
+    schedule: tuple[ScheduleEntry, ...]
+
+
+def encode_schedule(entries: tuple[ScheduleEntry, ...]) -> bytes:
+    return marshal.dumps(
+        tuple((e.mode, tuple(sorted(e.days)), e.start, e.end) for e in entries), MARSHAL_VERSION
+    )
+
+
+def decode_tenant(name: str, timezone: str, schedule: bytes) -> TenantRecord:
+    entries: Any = marshal.loads(schedule)
+    return TenantRecord(
+        name,
+        timezone,
+        tuple(
+            ScheduleEntry(mode, frozenset(days), start, end) for mode, days, start, end in entries
+        ),
+    )

@@ -33,13 +33,16 @@ from kemi.store.format import (
     NS_EXTENSION,
     NS_SUBSCRIBER,
     NS_TABLE,
+    NS_TENANT,
     NS_TRUNK,
     SEQ_FILE,
     SEQ_SIZE,
     STORE_FILE,
     SubscriberRecord,
+    TenantRecord,
     TrunkRecord,
     decode_table,
+    decode_tenant,
 )
 
 _SEQ = struct.Struct("<QQ")
@@ -61,8 +64,15 @@ _TRUNK_AT = (
 _TRUNK = "SELECT id, tenant, name, diversion_style FROM trunks WHERE id = ?"
 
 
+_TENANT = "SELECT name, timezone, schedule FROM tenants WHERE name = ?"
+
+
 def _table_of(row: tuple[Any, ...]) -> ForwardTable:
     return decode_table(row[0])
+
+
+def _tenant_of(row: tuple[Any, ...]) -> TenantRecord:
+    return decode_tenant(row[0], row[1], row[2])
 
 
 class StoreUnavailable(Exception):
@@ -96,6 +106,10 @@ class StoreReader:
         return self._get(  # type: ignore[return-value]
             f"{NS_EXTENSION}{domain}|{extension}", _EXTENSION, (domain, extension), SubscriberRecord
         )
+
+    def tenant(self, name: str) -> TenantRecord | None:
+        """A tenant's time zone and schedule."""
+        return self._get(NS_TENANT + name, _TENANT, (name,), _tenant_of)  # type: ignore[return-value]
 
     def trunk_at(self, address: str) -> TrunkRecord | None:
         """The customer trunk sending from ``ip:port``, or None."""

@@ -386,3 +386,19 @@ def test_three_devices_ring_at_once_then_no_answer_forwards(node: DivertNode, wo
             workdir, f"unregister-{index}", NODE, "carol", "acme", device, 0, CAROL_PASSWORD
         )
         assert gone.wait() == 0, gone.diagnostics()
+
+
+def test_a_forward_applies_only_while_its_time_mode_is_in_force(node: DivertNode, workdir: Path):
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    up(node, CARRIER_1)
+    caller = call(workdir, "caller", NODE, numbered(16), 200, f"{CALLER}:6050")
+    finish(carrier, caller=caller, node=node)
+    assert carrier.received()[0].ruri_user == mobile(16)  # "night" is in force all day
+
+    node.divert("schedule", "delete", "1")
+    time.sleep(1.5)  # the sync worker polls the SQLite portal every second
+    pbx = callee(workdir, "pbx", PBX_A, "answer")
+    up(node, PBX_A)
+    caller = call(workdir, "caller2", NODE, numbered(16), 200, f"{CALLER}:6051")
+    finish(pbx, caller=caller, node=node)
+    assert pbx.received()[0].ruri_user == numbered(16)  # no mode: the forward rests
