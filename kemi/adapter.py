@@ -244,6 +244,12 @@ class Router:
             subscriber is not None and table is not None and table.tenant == subscriber.tenant
         )
         KSR.pv.sets(INTERNAL_AVP, "1" if internal else "0")
+        if internal and subscriber is not None and subscriber.extension:
+            # Seed 003: internal calls show the caller's extension and name.
+            display = subscriber.display_name or subscriber.username
+            KSR.uac.uac_replace_from(
+                f'"{display}"', f"sip:{subscriber.extension}@{subscriber.domain}"
+            )
         now = time.time()
         mode = self._mode(table.tenant, now) if table is not None else None
         KSR.pv.sets(MODE_AVP, mode or "")

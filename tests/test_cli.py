@@ -376,6 +376,20 @@ def test_unconditional_forwards_for_different_callers_do_not_loop(acme: Divert):
             ("subscriber", "add", "carol", "--tenant", "acme", "--password", "short"),
             "at least 8 characters",
         ),
+        (
+            (
+                "subscriber",
+                "add",
+                "carol",
+                "--tenant",
+                "acme",
+                "--password",
+                "carol-secret",
+                "--name",
+                'Carol "the boss"',
+            ),
+            "no quotes",
+        ),
         (("explain", "+390212345678", "--at", "yesterday-ish"), "is not an ISO 8601 time"),
         (
             (

@@ -37,8 +37,11 @@ def add(
         raise DivertError(f"username {username!r} must be 1-64 letters, digits, '.', '_' or '-'")
     if len(password) < 8:
         raise DivertError("the password must have at least 8 characters")
-    if len(display_name) > 64:
-        raise DivertError("the display name must have at most 64 characters")
+    if len(display_name) > 64 or any(c in display_name for c in '"\\\r\n'):
+        raise DivertError(
+            "the display name must have at most 64 characters and no quotes, "
+            "backslashes or line breaks"
+        )
     exists = connection.scalar(
         select(subscribers.c.id).where(
             subscribers.c.tenant_id == tenant.id, subscribers.c.username == username

@@ -402,3 +402,19 @@ def test_a_forward_applies_only_while_its_time_mode_is_in_force(node: DivertNode
     caller = call(workdir, "caller2", NODE, numbered(16), 200, f"{CALLER}:6051")
     finish(pbx, caller=caller, node=node)
     assert pbx.received()[0].ruri_user == numbered(16)  # no mode: the forward rests
+
+
+def test_extension_call_carries_the_callers_extension_and_name(node: DivertNode, workdir: Path):
+    registered = register(workdir, "register", NODE, "alice", "acme", PHONE, 300, ALICE_PASSWORD)
+    assert registered.wait() == 0, registered.diagnostics()
+    phone = callee(workdir, "alice-phone", PHONE, "answer")
+    carol = subscriber_call(
+        workdir, "carol", NODE, "201", 200, "127.0.0.36:6060", "carol", "acme", CAROL_PASSWORD
+    )
+    finish(phone, caller=carol, node=node)
+    (rung,) = phone.received()
+    assert rung.request_line.startswith(f"INVITE sip:alice@{PHONE}")
+    assert rung.header("From")[0].startswith('"Carol" <sip:203@acme>')
+    assert len(phone.received("BYE")) == 1  # the dialog survived the From rewrite
+    gone = register(workdir, "unregister", NODE, "alice", "acme", PHONE, 0, ALICE_PASSWORD)
+    assert gone.wait() == 0, gone.diagnostics()
