@@ -152,6 +152,9 @@ class Router:
             return
         if KSR.sanity.sanity_check_defaults() < 0:
             return  # sanity has answered 400
+        trusted = self._from_trunk()
+        if not trusted and KSR.pike.pike_check_req() < 0:
+            return  # a flood from an unknown source: no answer at all
         method = KSR.pv.get("$rm")
         if KSR.siputils.has_totag() > 0:
             self._in_dialog(method)
@@ -171,7 +174,7 @@ class Router:
         if method == "REGISTER":
             self._register()
         elif method == "INVITE":
-            self._invite()
+            self._invite(trusted)
         elif method == "OPTIONS":
             KSR.sl.sl_send_reply(200, "OK")
         else:
@@ -212,11 +215,15 @@ class Router:
         KSR.auth.consume_credentials()
         return subscriber
 
-    def _invite(self) -> None:
-        source = f"{KSR.pv.get('$si')}:{KSR.pv.get('$sp')}"
-        from_carrier = KSR.dispatcher.ds_is_from_list_mode(CARRIER_SET, 3) > 0
+    def _from_trunk(self) -> bool:
+        """Is the request from a carrier (any port) or a customer trunk?"""
+        if KSR.dispatcher.ds_is_from_list_mode(CARRIER_SET, 3) > 0:
+            return True
+        return self.reader.trunk_at(f"{KSR.pv.get('$si')}:{KSR.pv.get('$sp')}") is not None
+
+    def _invite(self, from_trunk: bool) -> None:
         subscriber = None
-        if not from_carrier and self.reader.trunk_at(source) is None:
+        if not from_trunk:
             subscriber = self._authenticated("$fU", "$fd")
             if subscriber is None:
                 return

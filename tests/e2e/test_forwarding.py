@@ -418,3 +418,45 @@ def test_extension_call_carries_the_callers_extension_and_name(node: DivertNode,
     assert len(phone.received("BYE")) == 1  # the dialog survived the From rewrite
     gone = register(workdir, "unregister", NODE, "alice", "acme", PHONE, 0, ALICE_PASSWORD)
     assert gone.wait() == 0, gone.diagnostics()
+
+
+def _burst(source: str, port: int, count: int) -> int:
+    """Send `count` OPTIONS at once from `source`; how many were answered in 2 s."""
+    import socket
+
+    host, node_port = NODE.split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((source, port))
+    sock.settimeout(0.2)
+    try:
+        for index in range(count):
+            request = "\r\n".join(
+                [
+                    f"OPTIONS sip:{host}:{node_port} SIP/2.0",
+                    f"Via: SIP/2.0/UDP {source}:{port};branch=z9hG4bK-flood-{port}-{index}",
+                    f"From: <sip:flood@{source}>;tag={index}",
+                    f"To: <sip:{host}>",
+                    f"Call-ID: flood-{port}-{index}",
+                    "CSeq: 1 OPTIONS",
+                    "Max-Forwards: 70",
+                    "Content-Length: 0",
+                    "",
+                    "",
+                ]
+            )
+            sock.sendto(request.encode(), (host, int(node_port)))
+        answered = 0
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            try:
+                answered += sock.recv(4096).startswith(b"SIP/2.0 200")
+            except TimeoutError:
+                continue
+        return answered
+    finally:
+        sock.close()
+
+
+def test_a_flood_from_an_unknown_source_is_cut_off_but_not_from_a_carrier(node: DivertNode):
+    assert _burst("127.0.0.60", 6070, 100) <= 40
+    assert _burst(CALLER, 6071, 100) == 100
