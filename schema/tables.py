@@ -74,6 +74,8 @@ tenants = Table(
     Column("domain", String(255), nullable=False, unique=True),
     Column("operator", String(32)),
     Column("voicemail_uri", String(255)),
+    Column("code_profile", String(8), nullable=False, server_default="both"),
+    CheckConstraint(_in("code_profile", ("both", "vpbx", "carrier")), name="code_profile"),
 )
 
 trunks = Table(

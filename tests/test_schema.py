@@ -89,3 +89,24 @@ def test_postgres_journal_records_the_transaction_and_notifies_once(pg_url: str)
         txs = set(connection.scalars(select(change_journal.c.tx)))
     assert len(txs) == 1 and None not in txs
     engine.dispose()
+
+
+def test_upgrade_of_a_populated_portal_keeps_its_rows_and_journal(tmp_path):
+    engine = open_portal(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "0003")
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO tenants (name, region, domain) VALUES ('a', 'IT', 'a')")
+        )
+        connection.execute(
+            text(
+                "INSERT INTO trunks (tenant_id, name, addresses) "
+                "VALUES (1, 'pbx', '127.0.0.2:5060')"
+            )
+        )
+    upgrade(engine)
+    with engine.begin() as connection:
+        assert connection.execute(text("SELECT code_profile FROM tenants")).scalar() == "both"
+        connection.execute(text("UPDATE tenants SET code_profile = 'vpbx'"))
+    assert _journal(engine)[-1][3]["code_profile"] == "both"
+    engine.dispose()
