@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, Program
 from divert import explain as explaining
 from divert.db import open_portal, portal_url
 from divert.errors import DivertError, PortalUnavailable
+from divert.features.server import FeatureConfig, serve_until_signalled
 from divert.node import NodeConfig, run_node
 from divert.portal import (
     find,
@@ -93,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
             return sync_run(args, url)  # type: ignore[no-any-return]
         if args.handler is node_run:
             return node_run(args, url)  # type: ignore[no-any-return]
+        if args.handler is features_run:
+            return features_run(args, url)  # type: ignore[no-any-return]
         with engine.begin() as connection:
             args.handler(connection, args)
         return 0
@@ -147,6 +150,11 @@ def build_parser() -> Parser:
     _schedule_commands(groups)
     _sync_commands(groups)
     _run_command(groups)
+    features = groups.add_parser("features", help="the feature-code server (divert run starts it)")
+    features.add_argument("--listen", required=True, help="IPv4:PORT on loopback")
+    features.add_argument("--kamailio", required=True, help="the only address it answers")
+    features.add_argument("--state-dir", default="var")
+    features.set_defaults(handler=features_run)
 
     explain = groups.add_parser("explain", help="show what a call would do, without placing it")
     explain.add_argument("number", help="the called number")
@@ -178,6 +186,9 @@ def _tenant_commands(groups: argparse._SubParsersAction[Parser]) -> None:
     add.add_argument("--timezone", default="UTC")
     add.add_argument("--domain", help="SIP domain and digest realm (default: the name)")
     add.add_argument("--voicemail-uri", help="e.g. sip:{mailbox}@vm.example.net")
+    add.add_argument(
+        "--code-profile", default="both", help="phone codes: vpbx (*72...), carrier (*1/*2), both"
+    )
     add.set_defaults(handler=tenant_add)
     change = actions.add_parser("set", help="change a tenant")
     change.add_argument("name")
@@ -187,6 +198,7 @@ def _tenant_commands(groups: argparse._SubParsersAction[Parser]) -> None:
         "--operator", help="return-to-operator destination: extension or number ('' clears)"
     )
     change.add_argument("--voicemail-uri", help="'' clears")
+    change.add_argument("--code-profile", help="vpbx, carrier or both")
     change.set_defaults(handler=tenant_set)
     actions.add_parser("list", help="list tenants").set_defaults(handler=tenant_list)
     remove = actions.add_parser("delete", help="delete an unused tenant")
@@ -378,6 +390,16 @@ def node_run(args: argparse.Namespace, url: str) -> int:
     return run_node(config)
 
 
+def features_run(args: argparse.Namespace, url: str) -> int:
+    """`divert features`: answer feature codes relayed by Kamailio."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s divert-features %(levelname)s %(message)s"
+    )
+    host, port = trunks.parse_address(args.listen).split(":")
+    config = FeatureConfig(url, (host, int(port)), args.kamailio, Path(args.state_dir))
+    return serve_until_signalled(config)
+
+
 def sync_run(args: argparse.Namespace, url: str) -> int:
     """`divert sync`: run the worker (its own engine and transactions)."""
     if args.poll <= 0:
@@ -409,22 +431,44 @@ def db_upgrade(connection: Connection, args: argparse.Namespace) -> None:
 
 
 def tenant_add(connection: Connection, args: argparse.Namespace) -> None:
-    tenants.add(connection, args.name, args.region, args.timezone, args.domain, args.voicemail_uri)
+    tenants.add(
+        connection,
+        args.name,
+        args.region,
+        args.timezone,
+        args.domain,
+        args.voicemail_uri,
+        args.code_profile,
+    )
     print(f"tenant {args.name} added")
 
 
 def tenant_set(connection: Connection, args: argparse.Namespace) -> None:
     tenants.change(
-        connection, args.name, args.region, args.timezone, args.operator, args.voicemail_uri
+        connection,
+        args.name,
+        args.region,
+        args.timezone,
+        args.operator,
+        args.voicemail_uri,
+        args.code_profile,
     )
     print(f"tenant {args.name} changed")
 
 
 def tenant_list(connection: Connection, args: argparse.Namespace) -> None:
     _table(
-        ("NAME", "REGION", "TIMEZONE", "DOMAIN", "OPERATOR", "VOICEMAIL"),
+        ("NAME", "REGION", "TIMEZONE", "DOMAIN", "OPERATOR", "VOICEMAIL", "CODES"),
         [
-            (t.name, t.region, t.timezone, t.domain, t.operator or "-", t.voicemail_uri or "-")
+            (
+                t.name,
+                t.region,
+                t.timezone,
+                t.domain,
+                t.operator or "-",
+                t.voicemail_uri or "-",
+                t.code_profile,
+            )
             for t in tenants.listing(connection)
         ],
     )

@@ -111,6 +111,7 @@ class Node:
     def prepare(self) -> None:
         kamailio_binary()
         check_listen(self.config.listen)
+        check_listen(self.features_address)
         self.config.run_dir.mkdir(parents=True, exist_ok=True)
         worker = SyncWorker(WorkerConfig(self.config.portal_url, self.config.state_dir))
         try:
@@ -126,19 +127,20 @@ class Node:
             worker.close()
         self._write_dispatcher_list()
 
+    @property
+    def features_address(self) -> str:
+        """The feature server: on Kamailio's address, the next port up."""
+        host, port = self.config.listen.rsplit(":", 1)
+        return f"{host}:{int(port) + 1}"
+
     def start(self) -> None:
+        cli = [sys.executable, "-m", "divert.cli", "--portal", self.config.portal_url]
+        state = ["--state-dir", str(self.config.state_dir)]
+        self._spawn("sync", [*cli, "sync", *state], {})
+        host = self.config.listen.rsplit(":", 1)[0]
         self._spawn(
-            "sync",
-            [
-                sys.executable,
-                "-m",
-                "divert.cli",
-                "--portal",
-                self.config.portal_url,
-                "sync",
-                "--state-dir",
-                str(self.config.state_dir),
-            ],
+            "features",
+            [*cli, "features", "--listen", self.features_address, "--kamailio", host, *state],
             {},
         )
         self._spawn("kamailio", self._kamailio_command(), self._kamailio_environment())
@@ -178,6 +180,7 @@ class Node:
             "DIVERT_STATE_DIR": str(self.config.state_dir.resolve()),
             "DIVERT_VENV": str(Path(sys.prefix)),
             "DIVERT_DOMAIN": self.config.domain,
+            "DIVERT_FEATURES": self.features_address,
         }
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:

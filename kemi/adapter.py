@@ -49,6 +49,7 @@ CALLER_AVP = "$avp(divert_caller)"
 INTERNAL_AVP = "$avp(divert_internal)"
 HEADERS_AVP = "$avp(divert_headers)"
 MODE_AVP = "$avp(divert_mode)"
+FEATURE_HEADER = "X-Divert-Subscriber"
 FAILURE_ROUTE = "ksr_failure_forward"
 BRANCH_ROUTE = "ksr_branch_forward"
 ALG_ROUND_ROBIN = 4
@@ -67,6 +68,7 @@ class AdapterConfig:
     max_diversions: int = 5
     cache_size: int = 10_000
     carrier_style: str = "diversion"
+    features: str = ""  # the feature server's IPv4:PORT ('' : none)
 
     @classmethod
     def from_environment(cls) -> AdapterConfig:
@@ -76,6 +78,7 @@ class AdapterConfig:
             max_diversions=int(os.environ.get("DIVERT_MAX_DIVERSIONS", "5")),
             cache_size=int(os.environ.get("DIVERT_CACHE_SIZE", "10000")),
             carrier_style=os.environ.get("DIVERT_CARRIER_STYLE", "diversion"),
+            features=os.environ.get("DIVERT_FEATURES", ""),
         )
 
 
@@ -228,6 +231,10 @@ class Router:
             if subscriber is None:
                 return
         user = str(KSR.pv.get("$rU") or "")
+        KSR.hdr.remove(FEATURE_HEADER)  # only this node vouches for a subscriber
+        if subscriber is not None and user.startswith("*"):
+            self._feature_code(subscriber)
+            return
         if subscriber is not None and EXTENSION.fullmatch(user):
             reached = self.reader.extension(subscriber.domain, user)
             called = subscriber_key(reached.username, reached.domain) if reached else ""
@@ -263,6 +270,16 @@ class Router:
         call = Call(caller, internal, now, mode)
         state = CallState.begin(called, prior)
         self._carry_out(decide(call, state, None, self.reader.table, self.limits), call)
+
+    def _feature_code(self, subscriber: SubscriberRecord) -> None:
+        """Relay a `*` code to the feature server, vouching for who dialled it."""
+        if not self.config.features:
+            KSR.sl.sl_send_reply(404, "No Feature Codes Here")
+            return
+        KSR.hdr.append(f"{FEATURE_HEADER}: {subscriber.aor}\r\n")
+        KSR.setdsturi(f"sip:{self.config.features}")
+        if KSR.tm.t_relay() < 0:
+            KSR.sl.sl_send_reply(500, "Server Internal Error")
 
     def _mode(self, tenant: str, now: float) -> str | None:
         record = self.reader.tenant(tenant)

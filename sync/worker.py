@@ -216,6 +216,8 @@ def run_until_signalled(config: WorkerConfig) -> int:
 
     previous_fd = signal.set_wakeup_fd(write_end)
     handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    # SIGUSR1 (from the feature server) only wakes the loop: sync now.
+    handlers[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, lambda *_: None)
     worker = SyncWorker(config)
     log.info("sync worker started: store %s", config.state_dir)
     try:

@@ -10,6 +10,7 @@ import phonenumbers
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from divert.errors import DivertError
+from divert.features.codes import PROFILES
 from divert.numbering import normalise
 from divert.portal import find
 from schema.tables import numbers, subscribers, tenants, trunks
@@ -53,6 +54,12 @@ def _voicemail_uri(uri: str) -> str:
     return uri
 
 
+def _code_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise DivertError(f"code profile {profile!r} must be one of {', '.join(PROFILES)}")
+    return profile
+
+
 def operator_spec(connection: Connection, tenant_id: int, region: str, spec: str) -> str:
     """An operator destination as stored: an existing extension, or E.164."""
     if EXTENSION.match(spec.removeprefix("ext:")):
@@ -75,6 +82,7 @@ def add(
     timezone: str = "UTC",
     domain: str | None = None,
     voicemail_uri: str | None = None,
+    code_profile: str = "both",
 ) -> int:
     check_name("tenant", name)
     sip_domain = domain or name
@@ -90,6 +98,7 @@ def add(
         "timezone": _timezone(timezone),
         "domain": sip_domain,
         "voicemail_uri": _voicemail_uri(voicemail_uri) if voicemail_uri else None,
+        "code_profile": _code_profile(code_profile),
     }
     return find.inserted_id(connection.execute(insert(tenants).values(**values)))
 
@@ -101,6 +110,7 @@ def change(
     timezone: str | None = None,
     operator: str | None = None,
     voicemail_uri: str | None = None,
+    code_profile: str | None = None,
 ) -> None:
     row = find.tenant(connection, name)
     values: dict[str, object] = {}

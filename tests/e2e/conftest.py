@@ -225,6 +225,22 @@ class DivertNode:
                 self.process.kill()
                 self.process.wait()
 
+    def subscriber_forwards(self, username: str) -> list[tuple[str, str]]:
+        """(condition, destination) of a subscriber's own forwards, from the portal."""
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.portal)
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT f.condition, f.dest_value FROM forwards f JOIN subscribers s "
+                    "ON s.id = f.subscriber_id WHERE s.username = :u ORDER BY f.id"
+                ),
+                {"u": username},
+            ).all()
+        engine.dispose()
+        return [(condition, value) for condition, value in rows]
+
     def kamcmd(self, *args: str) -> str:
         socket_path = f"unix:{self.state / 'run' / 'kamailio_ctl'}"
         return subprocess.run(

@@ -1,0 +1,191 @@
+"""The feature server: a small SIP responder for `*` codes, beside Kamailio.
+
+Kamailio authenticates the subscriber, adds ``X-Divert-Subscriber:
+user@domain`` and relays the INVITE here (statefully, so retransmissions
+and the ACK are its business).  The server only accepts requests from
+Kamailio's own address, carries the code out against the portal and
+answers with one final reply whose reason phrase says what happened:
+
+- ``480 Forwarding Activated (always) to +39...`` / ``... Cancelled``: done;
+- ``403 Forwarding Refused: <why>``: a premium-rate number, a loop, an
+  invalid number; nothing changed;
+- ``404 Unknown Feature Code``; ``503 Portal Unavailable``.
+
+After a change it wakes this node's sync worker (SIGUSR1), so the next
+call routes by it without waiting for the next poll.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import socket
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from divert.db import open_portal
+from divert.features.apply import Answer, Refused, carry_out
+
+log = logging.getLogger("divert.features")
+
+SUBSCRIBER_HEADER = "x-divert-subscriber"
+MAX_REMEMBERED = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureConfig:
+    portal_url: str
+    listen: tuple[str, int]
+    kamailio_host: str
+    state_dir: Path
+
+
+@dataclass
+class SipRequest:
+    method: str
+    ruri_user: str
+    headers: list[tuple[str, str]]
+
+    def first(self, name: str) -> str | None:
+        lowered = name.lower()
+        return next((v for n, v in self.headers if n.lower() == lowered), None)
+
+
+def parse_request(data: bytes) -> SipRequest | None:
+    text = data.decode("utf-8", errors="replace")
+    head = text.split("\r\n\r\n", 1)[0]
+    lines = head.split("\r\n")
+    parts = lines[0].split()
+    if len(parts) != 3 or not parts[2].startswith("SIP/2.0"):
+        return None
+    uri = parts[1]
+    user = uri.split(":", 1)[-1].split("@", 1)[0] if "@" in uri else ""
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if colon:
+            headers.append((name.strip(), value.strip()))
+    return SipRequest(parts[0], user, headers)
+
+
+def reply(request: SipRequest, answer: Answer) -> bytes:
+    """A final reply to `request`, echoing what RFC 3261 says a UAS echoes."""
+    reason = "".join(c for c in answer.reason if 32 <= ord(c) < 127)[:160]
+    lines = [f"SIP/2.0 {answer.code} {reason}"]
+    lines += [f"Via: {v}" for n, v in request.headers if n.lower() in ("via", "v")]
+    for name in ("From", "Call-ID", "CSeq"):
+        value = request.first(name)
+        if value is not None:
+            lines.append(f"{name}: {value}")
+    to = request.first("To") or ""
+    lines.append(f"To: {to}" + ("" if ";tag=" in to else ";tag=divert-features"))
+    lines += ["Server: divert-features", "Content-Length: 0", "", ""]
+    return "\r\n".join(lines).encode()
+
+
+class FeatureServer:
+    def __init__(self, config: FeatureConfig) -> None:
+        self.config = config
+        self._engine: Engine | None = None
+        self._answered: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = open_portal(self.config.portal_url)
+        return self._engine
+
+    def handle(self, data: bytes, source: tuple[str, int]) -> bytes | None:
+        """The reply to send for one datagram, or None."""
+        if source[0] != self.config.kamailio_host:
+            return None  # only Kamailio, which authenticated the phone, may ask
+        request = parse_request(data)
+        if request is None or request.method == "ACK":
+            return None
+        if request.method != "INVITE":
+            return reply(request, Answer(405 if request.method != "OPTIONS" else 200, "OK"))
+        key = (request.first("Call-ID") or "", request.first("CSeq") or "")
+        if key in self._answered:
+            return self._answered[key]  # a retransmission: same answer, no second change
+        answer = self._carry_out(request)
+        response = reply(request, answer)
+        self._answered[key] = response
+        while len(self._answered) > MAX_REMEMBERED:
+            self._answered.popitem(last=False)
+        return response
+
+    def _carry_out(self, request: SipRequest) -> Answer:
+        subscriber = request.first(SUBSCRIBER_HEADER)
+        if not subscriber:
+            return Answer(403, "Forwarding Refused: not authenticated")
+        try:
+            with self.engine.begin() as connection:
+                answer = carry_out(connection, subscriber, request.ruri_user)
+        except Refused as refused:
+            answer = refused.answer()
+        except SQLAlchemyError as error:
+            log.warning("portal unavailable for a feature code: %s", type(error).__name__)
+            if self._engine is not None:
+                self._engine.dispose()
+            return Answer(503, "Portal Unavailable, try again later")
+        log.info("%s dialled %s: %d %s", subscriber, request.ruri_user, answer.code, answer.reason)
+        if answer.code == 480:
+            self._wake_sync()
+        return answer
+
+    def _wake_sync(self) -> None:
+        pid_file = self.config.state_dir / "run" / "sync.pid"
+        with contextlib.suppress(OSError, ValueError):  # no worker here: it will poll
+            os.kill(int(pid_file.read_text()), signal.SIGUSR1)
+
+    def serve(self, stopping: Callable[[], bool], wakeup_fd: int | None = None) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(self.config.listen)
+        log.info("feature server on %s:%d", *self.config.listen)
+        try:
+            while not stopping():
+                watched = [sock.fileno()] + ([wakeup_fd] if wakeup_fd is not None else [])
+                ready, _, _ = select.select(watched, [], [], 1.0)
+                if sock.fileno() in ready:
+                    data, source = sock.recvfrom(65535)
+                    response = self.handle(data, source)
+                    if response is not None:
+                        sock.sendto(response, source)
+                if wakeup_fd is not None and wakeup_fd in ready:
+                    os.read(wakeup_fd, 512)
+        finally:
+            sock.close()
+            if self._engine is not None:
+                self._engine.dispose()
+
+
+def serve_until_signalled(config: FeatureConfig) -> int:
+    """`divert features`: serve until SIGTERM/SIGINT; returns the exit code."""
+    stop = False
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    previous = signal.set_wakeup_fd(write_end)
+    handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        FeatureServer(config).serve(lambda: stop, read_end)
+    finally:
+        signal.set_wakeup_fd(previous)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        os.close(read_end)
+        os.close(write_end)
+    return 0

@@ -1,0 +1,156 @@
+"""Phone feature codes through Kamailio and the feature server (seeds 000, 002)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import (
+    ALICE_PASSWORD,
+    CALLER,
+    CARRIER_1,
+    NODE,
+    DivertNode,
+    numbered,
+)
+from tests.e2e.sip import call, callee, subscriber_call
+
+PHONE_SOURCE = "127.0.0.37"
+TARGET = "+393351000077"
+
+
+def dial(
+    node: DivertNode,
+    workdir: Path,
+    code: str,
+    final: int,
+    port: int,
+    password: str = ALICE_PASSWORD,
+) -> str:
+    """Alice dials `code`; returns the reply's status line."""
+    phone = subscriber_call(
+        workdir,
+        f"dial-{port}",
+        NODE,
+        code,
+        final,
+        f"{PHONE_SOURCE}:{port}",
+        "alice",
+        "acme",
+        password,
+    )
+    code_ = phone.wait()
+    assert code_ == 0, f"{phone.diagnostics()}\n{node.tail()}"
+    return phone.replies()[-1]
+
+
+@pytest.fixture
+def clean(node: DivertNode, workdir: Path) -> Iterator[DivertNode]:
+    """Alice without forwards of her own, before and after the test."""
+    dial(node, workdir, "*73", 480, 7000)
+    assert node.subscriber_forwards("alice") == []
+    yield node
+    dial(node, workdir, "*73", 480, 7099)
+
+
+def test_forward_all_then_cancel_all_changes_the_next_call(clean: DivertNode, workdir: Path):
+    node = clean
+    status = dial(node, workdir, f"*72{TARGET}", 480, 7001)
+    assert status == f"SIP/2.0 480 Forwarding Activated (always) to {TARGET}"
+    assert node.subscriber_forwards("alice") == [("always", TARGET)]
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    node.wait_trunk(CARRIER_1, active=True)
+    caller = call(workdir, "caller", NODE, numbered(8), 200, f"{CALLER}:6080")
+    assert caller.wait() == 0, caller.diagnostics()
+    carrier.stop()
+    assert carrier.received()[0].ruri_user == TARGET
+
+    assert dial(node, workdir, "*73", 480, 7002) == "SIP/2.0 480 All Forwarding Cancelled"
+    assert node.subscriber_forwards("alice") == []
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (f"*90{TARGET}", [("busy", TARGET)]),
+        (f"*52{TARGET}", [("not-registered", TARGET)]),
+        (f"*1{TARGET}", [("always", TARGET)]),
+        ("*1 0039 335 1000077".replace(" ", ""), [("always", TARGET)]),
+    ],
+)
+def test_each_setting_code_appears_in_the_portal(
+    clean: DivertNode, workdir: Path, code: str, expected: list[tuple[str, str]]
+):
+    status = dial(clean, workdir, code, 480, 7010)
+    assert status.startswith("SIP/2.0 480 Forwarding Activated")
+    assert clean.subscriber_forwards("alice") == expected
+
+
+@pytest.mark.parametrize(
+    ("setting", "cancelling", "left"),
+    [
+        ("*90", "*91", [("not-registered", TARGET)]),
+        ("*52", "*53", [("busy", TARGET)]),
+        ("*90", "*2", []),
+    ],
+)
+def test_each_cancelling_code(
+    clean: DivertNode, workdir: Path, setting: str, cancelling: str, left: list[tuple[str, str]]
+):
+    dial(clean, workdir, f"*90{TARGET}", 480, 7020)
+    dial(clean, workdir, f"*52{TARGET}", 480, 7021)
+    status = dial(clean, workdir, cancelling, 480, 7022)
+    assert "Cancelled" in status
+    assert clean.subscriber_forwards("alice") == left
+
+
+def test_premium_rate_destination_is_refused_and_says_so(clean: DivertNode, workdir: Path):
+    status = dial(clean, workdir, "*72+39899123456", 403, 7030)
+    assert status.startswith("SIP/2.0 403 Forwarding Refused:")
+    assert "premium-rate" in status
+    assert clean.subscriber_forwards("alice") == []
+
+
+def test_looping_destination_is_refused_and_says_so(clean: DivertNode, workdir: Path):
+    status = dial(clean, workdir, f"*72{numbered(8)}", 403, 7031)  # her own number
+    assert "loop" in status
+    assert clean.subscriber_forwards("alice") == []
+
+
+def test_a_code_from_someone_who_cannot_authenticate_changes_nothing(
+    clean: DivertNode, workdir: Path
+):
+    dial(clean, workdir, f"*72{TARGET}", 403, 7040, password="wrong-password")
+    assert clean.subscriber_forwards("alice") == []
+
+
+def test_unknown_code(clean: DivertNode, workdir: Path):
+    assert dial(clean, workdir, "*99", 404, 7050).startswith("SIP/2.0 404 Unknown Feature Code")
+
+
+def test_the_node_routes_by_a_code_at_once(clean: DivertNode, workdir: Path):
+    """The feature server wakes the sync worker: no poll interval to wait."""
+    dial(clean, workdir, f"*72{TARGET}", 480, 7060)
+    started = time.monotonic()
+    while time.monotonic() - started < 1.0:
+        table = _store_rules(clean)
+        if ("always", TARGET) in table:
+            break
+        time.sleep(0.02)
+    assert ("always", TARGET) in _store_rules(clean)
+
+
+def _store_rules(node: DivertNode) -> list[tuple[str, str]]:
+    from kemi.store.reader import StoreReader
+
+    reader = StoreReader(node.state, cache_size=10)
+    try:
+        found = reader.table("sub:alice@acme")
+        return (
+            [] if found is None else [(r.condition.value, r.destination.key) for r in found.rules]
+        )
+    finally:
+        reader.close()
