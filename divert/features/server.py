@@ -9,7 +9,12 @@ answers with one final reply whose reason phrase says what happened:
 - ``480 Forwarding Activated (always) to +39...`` / ``... Cancelled``: done;
 - ``403 Forwarding Refused: <why>``: a premium-rate number, a loop, an
   invalid number; nothing changed;
-- ``404 Unknown Feature Code``; ``503 Portal Unavailable``.
+- ``404 Unknown Feature Code``;
+- ``480 Forwarding Queued``: the portal cannot be reached; the code waits in
+  this node's queue (``<state-dir>/feature-queue.sqlite``) and is delivered,
+  in the order dialled, as soon as the portal answers again.  Codes dialled
+  meanwhile queue behind it, so none is lost and the order is kept.  A code
+  the portal refuses on delivery is logged with the reason.
 
 After a change it wakes this node's sync worker (SIGUSR1), so the next
 call routes by it without waiting for the next poll.
@@ -23,6 +28,8 @@ import os
 import select
 import signal
 import socket
+import sqlite3
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,12 +39,14 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from divert.db import open_portal
-from divert.features.apply import Answer, Refused, carry_out
+from divert.features.apply import ACTIVATED, Answer, Refused, carry_out
 
 log = logging.getLogger("divert.features")
 
 SUBSCRIBER_HEADER = "x-divert-subscriber"
 MAX_REMEMBERED = 1000
+QUEUE_FILE = "feature-queue.sqlite"
+RETRY_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +105,13 @@ class FeatureServer:
         self.config = config
         self._engine: Engine | None = None
         self._answered: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.queue = sqlite3.connect(config.state_dir / QUEUE_FILE, isolation_level=None)
+        self.queue.execute(
+            "CREATE TABLE IF NOT EXISTS queued (id INTEGER PRIMARY KEY, subscriber TEXT NOT NULL, "
+            "dialled TEXT NOT NULL, received_at REAL NOT NULL)"
+        )
+        self._next_retry = 0.0
 
     @property
     def engine(self) -> Engine:
@@ -126,20 +142,61 @@ class FeatureServer:
         subscriber = request.first(SUBSCRIBER_HEADER)
         if not subscriber:
             return Answer(403, "Forwarding Refused: not authenticated")
+        dialled = request.ruri_user
+        if self.pending() == 0 or self.deliver_queue():
+            try:
+                answer = self._apply(subscriber, dialled)
+            except SQLAlchemyError as error:
+                self._portal_failed(error)
+            else:
+                log.info("%s dialled %s: %d %s", subscriber, dialled, answer.code, answer.reason)
+                if answer.code == ACTIVATED:
+                    self._wake_sync()
+                return answer
+        self.queue.execute(
+            "INSERT INTO queued (subscriber, dialled, received_at) VALUES (?, ?, ?)",
+            (subscriber, dialled, time.time()),
+        )
+        log.info("%s dialled %s: queued until the portal is back", subscriber, dialled)
+        return Answer(
+            ACTIVATED, "Forwarding Queued: the portal is unavailable, it applies when back"
+        )
+
+    def _apply(self, subscriber: str, dialled: str) -> Answer:
         try:
             with self.engine.begin() as connection:
-                answer = carry_out(connection, subscriber, request.ruri_user)
+                return carry_out(connection, subscriber, dialled)
         except Refused as refused:
-            answer = refused.answer()
-        except SQLAlchemyError as error:
-            log.warning("portal unavailable for a feature code: %s", type(error).__name__)
-            if self._engine is not None:
-                self._engine.dispose()
-            return Answer(503, "Portal Unavailable, try again later")
-        log.info("%s dialled %s: %d %s", subscriber, request.ruri_user, answer.code, answer.reason)
-        if answer.code == 480:
+            return refused.answer()
+
+    def pending(self) -> int:
+        return int(self.queue.execute("SELECT count(*) FROM queued").fetchone()[0])
+
+    def deliver_queue(self) -> bool:
+        """Deliver queued codes, oldest first; True when the queue is empty."""
+        delivered = 0
+        rows = self.queue.execute("SELECT id, subscriber, dialled FROM queued ORDER BY id")
+        for row_id, subscriber, dialled in rows.fetchall():
+            try:
+                answer = self._apply(subscriber, dialled)
+            except SQLAlchemyError as error:
+                self._portal_failed(error)
+                break
+            if answer.code == ACTIVATED:
+                delivered += 1
+            else:
+                log.warning("queued code %s of %s refused: %s", dialled, subscriber, answer.reason)
+            self.queue.execute("DELETE FROM queued WHERE id = ?", (row_id,))
+        if delivered:
+            log.info("delivered %d queued feature code(s)", delivered)
             self._wake_sync()
-        return answer
+        return self.pending() == 0
+
+    def _portal_failed(self, error: SQLAlchemyError) -> None:
+        log.warning("portal unavailable for feature codes: %s", type(error).__name__)
+        self._next_retry = time.monotonic() + RETRY_SECONDS
+        if self._engine is not None:
+            self._engine.dispose()
 
     def _wake_sync(self) -> None:
         pid_file = self.config.state_dir / "run" / "sync.pid"
@@ -161,8 +218,12 @@ class FeatureServer:
                         sock.sendto(response, source)
                 if wakeup_fd is not None and wakeup_fd in ready:
                     os.read(wakeup_fd, 512)
+                if time.monotonic() >= self._next_retry and self.pending():
+                    self._next_retry = time.monotonic() + RETRY_SECONDS
+                    self.deliver_queue()
         finally:
             sock.close()
+            self.queue.close()
             if self._engine is not None:
                 self._engine.dispose()
 
