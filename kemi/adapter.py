@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import KSR  # type: ignore[import-not-found]
 
 from kemi.core.decide import Limits, decide
-from kemi.core.keys import subscriber_key
+from kemi.core.keys import subscriber_key, voicemail_key, voicemail_uri
 from kemi.core.model import (
     Call,
     CallState,
@@ -50,6 +50,7 @@ INTERNAL_AVP = "$avp(divert_internal)"
 HEADERS_AVP = "$avp(divert_headers)"
 MODE_AVP = "$avp(divert_mode)"
 FEATURE_HEADER = "X-Divert-Subscriber"
+VOICEMAIL_CODE = "*97"
 FAILURE_ROUTE = "ksr_failure_forward"
 BRANCH_ROUTE = "ksr_branch_forward"
 ALG_ROUND_ROBIN = 4
@@ -232,6 +233,9 @@ class Router:
                 return
         user = str(KSR.pv.get("$rU") or "")
         KSR.hdr.remove(FEATURE_HEADER)  # only this node vouches for a subscriber
+        if subscriber is not None and user == VOICEMAIL_CODE:
+            self._own_voicemail(subscriber)
+            return
         if subscriber is not None and user.startswith("*"):
             self._feature_code(subscriber)
             return
@@ -270,6 +274,22 @@ class Router:
         call = Call(caller, internal, now, mode)
         state = CallState.begin(called, prior)
         self._carry_out(decide(call, state, None, self.reader.table, self.limits), call)
+
+    def _own_voicemail(self, subscriber: SubscriberRecord) -> None:
+        """*97 (seed 002): the subscriber's own mailbox."""
+        tenant = self.reader.tenant(subscriber.tenant)
+        if tenant is None or not tenant.voicemail_uri:
+            KSR.sl.sl_send_reply(404, "No Voicemail Here")
+            return
+        KSR.tm.t_newtran()
+        KSR.rr.record_route()
+        mailbox = voicemail_key(subscriber.aor)
+        uri = voicemail_uri(tenant.voicemail_uri, subscriber.aor)
+        relay = Relay(
+            mailbox, Endpoint(EndpointKind.VOICEMAIL, uri), None, (), CallState.begin(mailbox)
+        )
+        self._point_at(relay)
+        self._relay(relay)
 
     def _feature_code(self, subscriber: SubscriberRecord) -> None:
         """Relay a `*` code to the feature server, vouching for who dialled it."""

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from divert.numbering import DestinationPolicy
-from kemi.core.keys import is_number, subscriber_key, voicemail_key
+from kemi.core.keys import is_number, subscriber_key, voicemail_key, voicemail_uri
 from kemi.core.model import Condition, DestKind, EndpointKind, ForwardTable
 from kemi.store.format import RuleTuple, decode_table, encode_parts
 from schema.tables import CALLER_SCOPES, CONDITIONS, DEST_KINDS, forwards
@@ -176,7 +176,7 @@ def voicemail_table(mailbox: str, tenant: TenantView) -> Compiled | None:
     """The table of ``vm:<mailbox>``: rings the tenant's voicemail server."""
     if not tenant.voicemail_uri:
         return None
-    uri = tenant.voicemail_uri.format(mailbox=mailbox)
+    uri = voicemail_uri(tenant.voicemail_uri, mailbox)
     return Compiled(
         voicemail_key(mailbox), tenant.name, mailbox, EndpointKind.VOICEMAIL.value, uri, ()
     )

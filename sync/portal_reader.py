@@ -49,9 +49,7 @@ def tenant_view(connection: Connection, row: Any) -> TenantView:
     return TenantView(row.id, row.name, row.domain, row.operator, row.voicemail_uri, extensions)
 
 
-def tenant_record(
-    name: str, timezone: str, rows: Iterable[Any], problems: list[Problem]
-) -> TenantRecord:
+def tenant_record(tenant: Any, rows: Iterable[Any], problems: list[Problem]) -> TenantRecord:
     """A tenant's schedule entries, in portal order; bad entries are skipped."""
     entries = []
     for row in rows:
@@ -66,7 +64,7 @@ def tenant_record(
             )
         except ValueError as error:
             problems.append(Problem(f"schedules:{row.id}", str(error)))
-    return TenantRecord(name, timezone, tuple(entries))
+    return TenantRecord(tenant.name, tenant.timezone, tuple(entries), tenant.voicemail_uri or "")
 
 
 def subscriber_record(tenant: TenantView, row: Any) -> SubscriberRecord:
@@ -107,7 +105,7 @@ class KeyReader:
         entries = self.connection.execute(
             select(schedules).where(schedules.c.tenant_id == tenant_id).order_by(schedules.c.id)
         )
-        return tenant_record(row.name, row.timezone, entries, problems)
+        return tenant_record(row, entries, problems)
 
     def tenant(self, tenant_id: int) -> TenantView:
         if tenant_id not in self._tenants:
@@ -301,8 +299,7 @@ def snapshot(connection: Connection, batch: int = 5_000) -> Snapshot:
     for row in connection.execute(select(schedules).order_by(schedules.c.id)):
         by_tenant[row.tenant_id].append(row)
     tenant_records = [
-        tenant_record(row.name, row.timezone, by_tenant[tid], problems)
-        for tid, row in tenant_rows.items()
+        tenant_record(row, by_tenant[tid], problems) for tid, row in tenant_rows.items()
     ]
     return Snapshot(tables(), tenant_records, subscriber_records, trunk_records, problems)
 

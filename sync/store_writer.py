@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kemi.store.format import (
+    CHANGED_TABLES,
     FORMAT,
     META_EPOCH,
     META_FORMAT,
@@ -61,6 +62,9 @@ class StoreWriter:
         self.db.execute("PRAGMA busy_timeout = 5000")
         self.db.execute("PRAGMA cache_size = -65536")  # 64 MiB for full syncs
         with self.transaction():
+            if int(self._meta_if_any(META_SCHEMA) or SCHEMA_VERSION) < SCHEMA_VERSION:
+                for table in CHANGED_TABLES:
+                    self.db.execute(f"DROP TABLE IF EXISTS {table}")
             for statement in SCHEMA:
                 self.db.execute(statement)
             stored = self.meta(META_FORMAT)
@@ -95,6 +99,13 @@ class StoreWriter:
         self.db.close()
 
     # -- meta --------------------------------------------------------------------
+
+    def _meta_if_any(self, name: str) -> str | None:
+        """`meta`, on a store that may not have its tables yet."""
+        exists = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        return self.meta(name) if exists else None
 
     def meta(self, name: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -205,8 +216,9 @@ class StoreWriter:
 
     def put_tenant(self, record: TenantRecord, log: bool = True) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO tenants (name, timezone, schedule) VALUES (?, ?, ?)",
-            (record.name, record.timezone, encode_schedule(record.schedule)),
+            "INSERT OR REPLACE INTO tenants (name, timezone, schedule, voicemail_uri) "
+            "VALUES (?, ?, ?, ?)",
+            (record.name, record.timezone, encode_schedule(record.schedule), record.voicemail_uri),
         )
         if log:
             self._changed(NS_TENANT + record.name)

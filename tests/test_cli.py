@@ -176,7 +176,7 @@ def test_explain_walks_a_chain_of_three(acme: Divert):
     )["steps"][-1]
     assert final["relay"]["endpoint"] == {
         "kind": "voicemail",
-        "ref": "sip:alice@acme@127.0.0.1:5090",
+        "ref": "sip:alice@127.0.0.1:5090",
     }
 
 

@@ -83,7 +83,7 @@ def test_subscriber_forward_reaches_all_its_keys(node: Node):
     assert node.destinations(ALICE) == [("not-registered", "vm:alice@acme")]
     assert node.destinations("sub:alice@acme") == [("not-registered", "vm:alice@acme")]
     mailbox = node.table("vm:alice@acme")
-    assert mailbox is not None and mailbox.endpoint.ref == "sip:alice@acme@127.0.0.1:5090"
+    assert mailbox is not None and mailbox.endpoint.ref == "sip:alice@127.0.0.1:5090"
 
 
 def test_number_add_and_delete_arrive(node: Node):
@@ -493,6 +493,7 @@ def test_schedules_arrive_as_the_tenants_time_modes(node: Node):
     node.sync()
     record = node.reader.tenant("acme")
     assert record is not None and record.timezone == "Europe/Rome"
+    assert record.voicemail_uri == "sip:{mailbox}@127.0.0.1:5090"
     (entry,) = record.schedule
     assert (entry.mode, entry.start, entry.end, len(entry.days)) == ("night", 1200, 420, 7)
     node.divert("schedule", "delete", "1")

@@ -18,3 +18,10 @@ def voicemail_key(mailbox: str) -> str:
 
 def is_number(key: str) -> bool:
     return key.startswith("+")
+
+
+def voicemail_uri(template: str, mailbox: str) -> str:
+    """A tenant's voicemail URI for `mailbox`: an E.164 number, or a
+    subscriber's ``user@domain`` of which the tenant's server needs only the
+    user."""
+    return template.format(mailbox=mailbox.partition("@")[0])

@@ -17,7 +17,7 @@ Tables:
   `NS_*` prefixes below; readers evict exactly those from their cache.
 - ``meta(name, value)``: journal position, epoch, last error, timings.
 - ``rejected(source, reason, key, seen_at)``: portal rows skipped and why.
-- ``tenants(name, timezone, schedule)``: each tenant's time modes.
+- ``tenants(name, timezone, schedule, voicemail_uri)``: time modes, mailbox.
 
 A forward table is stored as `marshal` of plain tuples (`encode_table`),
 decoded into the decision core's dataclasses by `decode_table`.
@@ -72,13 +72,15 @@ SCHEMA = (
     "(address TEXT PRIMARY KEY, trunk_id INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY, key TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS tenants (name TEXT PRIMARY KEY, timezone TEXT NOT NULL, "
-    "schedule BLOB NOT NULL) WITHOUT ROWID",
+    "schedule BLOB NOT NULL, voicemail_uri TEXT NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS rejected (source TEXT PRIMARY KEY, reason TEXT NOT NULL, "
     "key TEXT NOT NULL, seen_at TEXT NOT NULL) WITHOUT ROWID",
 )
 
-SCHEMA_VERSION = 2
-"""Bumped when tables are added: a store written before is resynced in full."""
+SCHEMA_VERSION = 3
+"""Bumped when tables change: a store written before is rebuilt in full."""
+CHANGED_TABLES = ("tenants",)
+"""Tables whose columns changed in the newest versions: dropped on upgrade."""
 
 # meta names
 META_FORMAT = "format"
@@ -238,11 +240,13 @@ class TrunkRecord(tuple[int, str, str, str]):
 
 @dataclass(frozen=True, slots=True)
 class TenantRecord:
-    """A tenant as routing needs it: its time zone and time-mode schedule."""
+    """A tenant as routing needs it: time zone, time-mode schedule and the
+    voicemail URI template ('' when it has no voicemail server)."""
 
     name: str
     timezone: str
     schedule: tuple[ScheduleEntry, ...]
+    voicemail_uri: str
 
 
 def encode_schedule(entries: tuple[ScheduleEntry, ...]) -> bytes:
@@ -251,12 +255,9 @@ def encode_schedule(entries: tuple[ScheduleEntry, ...]) -> bytes:
     )
 
 
-def decode_tenant(name: str, timezone: str, schedule: bytes) -> TenantRecord:
+def decode_tenant(name: str, timezone: str, schedule: bytes, voicemail_uri: str) -> TenantRecord:
     entries: Any = marshal.loads(schedule)
-    return TenantRecord(
-        name,
-        timezone,
-        tuple(
-            ScheduleEntry(mode, frozenset(days), start, end) for mode, days, start, end in entries
-        ),
+    schedule_entries = tuple(
+        ScheduleEntry(mode, frozenset(days), start, end) for mode, days, start, end in entries
     )
+    return TenantRecord(name, timezone, schedule_entries, voicemail_uri)

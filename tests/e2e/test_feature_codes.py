@@ -154,3 +154,24 @@ def _store_rules(node: DivertNode) -> list[tuple[str, str]]:
         )
     finally:
         reader.close()
+
+
+def test_star_97_reaches_the_callers_own_voicemail(node: DivertNode, workdir: Path):
+    from tests.e2e.conftest import VOICEMAIL
+
+    mailbox = callee(workdir, "voicemail", VOICEMAIL, "answer")
+    phone = subscriber_call(
+        workdir,
+        "dial-97",
+        NODE,
+        "*97",
+        200,
+        f"{PHONE_SOURCE}:7070",
+        "alice",
+        "acme",
+        ALICE_PASSWORD,
+    )
+    assert phone.wait() == 0, f"{phone.diagnostics()}\n{node.tail()}"
+    mailbox.stop()
+    (reached,) = mailbox.received()
+    assert reached.request_line.startswith(f"INVITE sip:alice@{VOICEMAIL}")
