@@ -20,7 +20,7 @@ from divert.portal.forwards import portal_lookup
 from divert.portal.tenants import EXTENSION
 from kemi.core.decide import DEFAULT_LIMITS, Limits, decide
 from kemi.core.model import Call, CallState, Decision, Outcome, Relay, Reply
-from kemi.modes import mode_at
+from kemi.modes import tenant_mode
 from schema.tables import numbers, subscribers
 from sync.portal_reader import KeyReader
 
@@ -47,7 +47,7 @@ def explain(
     tenant = find.tenant_by_id(connection, number.tenant_id)
     caller_id, internal = _caller(connection, tenant, caller)
     record = KeyReader(connection).tenant_record(int(tenant.id), [])
-    mode = mode_at(record.timezone, record.schedule, at.timestamp()) if record else None
+    mode = tenant_mode(record, at.timestamp()) if record else None
     call = Call(caller_id, internal, at.timestamp(), mode)
     lookup = portal_lookup(connection)
     decision = decide(call, CallState.begin(str(number.e164)), None, lookup, limits)

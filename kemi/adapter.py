@@ -38,7 +38,7 @@ from kemi.core.model import (
     Reply,
 )
 from kemi.core.state_codec import StateFormatError, decode, encode
-from kemi.modes import mode_at
+from kemi.modes import tenant_mode
 from kemi.signalling import CARRIER_SET, diversion_headers, outcome_of, trunk_set
 from kemi.store.format import SubscriberRecord
 from kemi.store.reader import StoreReader, StoreUnavailable
@@ -303,7 +303,7 @@ class Router:
 
     def _mode(self, tenant: str, now: float) -> str | None:
         record = self.reader.tenant(tenant)
-        return None if record is None else mode_at(record.timezone, record.schedule, now)
+        return None if record is None else tenant_mode(record, now)
 
     def _outbound(self, number: str) -> None:
         """A subscriber's call to a number outside divert: out via the carriers."""

@@ -75,6 +75,8 @@ tenants = Table(
     Column("operator", String(32)),
     Column("voicemail_uri", String(255)),
     Column("code_profile", String(8), nullable=False, server_default="both"),
+    Column("mode_override", String(16)),
+    Column("mode_override_until", DateTime(timezone=True)),
     CheckConstraint(_in("code_profile", ("both", "vpbx", "carrier")), name="code_profile"),
 )
 

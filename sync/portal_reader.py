@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -64,7 +65,17 @@ def tenant_record(tenant: Any, rows: Iterable[Any], problems: list[Problem]) -> 
             )
         except ValueError as error:
             problems.append(Problem(f"schedules:{row.id}", str(error)))
-    return TenantRecord(tenant.name, tenant.timezone, tuple(entries), tenant.voicemail_uri or "")
+    until = tenant.mode_override_until
+    if until is not None and until.tzinfo is None:  # SQLite hands back naive UTC
+        until = until.replace(tzinfo=UTC)
+    return TenantRecord(
+        tenant.name,
+        tenant.timezone,
+        tuple(entries),
+        tenant.voicemail_uri or "",
+        tenant.mode_override,
+        until.timestamp() if until is not None else None,
+    )
 
 
 def subscriber_record(tenant: TenantView, row: Any) -> SubscriberRecord:

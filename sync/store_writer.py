@@ -216,9 +216,16 @@ class StoreWriter:
 
     def put_tenant(self, record: TenantRecord, log: bool = True) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO tenants (name, timezone, schedule, voicemail_uri) "
-            "VALUES (?, ?, ?, ?)",
-            (record.name, record.timezone, encode_schedule(record.schedule), record.voicemail_uri),
+            "INSERT OR REPLACE INTO tenants (name, timezone, schedule, voicemail_uri, override, "
+            "override_until) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                record.name,
+                record.timezone,
+                encode_schedule(record.schedule),
+                record.voicemail_uri,
+                record.override,
+                record.override_until,
+            ),
         )
         if log:
             self._changed(NS_TENANT + record.name)

@@ -133,3 +133,63 @@ def test_codes_dialled_while_the_portal_is_down_are_delivered_in_order(pg_url: s
         server.queue.close()
         if server._engine is not None:
             server._engine.dispose()
+
+
+def test_star_20_and_star_11_set_the_tenants_mode_override(portal_url: str):
+    from datetime import UTC, datetime
+
+    from divert.db import open_portal
+    from divert.features.apply import carry_out
+
+    for args in [
+        ("tenant", "add", "shop", "--region", "FR", "--code-profile", "vpbx"),
+        ("subscriber", "add", "dave", "--tenant", "shop", "--password", "dave-secret1"),
+        (
+            "schedule",
+            "add",
+            "--tenant",
+            "shop",
+            "--mode",
+            "open",
+            "--days",
+            "mon-fri",
+            "--from",
+            "08:00",
+            "--to",
+            "12:00",
+        ),
+        (
+            "schedule",
+            "add",
+            "--tenant",
+            "shop",
+            "--mode",
+            "closed",
+            "--days",
+            "mon-fri",
+            "--from",
+            "12:00",
+            "--to",
+            "13:30",
+        ),
+    ]:
+        assert main(["--portal", portal_url, *args]) == 0
+    monday_1145 = datetime(2026, 11, 23, 11, 45, tzinfo=UTC).timestamp()
+    engine = open_portal(portal_url)
+    try:
+        with engine.begin() as connection:
+            answer = carry_out(connection, "dave@shop", "*20", now=monday_1145)
+        assert (answer.code, answer.reason) == (480, "Mode closed until 13:30")
+        with engine.connect() as connection:
+            mode, until = connection.execute(
+                text("SELECT mode_override, mode_override_until FROM tenants")
+            ).one()
+        assert mode == "closed"
+        assert str(until).startswith("2026-11-23 13:30")
+        reasons = []
+        for _ in range(3):
+            with engine.begin() as connection:
+                reasons.append(carry_out(connection, "dave@shop", "*11", now=monday_1145).reason)
+        assert reasons == ["Mode open (manual)", "Mode closed (manual)", "Modes Automatic"]
+    finally:
+        engine.dispose()

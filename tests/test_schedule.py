@@ -6,8 +6,11 @@ from kemi.core.schedule import (
     ScheduleEntry,
     active_mode,
     format_days,
+    modes_in_order,
+    next_period,
     parse_days,
     parse_minute,
+    toggled,
 )
 from kemi.modes import mode_at
 
@@ -63,3 +66,28 @@ def test_mode_at_reads_the_schedule_in_the_tenants_time_zone():
     assert mode_at("UTC", SCHEDULE, monday_0700_utc) is None
     assert mode_at("Europe/Rome", SCHEDULE, monday_0700_utc) == "day"
     assert mode_at("Europe/Rome", (), monday_0700_utc) is None
+
+
+def test_star_20_jumps_to_the_next_mode_until_that_period_ends():
+    shop = (
+        ScheduleEntry("open", WEEKDAYS, 8 * 60, 12 * 60),
+        ScheduleEntry("closed", WEEKDAYS, 12 * 60, 13 * 60 + 30),
+        ScheduleEntry("open", WEEKDAYS, 13 * 60 + 30, 19 * 60),
+    )
+    # Monday 11:45: closed now, until 13:30 (105 minutes)
+    assert next_period(shop, MON, 11 * 60 + 45) == ("closed", 105)
+    # Monday 07:30 (no mode yet): open now, until noon
+    assert next_period(shop, MON, 7 * 60 + 30) == ("open", 270)
+    # a schedule that never changes has no next period
+    assert (
+        next_period((WEEKEND_ALL := ScheduleEntry("x", parse_days("all"), 0, 0),), MON, 0) is None
+    )
+    assert WEEKEND_ALL.mode == "x"
+
+
+def test_star_11_steps_through_the_modes_then_back_to_automatic():
+    assert modes_in_order(SCHEDULE) == ("day", "night", "holiday")
+    assert toggled(SCHEDULE, None) == "day"
+    assert toggled(SCHEDULE, "day") == "night"
+    assert toggled(SCHEDULE, "holiday") is None
+    assert toggled((), None) is None

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kemi.core.model import DestKind
-from kemi.store.format import decode_table, encode_table
+from kemi.store.format import SCHEMA_VERSION, decode_table, encode_table
 from kemi.store.reader import StoreReader, StoreUnavailable
 from sync.store_writer import StoreWriter
 from tests.builders import rule, table
@@ -239,5 +239,5 @@ def test_an_older_store_is_rebuilt_on_upgrade(tmp_path: Path):
     columns = [row[1] for row in writer.db.execute("PRAGMA table_info(tenants)")]
     assert "voicemail_uri" in columns
     assert writer.meta("journal_position") is None  # the next pass resyncs in full
-    assert writer.meta("schema_version") == "3"
+    assert writer.meta("schema_version") == str(SCHEMA_VERSION)
     writer.close()

@@ -4,14 +4,22 @@ nothing and says why."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, select, update
 
 from divert.errors import DivertError
 from divert.features.codes import parse
 from divert.portal import forwards as portal_forwards
-from schema.tables import forwards, subscribers, tenants
+from kemi.core.schedule import next_period, toggled
+from kemi.modes import local_time
+from schema.tables import forwards, schedules, subscribers, tenants
+from sync.compile import Problem
+from sync.portal_reader import tenant_record
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +35,17 @@ REFUSED = 403
 UNKNOWN = 404
 
 
-def carry_out(connection: Connection, aor: str, dialled: str) -> Answer:
+def carry_out(connection: Connection, aor: str, dialled: str, now: float | None = None) -> Answer:
     """Apply `dialled` for the subscriber `aor` (user@domain), in the caller's
-    transaction; a refusal raises nothing and writes nothing."""
+    transaction; a refusal writes nothing.  `now` (epoch) is for the mode codes."""
     username, _, domain = aor.partition("@")
     row = connection.execute(
-        select(subscribers.c.id, tenants.c.name, tenants.c.code_profile)
+        select(
+            subscribers.c.id,
+            tenants.c.id.label("tenant_id"),
+            tenants.c.name,
+            tenants.c.code_profile,
+        )
         .join(tenants, tenants.c.id == subscribers.c.tenant_id)
         .where(subscribers.c.username == username, tenants.c.domain == domain)
     ).first()
@@ -41,8 +54,12 @@ def carry_out(connection: Connection, aor: str, dialled: str) -> Answer:
     request = parse(dialled, row.code_profile)
     if request is None:
         return Answer(UNKNOWN, f"Unknown Feature Code {dialled[:20]}")
-    owned = forwards.c.subscriber_id == row.id
     code = request.code
+    if code.action in ("next-mode", "toggle-mode"):
+        return change_mode(
+            connection, row.tenant_id, code.action, time.time() if now is None else now
+        )
+    owned = forwards.c.subscriber_id == row.id
     if code.action == "cancel-all":
         connection.execute(delete(forwards).where(owned))
         return Answer(ACTIVATED, "All Forwarding Cancelled")
@@ -56,6 +73,37 @@ def carry_out(connection: Connection, aor: str, dialled: str) -> Answer:
     except DivertError as error:
         raise Refused(str(error)) from None
     return Answer(ACTIVATED, f"Forwarding Activated ({code.condition}) to {label}")
+
+
+def change_mode(connection: Connection, tenant_id: int, action: str, now: float) -> Answer:
+    """*20 (the next mode until its period ends) or *11 (step the manual mode)."""
+    tenant = connection.execute(select(tenants).where(tenants.c.id == tenant_id)).one()
+    problems: list[Problem] = []
+    entries = tenant_record(tenant, _schedule_rows(connection, tenant_id), problems).schedule
+    if not entries:
+        return Answer(REFUSED, "Mode Unchanged: the tenant has no schedule")
+    if action == "next-mode":
+        weekday, minute = local_time(tenant.timezone, now)
+        found = next_period(entries, weekday, minute)
+        if found is None:
+            return Answer(REFUSED, "Mode Unchanged: the schedule never changes")
+        mode, minutes = found
+        until = datetime.fromtimestamp(now + minutes * 60, UTC)
+        values = {"mode_override": mode or "", "mode_override_until": until}
+        local_until = until.astimezone(ZoneInfo(tenant.timezone)).strftime("%H:%M")
+        reason = f"Mode {mode or 'none'} until {local_until}"
+    else:
+        manual = tenant.mode_override if tenant.mode_override_until is None else None
+        chosen = toggled(entries, manual)
+        values = {"mode_override": chosen, "mode_override_until": None}
+        reason = f"Mode {chosen} (manual)" if chosen else "Modes Automatic"
+    connection.execute(update(tenants).where(tenants.c.id == tenant_id).values(**values))
+    return Answer(ACTIVATED, reason)
+
+
+def _schedule_rows(connection: Connection, tenant_id: int) -> list[Any]:
+    query = select(schedules).where(schedules.c.tenant_id == tenant_id).order_by(schedules.c.id)
+    return list(connection.execute(query))
 
 
 class Refused(Exception):

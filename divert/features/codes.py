@@ -9,6 +9,9 @@ vpbx       ``*90<n>``   forward to <n> when busy
 vpbx       ``*91``      cancel the busy forward
 vpbx       ``*52<n>``   forward to <n> when not reachable (not registered)
 vpbx       ``*53``      cancel the not-reachable forward
+vpbx       ``*20``      the next time mode now, until its period ends
+vpbx       ``*11``      step a manual time mode through the tenant's modes,
+                        then back to the schedule
 carrier    ``*1<n>``    forward all of the phone's numbers to <n>
 carrier    ``*2``       cancel every forward
 =========  ===========  ================================================
@@ -23,14 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Action = Literal["set", "cancel", "cancel-all"]
+Action = Literal["set", "cancel", "cancel-all", "next-mode", "toggle-mode"]
 
 
 @dataclass(frozen=True, slots=True)
 class Code:
     code: str
     action: Action
-    condition: str | None  # None: every condition (cancel-all)
+    condition: str | None  # None: every condition (cancel-all), or a mode code
     takes_number: bool
 
 
@@ -41,6 +44,8 @@ VPBX = (
     Code("*91", "cancel", "busy", False),
     Code("*52", "set", "not-registered", True),
     Code("*53", "cancel", "not-registered", False),
+    Code("*20", "next-mode", None, False),
+    Code("*11", "toggle-mode", None, False),
 )
 CARRIER = (
     Code("*1", "set", "always", True),

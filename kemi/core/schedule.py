@@ -71,3 +71,56 @@ def parse_minute(text: str) -> int:
     if int(minutes) > 59 or not 0 <= value <= 1440:
         raise ValueError(f"{text!r} is not a time of day")
     return value % 1440 if value == 1440 else value
+
+
+MINUTES_PER_WEEK = 7 * 24 * 60
+
+
+def next_period(
+    entries: tuple[ScheduleEntry, ...], weekday: int, minute: int
+) -> tuple[str | None, int] | None:
+    """*20: the mode that comes next, and in how many minutes its period ends.
+
+    Seed 002: the shop closes at 12:00 and opens at 13:30; at 11:45 *20 puts
+    the closed mode in force now, until 13:30, when the schedule takes over
+    again.  None when the schedule never changes mode.
+    """
+    current = active_mode(entries, weekday, minute)
+    ahead = 1
+    while ahead <= MINUTES_PER_WEEK:
+        mode = _mode_after(entries, weekday, minute, ahead)
+        if mode != current:
+            break
+        ahead += 1
+    else:
+        return None
+    following = mode
+    while ahead <= 2 * MINUTES_PER_WEEK:
+        if _mode_after(entries, weekday, minute, ahead) != following:
+            return following, ahead
+        ahead += 1
+    return following, ahead
+
+
+def _mode_after(
+    entries: tuple[ScheduleEntry, ...], weekday: int, minute: int, ahead: int
+) -> str | None:
+    total = weekday * 1440 + minute + ahead
+    return active_mode(entries, (total // 1440) % 7, total % 1440)
+
+
+def modes_in_order(entries: tuple[ScheduleEntry, ...]) -> tuple[str, ...]:
+    """The tenant's modes, in schedule order, each once (what *11 steps through)."""
+    return tuple(dict.fromkeys(e.mode for e in entries))
+
+
+def toggled(entries: tuple[ScheduleEntry, ...], manual: str | None) -> str | None:
+    """*11: the next manual mode after `manual` (None: automatic), or None
+    (back to automatic) after the last."""
+    modes = modes_in_order(entries)
+    if not modes:
+        return None
+    if manual not in modes:
+        return modes[0]
+    index = modes.index(manual) + 1
+    return modes[index] if index < len(modes) else None

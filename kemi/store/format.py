@@ -17,7 +17,8 @@ Tables:
   `NS_*` prefixes below; readers evict exactly those from their cache.
 - ``meta(name, value)``: journal position, epoch, last error, timings.
 - ``rejected(source, reason, key, seen_at)``: portal rows skipped and why.
-- ``tenants(name, timezone, schedule, voicemail_uri)``: time modes, mailbox.
+- ``tenants(name, timezone, schedule, voicemail_uri, override, override_until)``:
+  time modes, the override set from phones, the voicemail server.
 
 A forward table is stored as `marshal` of plain tuples (`encode_table`),
 decoded into the decision core's dataclasses by `decode_table`.
@@ -72,12 +73,13 @@ SCHEMA = (
     "(address TEXT PRIMARY KEY, trunk_id INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY, key TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS tenants (name TEXT PRIMARY KEY, timezone TEXT NOT NULL, "
-    "schedule BLOB NOT NULL, voicemail_uri TEXT NOT NULL) WITHOUT ROWID",
+    "schedule BLOB NOT NULL, voicemail_uri TEXT NOT NULL, override TEXT, "
+    "override_until REAL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS rejected (source TEXT PRIMARY KEY, reason TEXT NOT NULL, "
     "key TEXT NOT NULL, seen_at TEXT NOT NULL) WITHOUT ROWID",
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bumped when tables change: a store written before is rebuilt in full."""
 CHANGED_TABLES = ("tenants",)
 """Tables whose columns changed in the newest versions: dropped on upgrade."""
@@ -240,13 +242,16 @@ class TrunkRecord(tuple[int, str, str, str]):
 
 @dataclass(frozen=True, slots=True)
 class TenantRecord:
-    """A tenant as routing needs it: time zone, time-mode schedule and the
-    voicemail URI template ('' when it has no voicemail server)."""
+    """A tenant as routing needs it: time zone, time-mode schedule, the
+    voicemail URI template ('' when it has no voicemail server) and a mode
+    override from *20 or *11."""
 
     name: str
     timezone: str
     schedule: tuple[ScheduleEntry, ...]
     voicemail_uri: str
+    override: str | None = None  # a mode set from a phone ('' : no mode)
+    override_until: float | None = None  # epoch; None: until changed again
 
 
 def encode_schedule(entries: tuple[ScheduleEntry, ...]) -> bytes:
@@ -255,9 +260,16 @@ def encode_schedule(entries: tuple[ScheduleEntry, ...]) -> bytes:
     )
 
 
-def decode_tenant(name: str, timezone: str, schedule: bytes, voicemail_uri: str) -> TenantRecord:
+def decode_tenant(
+    name: str,
+    timezone: str,
+    schedule: bytes,
+    voicemail_uri: str,
+    override: str | None,
+    override_until: float | None,
+) -> TenantRecord:
     entries: Any = marshal.loads(schedule)
     schedule_entries = tuple(
         ScheduleEntry(mode, frozenset(days), start, end) for mode, days, start, end in entries
     )
-    return TenantRecord(name, timezone, schedule_entries, voicemail_uri)
+    return TenantRecord(name, timezone, schedule_entries, voicemail_uri, override, override_until)

@@ -64,7 +64,10 @@ _TRUNK_AT = (
 _TRUNK = "SELECT id, tenant, name, diversion_style FROM trunks WHERE id = ?"
 
 
-_TENANT = "SELECT name, timezone, schedule, voicemail_uri FROM tenants WHERE name = ?"
+_TENANT = (
+    "SELECT name, timezone, schedule, voicemail_uri, override, override_until "
+    "FROM tenants WHERE name = ?"
+)
 
 
 def _table_of(row: tuple[Any, ...]) -> ForwardTable:
@@ -72,7 +75,7 @@ def _table_of(row: tuple[Any, ...]) -> ForwardTable:
 
 
 def _tenant_of(row: tuple[Any, ...]) -> TenantRecord:
-    return decode_tenant(row[0], row[1], row[2], row[3])
+    return decode_tenant(row[0], row[1], row[2], row[3], row[4], row[5])
 
 
 class StoreUnavailable(Exception):

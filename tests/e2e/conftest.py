@@ -34,6 +34,7 @@ PHONE = "127.0.0.30:5070"
 VOICEMAIL = "127.0.0.40:5060"
 ALICE_PASSWORD = "alice-secret"
 CAROL_PASSWORD = "carol-secret"
+DAVE_PASSWORD = "dave-secret1"
 OPERATOR = "+393351000099"
 EMERGENCY_DEAD = "+393330000912"
 EMERGENCY_SILENT = "+393330000913"
@@ -138,6 +139,24 @@ SEED = [
         "00:00",
     ),
     ("forward", "add", numbered(16), "--when", "always", "--to", mobile(16), "--modes", "night"),
+    ("tenant", "add", "beta", "--region", "IT", "--code-profile", "vpbx"),
+    ("subscriber", "add", "dave", "--tenant", "beta", "--password", DAVE_PASSWORD),
+    ("number", "add", numbered(17), "--tenant", "beta", "--subscriber", "dave"),
+    (
+        "schedule",
+        "add",
+        "--tenant",
+        "beta",
+        "--mode",
+        "closed",
+        "--days",
+        "mon",
+        "--from",
+        "00:00",
+        "--to",
+        "00:01",
+    ),
+    ("forward", "add", numbered(17), "--when", "always", "--to", mobile(17), "--modes", "closed"),
     ("forward", "add", numbered(15), "--when", "no-answer", "--to", mobile(15), "--timeout", "2"),
     ("number", "add", numbered(14), "--tenant", "acme", "--trunk", "pbx-a"),
     *[

@@ -175,3 +175,91 @@ def test_star_97_reaches_the_callers_own_voicemail(node: DivertNode, workdir: Pa
     mailbox.stop()
     (reached,) = mailbox.received()
     assert reached.request_line.startswith(f"INVITE sip:alice@{VOICEMAIL}")
+
+
+def test_star_20_and_star_11_switch_the_time_mode_from_the_phone(node: DivertNode, workdir: Path):
+    """Tenant beta: 'open' for the hour around now, 'closed' otherwise; its
+    number forwards only while closed.  *20 closes early, *11 steps modes."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import create_engine, text
+
+    from tests.e2e.conftest import DAVE_PASSWORD, mobile
+
+    now = datetime.now(UTC)
+    start, end = ((now + timedelta(minutes=m)).strftime("%H:%M") for m in (-60, 60))
+    engine = create_engine(node.portal)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "DELETE FROM schedules WHERE tenant_id = (SELECT id FROM tenants WHERE name='beta')"
+            )
+        )
+    engine.dispose()
+    node.divert(
+        "schedule",
+        "add",
+        "--tenant",
+        "beta",
+        "--mode",
+        "open",
+        "--days",
+        "all",
+        "--from",
+        start,
+        "--to",
+        end,
+    )
+    node.divert(
+        "schedule",
+        "add",
+        "--tenant",
+        "beta",
+        "--mode",
+        "closed",
+        "--days",
+        "all",
+        "--from",
+        end,
+        "--to",
+        start,
+    )
+    time.sleep(1.5)  # the sync worker polls the SQLite portal every second
+
+    def dave(code: str, port: int) -> str:
+        phone = subscriber_call(
+            workdir,
+            f"dave-{port}",
+            NODE,
+            code,
+            480,
+            f"{PHONE_SOURCE}:{port}",
+            "dave",
+            "beta",
+            DAVE_PASSWORD,
+        )
+        assert phone.wait() == 0, f"{phone.diagnostics()}\n{node.tail()}"
+        return phone.replies()[-1]
+
+    def routed(port: int, forwarded: bool) -> None:
+        carrier = callee(workdir, f"carrier-{port}", CARRIER_1, "answer")
+        node.wait_trunk(CARRIER_1, active=True)
+        caller = call(
+            workdir,
+            f"caller-{port}",
+            NODE,
+            numbered(17),
+            200 if forwarded else 480,
+            f"{CALLER}:{port}",
+        )
+        assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
+        carrier.stop()
+        assert [r.ruri_user for r in carrier.received()] == ([mobile(17)] if forwarded else [])
+
+    routed(6090, forwarded=False)  # open: dave is not registered, nothing forwards
+    assert dave("*20", 7080) == f"SIP/2.0 480 Mode closed until {start}"
+    routed(6091, forwarded=True)
+    assert dave("*11", 7081) == "SIP/2.0 480 Mode open (manual)"
+    routed(6092, forwarded=False)
+    assert dave("*11", 7082) == "SIP/2.0 480 Mode closed (manual)"
+    assert dave("*11", 7083) == "SIP/2.0 480 Modes Automatic"
