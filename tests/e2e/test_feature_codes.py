@@ -87,6 +87,7 @@ def test_each_setting_code_appears_in_the_portal(
     status = dial(clean, workdir, code, 480, 7010)
     assert status.startswith("SIP/2.0 480 Forwarding Activated")
     assert clean.subscriber_forwards("alice") == expected
+    assert wait_for_store(clean, expected) == expected  # what the next call routes by
 
 
 @pytest.mark.parametrize(
@@ -105,6 +106,7 @@ def test_each_cancelling_code(
     status = dial(clean, workdir, cancelling, 480, 7022)
     assert "Cancelled" in status
     assert clean.subscriber_forwards("alice") == left
+    assert wait_for_store(clean, left) == left
 
 
 def test_premium_rate_destination_is_refused_and_says_so(clean: DivertNode, workdir: Path):
@@ -141,6 +143,16 @@ def test_the_node_routes_by_a_code_at_once(clean: DivertNode, workdir: Path):
             break
         time.sleep(0.02)
     assert ("always", TARGET) in _store_rules(clean)
+
+
+def wait_for_store(node: DivertNode, wanted: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Alice's rules in the node's store, once they match (or after 3 s)."""
+    deadline = time.monotonic() + 3
+    rules = _store_rules(node)
+    while rules != wanted and time.monotonic() < deadline:
+        time.sleep(0.05)
+        rules = _store_rules(node)
+    return rules
 
 
 def _store_rules(node: DivertNode) -> list[tuple[str, str]]:
