@@ -16,20 +16,20 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from divert.errors import DivertError
+from divert.signals import drain, stop_on_signals
 from kemi.signalling import CARRIER_SET, trunk_set
 from kemi.store.format import META_POSITION, STORE_FILE
 from sync.worker import PORTAL_ERRORS, SyncWorker, WorkerConfig
@@ -106,7 +106,6 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.stopping = False
 
     def prepare(self) -> None:
         kamailio_binary()
@@ -189,10 +188,10 @@ class Node:
         (self.config.run_dir / f"{name}.pid").write_text(f"{process.pid}\n")
         log.info("%s started (pid %d)", name, process.pid)
 
-    def watch(self) -> int:
+    def watch(self, stopping: Callable[[], bool], wakeup_fd: int) -> int:
         """Until a signal or a death: keep the dispatcher list in step."""
         last_list = (self.config.state_dir / "dispatcher.list").read_text()
-        while not self.stopping:
+        while not stopping():
             for name, process in self.processes.items():
                 if process.poll() is not None:
                     log.error("%s exited with %s; stopping the node", name, process.returncode)
@@ -203,7 +202,8 @@ class Node:
                 self._write_dispatcher_list(current)
                 self._reload_dispatcher()
                 last_list = current
-            time.sleep(1.0)
+            if select.select([wakeup_fd], [], [], 1.0)[0]:
+                drain(wakeup_fd)
         self.stop()
         return 0
 
@@ -250,12 +250,7 @@ class Node:
 def run_node(config: NodeConfig) -> int:
     node = Node(config)
     node.prepare()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        node.stopping = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    node.start()
-    log.info("node listening on %s, state in %s", config.listen, config.state_dir)
-    return node.watch()
+    with stop_on_signals() as (stopping, wakeup_fd):
+        node.start()
+        log.info("node listening on %s, state in %s", config.listen, config.state_dir)
+        return node.watch(stopping, wakeup_fd)

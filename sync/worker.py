@@ -16,14 +16,12 @@ not at all).
 from __future__ import annotations
 
 import logging
-import os
 import select
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 import psycopg
 from sqlalchemy import Connection, Engine
@@ -31,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from divert.db import open_portal
+from divert.signals import drain, stop_on_signals
 from kemi.store.format import META_LAST_ERROR, META_POSITION
 from schema.journal import NOTIFY_CHANNEL
 from sync.apply import Applied, apply_batch, full_sync
@@ -181,7 +180,7 @@ class SyncWorker:
             for _ in listener.notifies(timeout=0.0):
                 pass
         if wakeup_fd is not None and wakeup_fd in ready:
-            _drain(wakeup_fd)
+            drain(wakeup_fd)
 
     def _listen(self) -> psycopg.Connection[tuple[object, ...]] | None:
         if self.engine.dialect.name != "postgresql":
@@ -200,45 +199,20 @@ class SyncWorker:
             watched = [wakeup_fd] if wakeup_fd is not None else []
             ready, _, _ = select.select(watched, [], [], min(left, 1.0))
             if ready and wakeup_fd is not None:
-                _drain(wakeup_fd)
+                drain(wakeup_fd)
 
 
 def run_until_signalled(config: WorkerConfig) -> int:
     """`divert sync`: run until SIGTERM/SIGINT; returns the exit code."""
-    stop = False
-    read_end, write_end = os.pipe()
-    os.set_blocking(read_end, False)
-    os.set_blocking(write_end, False)
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stop
-        stop = True
-
-    previous_fd = signal.set_wakeup_fd(write_end)
-    handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    # SIGUSR1 (from the feature server) only wakes the loop: sync now.
-    handlers[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, lambda *_: None)
-    worker = SyncWorker(config)
-    log.info("sync worker started: store %s", config.state_dir)
-    try:
-        worker.run(lambda: stop, read_end)
-    finally:
-        worker.close()
-        signal.set_wakeup_fd(previous_fd)
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
-        os.close(read_end)
-        os.close(write_end)
+    with stop_on_signals(wake_on=(signal.SIGUSR1,)) as (stopping, wakeup_fd):
+        worker = SyncWorker(config)
+        log.info("sync worker started: store %s", config.state_dir)
+        try:
+            worker.run(stopping, wakeup_fd)
+        finally:
+            worker.close()
     log.info("sync worker stopped")
     return 0
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def _one_line(error: BaseException) -> str:

@@ -40,6 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from divert.db import open_portal
 from divert.features.apply import ACTIVATED, Answer, Refused, carry_out
+from divert.signals import drain, stop_on_signals
 
 log = logging.getLogger("divert.features")
 
@@ -217,7 +218,7 @@ class FeatureServer:
                     if response is not None:
                         sock.sendto(response, source)
                 if wakeup_fd is not None and wakeup_fd in ready:
-                    os.read(wakeup_fd, 512)
+                    drain(wakeup_fd)
                 if time.monotonic() >= self._next_retry and self.pending():
                     self._next_retry = time.monotonic() + RETRY_SECONDS
                     self.deliver_queue()
@@ -230,23 +231,6 @@ class FeatureServer:
 
 def serve_until_signalled(config: FeatureConfig) -> int:
     """`divert features`: serve until SIGTERM/SIGINT; returns the exit code."""
-    stop = False
-    read_end, write_end = os.pipe()
-    os.set_blocking(read_end, False)
-    os.set_blocking(write_end, False)
-
-    def request_stop(signum: int, _frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    previous = signal.set_wakeup_fd(write_end)
-    handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        FeatureServer(config).serve(lambda: stop, read_end)
-    finally:
-        signal.set_wakeup_fd(previous)
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
-        os.close(read_end)
-        os.close(write_end)
+    with stop_on_signals() as (stopping, wakeup_fd):
+        FeatureServer(config).serve(stopping, wakeup_fd)
     return 0
