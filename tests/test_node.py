@@ -1,0 +1,76 @@
+"""`divert run` refuses to start, in one line, when it cannot work."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from divert import node
+from divert.cli import main
+from divert.errors import DivertError
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
+def test_a_taken_port_is_one_line(sqlite_url: str, tmp_path: Path, capsys):
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    try:
+        code, err = run(
+            capsys,
+            "--portal",
+            sqlite_url,
+            "run",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--state-dir",
+            str(tmp_path / "state"),
+        )
+    finally:
+        taken.close()
+    assert code == 2
+    expected = (
+        f"cannot listen on 127.0.0.1:{port}: Address already in use; is another node running?"
+    )
+    assert err == f"divert: {expected}\n"
+
+
+def test_an_unreachable_portal_without_a_store_is_one_line(tmp_path: Path, capsys):
+    code, err = run(
+        capsys,
+        "--portal",
+        "postgresql://divert:divert@127.0.0.1:9/none",
+        "run",
+        "--listen",
+        "127.0.0.1:5199",
+        "--state-dir",
+        str(tmp_path / "state"),
+    )
+    assert code == 1
+    assert err.count("\n") == 1 and "cannot use the portal" in err
+
+
+def test_missing_kamailio_is_one_line(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(node.shutil, "which", lambda *args, **kwargs: None)
+    with pytest.raises(DivertError, match="Kamailio is not installed: run 'make deps'"):
+        node.kamailio_binary()
+
+
+def test_a_bad_listen_address_is_one_line(sqlite_url: str, tmp_path: Path, capsys):
+    code, err = run(
+        capsys,
+        "--portal",
+        sqlite_url,
+        "run",
+        "--listen",
+        "localhost",
+        "--state-dir",
+        str(tmp_path / "state"),
+    )
+    assert code == 2 and "must be IPv4:PORT" in err
