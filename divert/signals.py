@@ -2,8 +2,7 @@
 
 `stop_on_signals()` gives the loop a `stopping()` test and a file descriptor
 that becomes readable when a signal arrives, so a loop blocked in
-``select()`` wakes at once instead of at its next timeout.  Signals listed
-in `wake_on` only wake the loop (the sync worker syncs at once on SIGUSR1).
+``select()`` wakes at once instead of at its next timeout.
 """
 
 from __future__ import annotations
@@ -18,9 +17,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @contextmanager
-def stop_on_signals(
-    wake_on: tuple[signal.Signals, ...] = (),
-) -> Iterator[tuple[Callable[[], bool], int]]:
+def stop_on_signals() -> Iterator[tuple[Callable[[], bool], int]]:
     stopped = False
     read_end, write_end = os.pipe()
     os.set_blocking(read_end, False)
@@ -32,7 +29,6 @@ def stop_on_signals(
 
     previous_fd = signal.set_wakeup_fd(write_end)
     handlers = {s: signal.signal(s, request_stop) for s in STOP_SIGNALS}
-    handlers.update({s: signal.signal(s, lambda *_: None) for s in wake_on})
     try:
         yield (lambda: stopped), read_end
     finally:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import select
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from divert.db import open_portal
 from divert.signals import drain, stop_on_signals
 from kemi.store.format import META_LAST_ERROR, META_POSITION
 from schema.journal import NOTIFY_CHANNEL
+from sync import wake
 from sync.apply import Applied, apply_batch, full_sync
 from sync.journal import read_batch
 from sync.store_writer import StoreWriter
@@ -122,7 +122,7 @@ class SyncWorker:
 
     # -- running until stopped -----------------------------------------------------------
 
-    def run(self, stopping: Callable[[], bool], wakeup_fd: int | None = None) -> None:
+    def run(self, stopping: Callable[[], bool], wake_fds: tuple[int, ...] = ()) -> None:
         """Sync, wait for changes, repeat, until `stopping()` is true."""
         backoff = 0.0
         while not stopping():
@@ -131,11 +131,11 @@ class SyncWorker:
                 if self._portal_down:
                     self._came_back()
                 backoff = 0.0
-                self._wait_for_changes(stopping, wakeup_fd)
+                self._wait_for_changes(stopping, wake_fds)
             except PORTAL_ERRORS as error:
                 backoff = min(self.config.max_backoff, max(1.0, backoff * 2))
                 self._went_down(error)
-                self._sleep(backoff, stopping, wakeup_fd)
+                self._sleep(backoff, stopping, wake_fds)
 
     def _came_back(self) -> None:
         self._portal_down = False
@@ -168,19 +168,19 @@ class SyncWorker:
         if self._engine is not None:
             self._engine.dispose()
 
-    def _wait_for_changes(self, stopping: Callable[[], bool], wakeup_fd: int | None) -> None:
+    def _wait_for_changes(self, stopping: Callable[[], bool], wake_fds: tuple[int, ...]) -> None:
         listener = self._listen()
-        watched = [
-            fd for fd in (listener.fileno() if listener else None, wakeup_fd) if fd is not None
-        ]
+        listening = listener.fileno() if listener is not None else None
+        watched = [*wake_fds, *([listening] if listening is not None else [])]
         if stopping():
             return
         ready, _, _ = select.select(watched, [], [], self.config.poll_interval)
-        if listener is not None and listener.fileno() in ready:
+        if listener is not None and listening in ready:
             for _ in listener.notifies(timeout=0.0):
                 pass
-        if wakeup_fd is not None and wakeup_fd in ready:
-            drain(wakeup_fd)
+        for fd in wake_fds:
+            if fd in ready:
+                drain(fd)
 
     def _listen(self) -> psycopg.Connection[tuple[object, ...]] | None:
         if self.engine.dialect.name != "postgresql":
@@ -193,23 +193,26 @@ class SyncWorker:
             self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         return self._listener
 
-    def _sleep(self, seconds: float, stopping: Callable[[], bool], wakeup_fd: int | None) -> None:
+    def _sleep(
+        self, seconds: float, stopping: Callable[[], bool], wake_fds: tuple[int, ...]
+    ) -> None:
         deadline = time.monotonic() + seconds
         while not stopping() and (left := deadline - time.monotonic()) > 0:
-            watched = [wakeup_fd] if wakeup_fd is not None else []
-            ready, _, _ = select.select(watched, [], [], min(left, 1.0))
-            if ready and wakeup_fd is not None:
-                drain(wakeup_fd)
+            ready, _, _ = select.select(list(wake_fds), [], [], min(left, 1.0))
+            for fd in ready:
+                drain(fd)
 
 
 def run_until_signalled(config: WorkerConfig) -> int:
     """`divert sync`: run until SIGTERM/SIGINT; returns the exit code."""
-    with stop_on_signals(wake_on=(signal.SIGUSR1,)) as (stopping, wakeup_fd):
+    with stop_on_signals() as (stopping, wakeup_fd):
         worker = SyncWorker(config)
+        woken = wake.listen(config.state_dir)
         log.info("sync worker started: store %s", config.state_dir)
         try:
-            worker.run(stopping, wakeup_fd)
+            worker.run(stopping, (wakeup_fd, woken.fileno()))
         finally:
+            wake.close(woken, config.state_dir)
             worker.close()
     log.info("sync worker stopped")
     return 0

@@ -275,7 +275,7 @@ class Running:
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         self.thread = threading.Thread(
-            target=node.worker.run, args=(lambda: self.stop, self.wake_read)
+            target=node.worker.run, args=(lambda: self.stop, (self.wake_read,))
         )
 
     def __enter__(self) -> Running:
@@ -499,3 +499,30 @@ def test_schedules_arrive_as_the_tenants_time_modes(node: Node):
     node.divert("schedule", "delete", "1")
     node.sync()
     assert node.reader.tenant("acme").schedule == ()
+
+
+def test_a_wake_datagram_makes_the_worker_sync_at_once(sqlite_url: str, tmp_path: Path):
+    from sync import wake
+
+    node = Node(sqlite_url, tmp_path / "state")
+    node.worker.config = node.worker.config.__class__(
+        sqlite_url, tmp_path / "state", poll_interval=60
+    )
+    seed(node)
+    node.sync()
+    woken = wake.listen(tmp_path / "state")
+    stop = False
+    thread = threading.Thread(target=node.worker.run, args=(lambda: stop, (woken.fileno(),)))
+    thread.start()
+    try:
+        time.sleep(0.5)  # asleep now; its next poll is a minute away
+        node.divert("forward", "add", A, "--when", "busy", "--to", MOBILE)
+        wake.wake(tmp_path / "state")
+        wait_for(lambda: ("busy", MOBILE) in node.destinations(A), timeout=10)
+    finally:
+        stop = True
+        wake.wake(tmp_path / "state")
+        thread.join(timeout=30)
+        wake.close(woken, tmp_path / "state")
+        node.close()
+    assert not thread.is_alive()

@@ -16,17 +16,14 @@ answers with one final reply whose reason phrase says what happened:
   meanwhile queue behind it, so none is lost and the order is kept.  A code
   the portal refuses on delivery is logged with the reason.
 
-After a change it wakes this node's sync worker (SIGUSR1), so the next
+After a change it wakes this node's sync worker (`sync.wake`), so the next
 call routes by it without waiting for the next poll.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import select
-import signal
 import socket
 import sqlite3
 import time
@@ -41,6 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from divert.db import open_portal
 from divert.features.apply import ACTIVATED, Answer, Refused, carry_out
 from divert.signals import drain, stop_on_signals
+from sync import wake
 
 log = logging.getLogger("divert.features")
 
@@ -200,9 +198,7 @@ class FeatureServer:
             self._engine.dispose()
 
     def _wake_sync(self) -> None:
-        pid_file = self.config.state_dir / "run" / "sync.pid"
-        with contextlib.suppress(OSError, ValueError):  # no worker here: it will poll
-            os.kill(int(pid_file.read_text()), signal.SIGUSR1)
+        wake.wake(self.config.state_dir)
 
     def serve(self, stopping: Callable[[], bool], wakeup_fd: int | None = None) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
