@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import marshal
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from kemi.core.model import (
     Condition,
@@ -150,10 +150,10 @@ def encode_parts(
 
 
 # Enum members by value, looked up directly: EnumMeta.__call__ costs ~1 us.
-_CONDITIONS = Condition._value2member_map_
-_SCOPES = Scope._value2member_map_
-_DEST_KINDS = DestKind._value2member_map_
-_ENDPOINT_KINDS = EndpointKind._value2member_map_
+_CONDITIONS = cast(dict[str, Condition], Condition._value2member_map_)
+_SCOPES = cast(dict[str, Scope], Scope._value2member_map_)
+_DEST_KINDS = cast(dict[str, DestKind], DestKind._value2member_map_)
+_ENDPOINT_KINDS = cast(dict[str, EndpointKind], EndpointKind._value2member_map_)
 _NO_MODES: frozenset[str] = frozenset()
 
 
@@ -166,12 +166,12 @@ def decode_table(data: bytes) -> ForwardTable:
         key,
         tenant,
         identity,
-        Endpoint(_ENDPOINT_KINDS[endpoint_kind], endpoint_ref),  # type: ignore[arg-type]
+        Endpoint(_ENDPOINT_KINDS[endpoint_kind], endpoint_ref),
         tuple(
             Rule(
-                _CONDITIONS[r[0]],  # type: ignore[arg-type]
-                _SCOPES[r[1]],  # type: ignore[arg-type]
-                Destination(_DEST_KINDS[r[2]], r[3], r[4], r[5]),  # type: ignore[arg-type]
+                _CONDITIONS[r[0]],
+                _SCOPES[r[1]],
+                Destination(_DEST_KINDS[r[2]], r[3], r[4], r[5]),
                 r[6],
                 r[7],
                 frozenset(r[8]) if r[8] else _NO_MODES,

@@ -23,7 +23,7 @@ import sqlite3
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from cachetools import LRUCache
 
@@ -47,6 +47,7 @@ from kemi.store.format import (
 
 _SEQ = struct.Struct("<QQ")
 _ABSENT = object()
+Found = TypeVar("Found")
 
 _TABLE = "SELECT data FROM forward_tables WHERE key = ?"
 _SUBSCRIBER = (
@@ -98,43 +99,43 @@ class StoreReader:
 
     def table(self, key: str) -> ForwardTable | None:
         """The compiled forward table of `key`, or None if the store has none."""
-        return self._get(NS_TABLE + key, _TABLE, (key,), _table_of)  # type: ignore[return-value]
+        return self._get(NS_TABLE + key, _TABLE, (key,), _table_of)
 
     def subscriber(self, aor: str) -> SubscriberRecord | None:
         """A subscriber by ``username@domain``."""
-        return self._get(NS_SUBSCRIBER + aor, _SUBSCRIBER, (aor,), SubscriberRecord)  # type: ignore[return-value]
+        return self._get(NS_SUBSCRIBER + aor, _SUBSCRIBER, (aor,), SubscriberRecord)
 
     def extension(self, domain: str, extension: str) -> SubscriberRecord | None:
         """The subscriber with `extension` in the tenant whose SIP domain is `domain`."""
-        return self._get(  # type: ignore[return-value]
+        return self._get(
             f"{NS_EXTENSION}{domain}|{extension}", _EXTENSION, (domain, extension), SubscriberRecord
         )
 
     def tenant(self, name: str) -> TenantRecord | None:
         """A tenant's time zone and schedule."""
-        return self._get(NS_TENANT + name, _TENANT, (name,), _tenant_of)  # type: ignore[return-value]
+        return self._get(NS_TENANT + name, _TENANT, (name,), _tenant_of)
 
     def trunk_at(self, address: str) -> TrunkRecord | None:
         """The customer trunk sending from ``ip:port``, or None."""
-        return self._get(NS_ADDRESS + address, _TRUNK_AT, (address,), TrunkRecord)  # type: ignore[return-value]
+        return self._get(NS_ADDRESS + address, _TRUNK_AT, (address,), TrunkRecord)
 
     def trunk(self, trunk_id: int) -> TrunkRecord | None:
-        return self._get(NS_TRUNK + str(trunk_id), _TRUNK, (trunk_id,), TrunkRecord)  # type: ignore[return-value]
+        return self._get(NS_TRUNK + str(trunk_id), _TRUNK, (trunk_id,), TrunkRecord)
 
     def _get(
         self,
         cache_key: str,
         query: str,
         params: tuple[object, ...],
-        build: Callable[[tuple[Any, ...]], object],
-    ) -> object:
+        build: Callable[[tuple[Any, ...]], Found],
+    ) -> Found | None:
         self._refresh()
         found = self._cache.get(cache_key, _ABSENT)
         if found is _ABSENT:
             row = self._miss(query, params)
             found = None if row is None else build(row)
             self._cache[cache_key] = found
-        return found
+        return cast("Found | None", found)
 
     @property
     def cached(self) -> int:
