@@ -16,7 +16,6 @@ from sqlalchemy import Connection, select
 from divert.errors import DivertError
 from divert.numbering import normalise
 from divert.portal import find
-from divert.portal.forwards import portal_lookup
 from divert.portal.tenants import EXTENSION
 from kemi.core.decide import DEFAULT_LIMITS, Limits, decide
 from kemi.core.model import Call, CallState, Decision, Outcome, Relay, Reply
@@ -46,10 +45,11 @@ def explain(
     number = find.number(connection, called)
     tenant = find.tenant_by_id(connection, number.tenant_id)
     caller_id, internal = _caller(connection, tenant, caller)
-    record = KeyReader(connection).tenant_record(int(tenant.id), [])
+    reader = KeyReader(connection)
+    record = reader.tenant_record(int(tenant.id), [])
     mode = tenant_mode(record, at.timestamp()) if record else None
     call = Call(caller_id, internal, at.timestamp(), mode)
-    lookup = portal_lookup(connection)
+    lookup = reader.lookup()
     decision = decide(call, CallState.begin(str(number.e164)), None, lookup, limits)
     steps: list[tuple[Outcome | None, Decision]] = [(None, decision)]
     for outcome in after:

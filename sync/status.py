@@ -84,7 +84,13 @@ def as_text(status: Status) -> str:
     lines.append(f"last error: {meta.get(META_LAST_ERROR) or 'none'}")
     lines.append(f"rejected rows: {len(status.rejected)}")
     lines.extend(
-        f"  {source}: {reason}" + (f" (key {key} keeps its last good version)" if key else "")
+        f"  {source}: {reason}"
+        + (f" (key {key} keeps its last good version)" if _routing(key) else "")
         for source, reason, key, _ in status.rejected
     )
     return "\n".join(lines)
+
+
+def _routing(key: str) -> bool:
+    """A routing key (number, subscriber, mailbox), not a tenant's schedule."""
+    return bool(key) and not key.startswith("tenant:")
