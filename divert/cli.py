@@ -89,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
         if args.handler is sync_status:
             print(sync_status_text(Path(args.state_dir), url))
             return 0
-        _require_schema(engine, shown)
+        if _outlives_outages(args):
+            _require_schema_if_reachable(engine, shown)
+        else:
+            _require_schema(engine, shown)
         if args.handler is sync_run:
             return sync_run(args, url)  # type: ignore[no-any-return]
         if args.handler is node_run:
@@ -110,6 +113,26 @@ def run(args: argparse.Namespace) -> int:
         raise PortalUnavailable(f"portal {shown} failed: {_first_line(error.orig)}") from None
     finally:
         engine.dispose()
+
+
+def _outlives_outages(args: argparse.Namespace) -> bool:
+    """The sync worker and the feature server ride out portal outages (the
+    node routes from its store meanwhile), so an outage as they start, for
+    instance when `divert run` restarts one, must not stop them."""
+    if args.handler is sync_run:
+        return not args.once
+    return args.handler is features_run
+
+
+def _require_schema_if_reachable(engine: Engine, shown: str) -> None:
+    try:
+        _require_schema(engine, shown)
+    except OperationalError as error:
+        print(
+            f"divert: portal {shown} unreachable ({_first_line(error.orig)}); "
+            "starting anyway, retrying in the background",
+            file=sys.stderr,
+        )
 
 
 def _require_schema(engine: Engine, shown: str) -> None:

@@ -35,6 +35,12 @@ def find_loop(
     return None
 
 
+def loop_refusal(path: tuple[str, ...], internal: bool) -> str:
+    """Why a forward closing the loop `path` is refused, in the portal's words."""
+    callers = "internal" if internal else "external"
+    return f"refused: this forward would close a loop for {callers} callers: {' -> '.join(path)}"
+
+
 def _cycle_from(lookup: Lookup, start: str, internal: bool, now: float) -> tuple[str, ...] | None:
     stack: list[tuple[str, tuple[str, ...], Modes]] = [(start, (start,), None)]
     seen: set[tuple[str, Modes]] = set()

@@ -28,7 +28,13 @@ from sqlalchemy import Connection, select
 from divert.loops import find_loop
 from kemi.core.keys import subscriber_key, voicemail_key
 from kemi.core.model import Condition, ForwardTable
-from kemi.store.format import META_FULL_SYNC_AT, META_POSITION, META_SYNCED_AT
+from kemi.store.format import (
+    META_FULL_SYNC_AT,
+    META_POLICY,
+    META_POSITION,
+    META_SYNCED_AT,
+    encode_policy,
+)
 from schema.tables import forwards, numbers, schedules, subscribers, tenants, trunks
 from sync.compile import Compiled, Problem
 from sync.journal import Change, current_position
@@ -74,7 +80,7 @@ def full_sync(connection: Connection, writer: StoreWriter) -> Applied:
         writer.reset()
         always: dict[str, Compiled] = {}
 
-        def rows() -> Iterable[tuple[str, str, bytes]]:
+        def rows() -> Iterable[tuple[str, str, str | None, bytes]]:
             nonlocal written
             for compiled in data.tables:
                 written += 1
@@ -82,12 +88,12 @@ def full_sync(connection: Connection, writer: StoreWriter) -> Applied:
                     if rule[0] == "always":
                         always[compiled.key] = compiled
                         break
-                yield compiled.key, compiled.tenant, compiled.encode()
+                yield compiled.row()
 
         writer.put_tables(rows())
         writer.index_tables()
         for compiled in _break_loops(always, data.problems):
-            writer.put_tables([(compiled.key, compiled.tenant, compiled.encode())])
+            writer.put_tables([compiled.row()])
         for tenant in data.tenants:
             writer.put_tenant(tenant, log=False)
         for record in data.subscribers:
@@ -97,6 +103,10 @@ def full_sync(connection: Connection, writer: StoreWriter) -> Applied:
         writer.clear_all_rejected()
         for problem in data.problems:
             writer.reject(problem.source, problem.reason, "")
+        policy = data.policy
+        writer.set_meta(
+            META_POLICY, encode_policy(policy.allowed_countries, policy.denied_prefixes)
+        )
         _record_position(writer, position)
         writer.set_meta(META_FULL_SYNC_AT, _now())
     return Applied(0, written, len(data.problems), time.perf_counter() - started)
@@ -253,6 +263,22 @@ def _tenant_keys(
     return keys
 
 
+def recompile(
+    connection: Connection, writer: StoreWriter, keys: set[str], tenant_names: set[str]
+) -> None:
+    """Rewrite `keys` and the named tenants' records from the portal as it is now."""
+    reader = KeyReader(connection)
+    with writer.transaction():
+        for name in sorted(tenant_names):
+            tenant_id = connection.scalar(select(tenants.c.id).where(tenants.c.name == name))
+            problems: list[Problem] = []
+            record = None if tenant_id is None else reader.tenant_record(tenant_id, problems)
+            if record is not None:  # a deleted tenant goes with its journal row
+                writer.put_tenant(record)
+        for key in sorted(keys):
+            _apply_key(writer, reader, key)
+
+
 def _refresh_trunk(
     connection: Connection, writer: StoreWriter, reader: KeyReader, trunk_id: int
 ) -> None:
@@ -292,7 +318,7 @@ def _apply_key(writer: StoreWriter, reader: KeyReader, key: str) -> int:
         writer.reject(problem.source, problem.reason, key)
     if problems and writer.has_table(key):
         return len(problems)  # the last good version stays
-    writer.put_table(key, compiled.tenant, compiled.encode())
+    writer.put_table(key, compiled.tenant, compiled.encode(), compiled.owner)
     for mailbox in mailbox_keys(compiled):
         mailbox_table, _ = reader.compile(mailbox)
         if mailbox_table is not None:

@@ -136,6 +136,16 @@ class Compiled(NamedTuple):
     def table(self) -> ForwardTable:
         return decode_table(self.encode())
 
+    @property
+    def owner(self) -> str | None:
+        """The subscriber whose forwards this table carries (see the store's
+        ``forward_tables.owner``), or None."""
+        return self.endpoint_ref if self.endpoint_kind == EndpointKind.SUBSCRIBER else None
+
+    def row(self) -> tuple[str, str, str | None, bytes]:
+        """(key, tenant, owner, data) as `StoreWriter.put_tables` takes it."""
+        return self.key, self.tenant, self.owner, self.encode()
+
 
 def number_table(
     e164: str,

@@ -75,6 +75,8 @@ def tenant_record(tenant: Any, rows: Iterable[Any], problems: list[Problem]) -> 
         tenant.voicemail_uri or "",
         tenant.mode_override,
         until.timestamp() if until is not None else None,
+        tenant.region,
+        tenant.code_profile,
     )
 
 
@@ -215,6 +217,7 @@ class Snapshot:
     subscribers: list[SubscriberRecord]
     trunks: list[tuple[TrunkRecord, tuple[str, ...]]]
     problems: list[Problem]
+    policy: DestinationPolicy
 
 
 def snapshot(connection: Connection, batch: int = 5_000) -> Snapshot:
@@ -312,7 +315,7 @@ def snapshot(connection: Connection, batch: int = 5_000) -> Snapshot:
     tenant_records = [
         tenant_record(row, by_tenant[tid], problems) for tid, row in tenant_rows.items()
     ]
-    return Snapshot(tables(), tenant_records, subscriber_records, trunk_records, problems)
+    return Snapshot(tables(), tenant_records, subscriber_records, trunk_records, problems, policy)
 
 
 def _stream(connection: Connection, sql: str, batch: int) -> Iterator[tuple[Any, ...]]:

@@ -31,6 +31,7 @@ from kemi.store.format import (
     NS_TABLE,
     NS_TENANT,
     NS_TRUNK,
+    OWNER_INDEX,
     SCHEMA,
     SCHEMA_VERSION,
     SEQ_FILE,
@@ -57,7 +58,6 @@ class StoreWriter:
             self.dir / STORE_FILE, isolation_level=None, check_same_thread=False
         )
         self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA cache_size = -65536")  # 64 MiB, for full syncs
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute("PRAGMA busy_timeout = 5000")
         self.db.execute("PRAGMA cache_size = -65536")  # 64 MiB for full syncs
@@ -123,10 +123,11 @@ class StoreWriter:
     def reset(self) -> None:
         """Empty the store for a full sync and start a new epoch.
 
-        The tenant index is dropped until `index_tables`: building it once
-        after a million inserts is far cheaper than maintaining it.
+        The table indexes are dropped until `index_tables`: building them
+        once after a million inserts is far cheaper than maintaining them.
         """
         self.db.execute("DROP INDEX IF EXISTS forward_tables_tenant")
+        self.db.execute("DROP INDEX IF EXISTS forward_tables_owner")
         for table in (
             "forward_tables",
             "subscribers",
@@ -140,19 +141,28 @@ class StoreWriter:
 
     def index_tables(self) -> None:
         self.db.execute(TENANT_INDEX)
+        self.db.execute(OWNER_INDEX)
 
-    def put_tables(self, rows: Iterable[tuple[str, str, bytes]]) -> None:
-        """Write (key, tenant, data) rows without logging changes (full sync)."""
+    def put_tables(self, rows: Iterable[tuple[str, str, str | None, bytes]]) -> None:
+        """Write (key, tenant, owner, data) rows without logging changes (full sync)."""
         self.db.executemany(
-            "INSERT OR REPLACE INTO forward_tables (key, tenant, data) VALUES (?, ?, ?)", rows
+            "INSERT OR REPLACE INTO forward_tables (key, tenant, owner, data) VALUES (?, ?, ?, ?)",
+            rows,
         )
 
-    def put_table(self, key: str, tenant: str, data: bytes) -> None:
+    def put_table(self, key: str, tenant: str, data: bytes, owner: str | None = None) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO forward_tables (key, tenant, data) VALUES (?, ?, ?)",
-            (key, tenant, data),
+            "INSERT OR REPLACE INTO forward_tables (key, tenant, owner, data) VALUES (?, ?, ?, ?)",
+            (key, tenant, owner, data),
         )
         self._changed(NS_TABLE + key)
+
+    def owned_tables(self, owner: str) -> list[tuple[str, str, bytes]]:
+        """(key, tenant, data) of every table carrying `owner`'s forwards."""
+        rows = self.db.execute(
+            "SELECT key, tenant, data FROM forward_tables WHERE owner = ? ORDER BY key", (owner,)
+        )
+        return [(key, tenant, bytes(data)) for key, tenant, data in rows]
 
     def delete_table(self, key: str) -> None:
         self.db.execute("DELETE FROM forward_tables WHERE key = ?", (key,))
@@ -217,7 +227,7 @@ class StoreWriter:
     def put_tenant(self, record: TenantRecord, log: bool = True) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO tenants (name, timezone, schedule, voicemail_uri, override, "
-            "override_until) VALUES (?, ?, ?, ?, ?, ?)",
+            "override_until, region, code_profile) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.name,
                 record.timezone,
@@ -225,6 +235,8 @@ class StoreWriter:
                 record.voicemail_uri,
                 record.override,
                 record.override_until,
+                record.region,
+                record.code_profile,
             ),
         )
         if log:

@@ -6,6 +6,10 @@ stopped, with no full resync and no missed change.  On PostgreSQL it sleeps
 on LISTEN divert_changes (one notification per portal transaction) and
 polls every `poll_interval` seconds as a fallback; on SQLite it polls.
 
+Feature codes dialled while the portal is down wait in the feature
+server's queue; the worker writes their effect into the store at once
+(`sync.queued_codes`) and lets the portal's data replace it once delivered.
+
 When the portal is unreachable the store keeps serving the last synced
 data; the worker retries with exponential backoff and logs one line when
 the portal goes away and one when it is back, not one per retry.  SIGTERM or
@@ -34,6 +38,7 @@ from schema.journal import NOTIFY_CHANNEL
 from sync import wake
 from sync.apply import Applied, apply_batch, full_sync
 from sync.journal import read_batch
+from sync.queued_codes import QueuedCodes
 from sync.store_writer import StoreWriter
 
 log = logging.getLogger("divert.sync")
@@ -54,6 +59,7 @@ class SyncWorker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.writer = StoreWriter(config.state_dir)
+        self.codes = QueuedCodes(config.state_dir, self.writer)
         self._engine: Engine | None = None
         self._listener: psycopg.Connection[tuple[object, ...]] | None = None
         self._portal_down = False
@@ -69,6 +75,7 @@ class SyncWorker:
             self._listener.close()
         if self._engine is not None:
             self._engine.dispose()
+        self.codes.close()
         self.writer.close()
 
     # -- one pass ---------------------------------------------------------------------
@@ -128,6 +135,10 @@ class SyncWorker:
         while not stopping():
             try:
                 self.sync_once()
+                self.codes.replay()
+                if self.codes.unsettled:
+                    with self.engine.connect() as connection:
+                        self.codes.settle(connection)
                 if self._portal_down:
                     self._came_back()
                 backoff = 0.0
@@ -135,6 +146,7 @@ class SyncWorker:
             except PORTAL_ERRORS as error:
                 backoff = min(self.config.max_backoff, max(1.0, backoff * 2))
                 self._went_down(error)
+                self.codes.replay()
                 self._sleep(backoff, stopping, wake_fds)
 
     def _came_back(self) -> None:
@@ -196,11 +208,15 @@ class SyncWorker:
     def _sleep(
         self, seconds: float, stopping: Callable[[], bool], wake_fds: tuple[int, ...]
     ) -> None:
+        """Wait out the backoff; a wake-up (a feature code queued) replays the
+        queued codes into the store without trying the portal sooner."""
         deadline = time.monotonic() + seconds
         while not stopping() and (left := deadline - time.monotonic()) > 0:
             ready, _, _ = select.select(list(wake_fds), [], [], min(left, 1.0))
             for fd in ready:
                 drain(fd)
+            if ready and not stopping():
+                self.codes.replay()
 
 
 def run_until_signalled(config: WorkerConfig) -> int:

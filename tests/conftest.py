@@ -89,3 +89,22 @@ def portal(portal_url: str) -> Iterator[Engine]:
 
 def _url_for(database: str) -> str:
     return make_url(PG_ADMIN_URL).set(database=database).render_as_string(hide_password=False)
+
+
+def portal_reachable(url: str, reachable: bool) -> None:
+    """Take a per-test PostgreSQL portal away (every session cut, no new
+    ones), or give it back: an outage as the node sees it."""
+    database = make_url(url).database
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        allow = "true" if reachable else "false"
+        connection.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {allow}'))
+        if not reachable:
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :db AND pid <> pg_backend_pid()"
+                ),
+                {"db": database},
+            )
+    admin.dispose()

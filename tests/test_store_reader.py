@@ -99,7 +99,7 @@ def test_a_full_sync_starts_a_new_epoch_and_clears_caches(writer: StoreWriter, t
     reader.table(A)
     with writer.transaction():
         writer.reset()
-        writer.put_tables([(A, "acme", encode_table(table(A)))])
+        writer.put_tables([(A, "acme", None, encode_table(table(A)))])
     refreshed = reader.table(A)
     assert refreshed is not None and refreshed.rules == ()
 

@@ -413,6 +413,31 @@ def test_sigterm_stops_the_worker_cleanly(sqlite_url: str, tmp_path: Path):
     assert "Traceback" not in err
 
 
+def test_a_worker_started_during_an_outage_waits_for_the_portal(tmp_path: Path):
+    """`divert run` restarts its worker whatever the portal's state: an
+    unreachable portal at start is an outage to ride out, not a fatal error."""
+    command = [
+        str(Path(sys.executable).with_name("divert")),
+        "--portal",
+        "postgresql://divert:divert@127.0.0.1:1/nowhere",  # nothing listens on port 1
+        "sync",
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
+    worker = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2.0)
+        assert worker.poll() is None, worker.communicate()[1]
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=15)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, err
+    assert "unreachable" in err and "starting anyway" in err
+    assert "Traceback" not in err
+
+
 def test_killed_worker_leaves_a_consistent_store(sqlite_url: str, tmp_path: Path):
     """A batch of 3,000 forwards in one portal transaction is applied by one
     store transaction: after SIGKILL at any moment the store has all or none."""

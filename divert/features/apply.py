@@ -15,7 +15,7 @@ from sqlalchemy import Connection, delete, select, update
 from divert.errors import DivertError
 from divert.features.codes import parse
 from divert.portal import forwards as portal_forwards
-from kemi.core.schedule import next_period, toggled
+from kemi.core.schedule import ScheduleEntry, next_period, toggled
 from kemi.modes import local_time
 from schema.tables import forwards, schedules, subscribers, tenants
 from sync.compile import Problem
@@ -35,9 +35,16 @@ REFUSED = 403
 UNKNOWN = 404
 
 
-def carry_out(connection: Connection, aor: str, dialled: str, now: float | None = None) -> Answer:
+def carry_out(
+    connection: Connection,
+    aor: str,
+    dialled: str,
+    now: float | None = None,
+    chosen: str | None = None,
+) -> Answer:
     """Apply `dialled` for the subscriber `aor` (user@domain), in the caller's
-    transaction; a refusal writes nothing.  `now` (epoch) is for the mode codes."""
+    transaction; a refusal writes nothing.  `now` (epoch) is for the mode codes,
+    `chosen` for a *11 a node already carried out (see `mode_change`)."""
     username, _, domain = aor.partition("@")
     row = connection.execute(
         select(
@@ -56,9 +63,8 @@ def carry_out(connection: Connection, aor: str, dialled: str, now: float | None 
         return Answer(UNKNOWN, f"Unknown Feature Code {dialled[:20]}")
     code = request.code
     if code.action in ("next-mode", "toggle-mode"):
-        return change_mode(
-            connection, row.tenant_id, code.action, time.time() if now is None else now
-        )
+        moment = time.time() if now is None else now
+        return change_mode(connection, row.tenant_id, code.action, moment, chosen)
     owned = forwards.c.subscriber_id == row.id
     if code.action == "cancel-all":
         connection.execute(delete(forwards).where(owned))
@@ -75,30 +81,61 @@ def carry_out(connection: Connection, aor: str, dialled: str, now: float | None 
     return Answer(ACTIVATED, f"Forwarding Activated ({code.condition}) to {label}")
 
 
-def change_mode(connection: Connection, tenant_id: int, action: str, now: float) -> Answer:
-    """*20 (the next mode until its period ends) or *11 (step the manual mode)."""
+def change_mode(
+    connection: Connection, tenant_id: int, action: str, now: float, chosen: str | None = None
+) -> Answer:
+    """*20 (the next mode until its period ends) or *11 (step the manual mode;
+    `chosen` is the manual mode a node already picked, '' for automatic)."""
     tenant = connection.execute(select(tenants).where(tenants.c.id == tenant_id)).one()
     problems: list[Problem] = []
     entries = tenant_record(tenant, _schedule_rows(connection, tenant_id), problems).schedule
+    manual = tenant.mode_override if tenant.mode_override_until is None else None
+    change = mode_change(entries, tenant.timezone, manual, action, now, chosen)
+    if isinstance(change, Answer):
+        return change
+    until = None if change.until is None else datetime.fromtimestamp(change.until, UTC)
+    values = {"mode_override": change.override, "mode_override_until": until}
+    connection.execute(update(tenants).where(tenants.c.id == tenant_id).values(**values))
+    return Answer(ACTIVATED, change.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChange:
+    """A tenant's new mode override: None is the schedule, '' no mode at all;
+    `until` is epoch seconds (None: until changed again)."""
+
+    override: str | None
+    until: float | None
+    reason: str
+
+
+def mode_change(
+    entries: tuple[ScheduleEntry, ...],
+    timezone: str,
+    manual: str | None,
+    action: str,
+    now: float,
+    chosen: str | None = None,
+) -> ModeChange | Answer:
+    """What *20 or *11 does to a tenant with these schedule `entries` and
+    current `manual` mode, at `now`; an `Answer` when it changes nothing.
+
+    `chosen` replays a *11 a node already carried out ('' : automatic), so
+    that delivering it later gives what the phone was told.
+    """
     if not entries:
         return Answer(REFUSED, "Mode Unchanged: the tenant has no schedule")
     if action == "next-mode":
-        weekday, minute = local_time(tenant.timezone, now)
+        weekday, minute = local_time(timezone, now)
         found = next_period(entries, weekday, minute)
         if found is None:
             return Answer(REFUSED, "Mode Unchanged: the schedule never changes")
         mode, minutes = found
-        until = datetime.fromtimestamp(now + minutes * 60, UTC)
-        values = {"mode_override": mode or "", "mode_override_until": until}
-        local_until = until.astimezone(ZoneInfo(tenant.timezone)).strftime("%H:%M")
-        reason = f"Mode {mode or 'none'} until {local_until}"
-    else:
-        manual = tenant.mode_override if tenant.mode_override_until is None else None
-        chosen = toggled(entries, manual)
-        values = {"mode_override": chosen, "mode_override_until": None}
-        reason = f"Mode {chosen} (manual)" if chosen else "Modes Automatic"
-    connection.execute(update(tenants).where(tenants.c.id == tenant_id).values(**values))
-    return Answer(ACTIVATED, reason)
+        until = now - now % 60 + minutes * 60  # the boundary, on the minute
+        local_until = datetime.fromtimestamp(until, ZoneInfo(timezone)).strftime("%H:%M")
+        return ModeChange(mode or "", until, f"Mode {mode or 'none'} until {local_until}")
+    picked = toggled(entries, manual) if chosen is None else (chosen or None)
+    return ModeChange(picked, None, f"Mode {picked} (manual)" if picked else "Modes Automatic")
 
 
 def _schedule_rows(connection: Connection, tenant_id: int) -> list[Any]:

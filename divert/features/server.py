@@ -10,14 +10,19 @@ answers with one final reply whose reason phrase says what happened:
 - ``403 Forwarding Refused: <why>``: a premium-rate number, a loop, an
   invalid number; nothing changed;
 - ``404 Unknown Feature Code``;
-- ``480 Forwarding Queued``: the portal cannot be reached; the code waits in
-  this node's queue (``<state-dir>/feature-queue.sqlite``) and is delivered,
-  in the order dialled, as soon as the portal answers again.  Codes dialled
-  meanwhile queue behind it, so none is lost and the order is kept.  A code
-  the portal refuses on delivery is logged with the reason.
+- when the portal cannot be reached, the code is checked against this
+  node's store by the portal's rules (`divert.features.local`): refused
+  codes are answered as above; accepted ones get their usual reply with
+  ``(queued for the portal)`` and wait in this node's queue
+  (``<state-dir>/feature-queue.sqlite``), delivered in the order dialled as
+  soon as the portal answers again.  Codes dialled meanwhile queue behind
+  them, so none is lost and the order is kept.  A code the portal refuses
+  on delivery is logged with the reason.  ``480 Forwarding Queued`` is the
+  answer when the node cannot check the code either (no store yet).
 
-After a change it wakes this node's sync worker (`sync.wake`), so the next
-call routes by it without waiting for the next poll.
+After a change, or a queued code, it wakes this node's sync worker
+(`sync.wake`): the worker recompiles from the portal, or writes a queued
+code's effect into the store, so the next call routes by it at once.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ from __future__ import annotations
 import logging
 import select
 import socket
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -37,6 +41,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from divert.db import open_portal
 from divert.features.apply import ACTIVATED, Answer, Refused, carry_out
+from divert.features.local import LocalNode, NotOnNode
+from divert.features.queue import FeatureQueue, Queued
 from divert.signals import drain, stop_on_signals
 from sync import wake
 
@@ -44,7 +50,6 @@ log = logging.getLogger("divert.features")
 
 SUBSCRIBER_HEADER = "x-divert-subscriber"
 MAX_REMEMBERED = 1000
-QUEUE_FILE = "feature-queue.sqlite"
 RETRY_SECONDS = 2.0
 
 
@@ -104,12 +109,8 @@ class FeatureServer:
         self.config = config
         self._engine: Engine | None = None
         self._answered: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.queue = sqlite3.connect(config.state_dir / QUEUE_FILE, isolation_level=None)
-        self.queue.execute(
-            "CREATE TABLE IF NOT EXISTS queued (id INTEGER PRIMARY KEY, subscriber TEXT NOT NULL, "
-            "dialled TEXT NOT NULL, received_at REAL NOT NULL)"
-        )
+        self.queue = FeatureQueue(config.state_dir)
+        self._local: LocalNode | None = None
         self._next_retry = 0.0
 
     @property
@@ -142,9 +143,10 @@ class FeatureServer:
         if not subscriber:
             return Answer(403, "Forwarding Refused: not authenticated")
         dialled = request.ruri_user
+        now = time.time()
         if self.pending() == 0 or self.deliver_queue():
             try:
-                answer = self._apply(subscriber, dialled)
+                answer = self._apply(subscriber, dialled, now)
             except SQLAlchemyError as error:
                 self._portal_failed(error)
             else:
@@ -152,44 +154,70 @@ class FeatureServer:
                 if answer.code == ACTIVATED:
                     self._wake_sync()
                 return answer
-        self.queue.execute(
-            "INSERT INTO queued (subscriber, dialled, received_at) VALUES (?, ?, ?)",
-            (subscriber, dialled, time.time()),
-        )
-        log.info("%s dialled %s: queued until the portal is back", subscriber, dialled)
-        return Answer(
-            ACTIVATED, "Forwarding Queued: the portal is unavailable, it applies when back"
-        )
+        return self._queue(subscriber, dialled, now)
 
-    def _apply(self, subscriber: str, dialled: str) -> Answer:
+    def _queue(self, subscriber: str, dialled: str, now: float) -> Answer:
+        """The portal is down: check the code on this node, queue it, and
+        have the sync worker put its effect into the store."""
+        try:
+            if self._local is None:
+                self._local = LocalNode.open(self.config.state_dir)
+            effect = self._local.effect(subscriber, dialled, now)
+        except NotOnNode as error:
+            log.warning("cannot check %s of %s on this node: %s", dialled, subscriber, error)
+            answer = Answer(
+                ACTIVATED, "Forwarding Queued: the portal is unavailable, it applies when back"
+            )
+            chosen = None
+        else:
+            if effect.answer.code != ACTIVATED:
+                reason = effect.answer.reason
+                log.info("%s dialled %s: %d %s", subscriber, dialled, effect.answer.code, reason)
+                return effect.answer
+            answer = Answer(ACTIVATED, f"{effect.answer.reason} (queued for the portal)")
+            chosen = effect.chosen
+        self.queue.add(subscriber, dialled, now, chosen)
+        log.info("%s dialled %s: queued until the portal is back", subscriber, dialled)
+        self._wake_sync()
+        return answer
+
+    def _apply(
+        self, subscriber: str, dialled: str, now: float, chosen: str | None = None
+    ) -> Answer:
         try:
             with self.engine.begin() as connection:
-                return carry_out(connection, subscriber, dialled)
+                return carry_out(connection, subscriber, dialled, now, chosen)
         except Refused as refused:
             return refused.answer()
 
     def pending(self) -> int:
-        return int(self.queue.execute("SELECT count(*) FROM queued").fetchone()[0])
+        return self.queue.count()
 
     def deliver_queue(self) -> bool:
         """Deliver queued codes, oldest first; True when the queue is empty."""
-        delivered = 0
-        rows = self.queue.execute("SELECT id, subscriber, dialled FROM queued ORDER BY id")
-        for row_id, subscriber, dialled in rows.fetchall():
+        delivered = removed = 0
+        for row in self.queue.pending():
             try:
-                answer = self._apply(subscriber, dialled)
+                answer = self._deliver(row)
             except SQLAlchemyError as error:
                 self._portal_failed(error)
                 break
             if answer.code == ACTIVATED:
                 delivered += 1
             else:
-                log.warning("queued code %s of %s refused: %s", dialled, subscriber, answer.reason)
-            self.queue.execute("DELETE FROM queued WHERE id = ?", (row_id,))
+                log.warning(
+                    "queued code %s of %s refused: %s", row.dialled, row.subscriber, answer.reason
+                )
+            self.queue.remove(row.id)
+            removed += 1
         if delivered:
             log.info("delivered %d queued feature code(s)", delivered)
-            self._wake_sync()
+        if removed:
+            self._wake_sync()  # the portal's data now replaces the codes' local effect
         return self.pending() == 0
+
+    def _deliver(self, row: Queued) -> Answer:
+        return self._apply(row.subscriber, row.dialled, row.received_at, row.chosen)
 
     def _portal_failed(self, error: SQLAlchemyError) -> None:
         log.warning("portal unavailable for feature codes: %s", type(error).__name__)
@@ -221,6 +249,8 @@ class FeatureServer:
         finally:
             sock.close()
             self.queue.close()
+            if self._local is not None:
+                self._local.close()
             if self._engine is not None:
                 self._engine.dispose()
 

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, or_, select, update
 
 from divert.errors import DivertError
-from divert.loops import find_loop
+from divert.loops import find_loop, loop_refusal
 from divert.numbering import normalise
 from divert.portal import find, schedules
 from divert.portal.policy import load_policy
@@ -220,11 +220,7 @@ def refuse_loops(connection: Connection, keys: Sequence[str], now: datetime) -> 
     """Raise if the forwards as they now stand close a loop through `keys`."""
     loop = find_loop(portal_lookup(connection), keys, now.timestamp())
     if loop is not None:
-        path, internal = loop
-        callers = "internal" if internal else "external"
-        raise DivertError(
-            f"refused: this forward would close a loop for {callers} callers: {' -> '.join(path)}"
-        )
+        raise DivertError(loop_refusal(*loop))
 
 
 def portal_lookup(connection: Connection) -> Lookup:

@@ -9,16 +9,20 @@ in a fraction of a microsecond whether anything changed.
 
 Tables:
 
-- ``forward_tables(key, tenant, data)``: compiled `ForwardTable`s by key.
+- ``forward_tables(key, tenant, owner, data)``: compiled `ForwardTable`s by
+  key; `owner` is the subscriber (user@domain) whose forwards the table
+  carries, so a feature code can find all of a subscriber's keys.
 - ``subscribers(aor, tenant, username, domain, ha1, extension, display_name)``.
 - ``trunks(id, tenant, name, diversion_style)`` and
   ``trunk_addresses(address, trunk_id)`` (``ip:port``).
 - ``changes(seq, key)``: the keys each commit changed, namespaced by the
   `NS_*` prefixes below; readers evict exactly those from their cache.
-- ``meta(name, value)``: journal position, epoch, last error, timings.
+- ``meta(name, value)``: journal position, epoch, last error, timings, the
+  destination policy.
 - ``rejected(source, reason, key, seen_at)``: portal rows skipped and why.
-- ``tenants(name, timezone, schedule, voicemail_uri, override, override_until)``:
-  time modes, the override set from phones, the voicemail server.
+- ``tenants(name, timezone, schedule, voicemail_uri, override, override_until,
+  region, code_profile)``: time modes, the override set from phones, the
+  voicemail server, and what feature codes need.
 
 A forward table is stored as `marshal` of plain tuples (`encode_table`),
 decoded into the decision core's dataclasses by `decode_table`.
@@ -26,7 +30,9 @@ decoded into the decision core's dataclasses by `decode_table`.
 
 from __future__ import annotations
 
+import json
 import marshal
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -57,11 +63,16 @@ NS_EXTENSION = "e|"  # e|<domain>|<extension>
 NS_TENANT = "n|"
 
 TENANT_INDEX = "CREATE INDEX IF NOT EXISTS forward_tables_tenant ON forward_tables (tenant)"
+OWNER_INDEX = (
+    "CREATE INDEX IF NOT EXISTS forward_tables_owner ON forward_tables (owner) "
+    "WHERE owner IS NOT NULL"
+)
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS forward_tables "
-    "(key TEXT PRIMARY KEY, tenant TEXT NOT NULL, data BLOB NOT NULL) WITHOUT ROWID",
+    "(key TEXT PRIMARY KEY, tenant TEXT NOT NULL, owner TEXT, data BLOB NOT NULL) WITHOUT ROWID",
     TENANT_INDEX,
+    OWNER_INDEX,
     "CREATE TABLE IF NOT EXISTS subscribers (aor TEXT PRIMARY KEY, tenant TEXT NOT NULL, "
     "username TEXT NOT NULL, domain TEXT NOT NULL, ha1 TEXT NOT NULL, extension TEXT, "
     "display_name TEXT NOT NULL) WITHOUT ROWID",
@@ -74,14 +85,20 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY, key TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS tenants (name TEXT PRIMARY KEY, timezone TEXT NOT NULL, "
     "schedule BLOB NOT NULL, voicemail_uri TEXT NOT NULL, override TEXT, "
-    "override_until REAL) WITHOUT ROWID",
+    "override_until REAL, region TEXT NOT NULL, code_profile TEXT NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS rejected (source TEXT PRIMARY KEY, reason TEXT NOT NULL, "
     "key TEXT NOT NULL, seen_at TEXT NOT NULL) WITHOUT ROWID",
 )
 
-SCHEMA_VERSION = 4
+SELECT_TENANT = (
+    "SELECT name, timezone, schedule, voicemail_uri, override, override_until, region, "
+    "code_profile FROM tenants WHERE name = ?"
+)
+"""A tenant's row, in `decode_tenant`'s argument order."""
+
+SCHEMA_VERSION = 5
 """Bumped when tables change: a store written before is rebuilt in full."""
-CHANGED_TABLES = ("tenants",)
+CHANGED_TABLES = ("tenants", "forward_tables")
 """Tables whose columns changed in the newest versions: dropped on upgrade."""
 
 # meta names
@@ -93,6 +110,7 @@ META_LAST_ID = "journal_last_id"
 META_SYNCED_AT = "synced_at"
 META_FULL_SYNC_AT = "full_sync_at"
 META_LAST_ERROR = "last_error"
+META_POLICY = "destination_policy"  # JSON, see `encode_policy`
 
 RuleTuple = tuple[str, str, str, str, str, int, str, int | None, tuple[str, ...], float | None]
 TableTuple = tuple[int, str, str, str, str, str, int | None, tuple[RuleTuple, ...]]
@@ -252,6 +270,8 @@ class TenantRecord:
     voicemail_uri: str
     override: str | None = None  # a mode set from a phone ('' : no mode)
     override_until: float | None = None  # epoch; None: until changed again
+    region: str = "ZZ"  # for numbers dialled after a feature code
+    code_profile: str = "both"
 
 
 def encode_schedule(entries: tuple[ScheduleEntry, ...]) -> bytes:
@@ -267,9 +287,36 @@ def decode_tenant(
     voicemail_uri: str,
     override: str | None,
     override_until: float | None,
+    region: str,
+    code_profile: str,
 ) -> TenantRecord:
     entries: Any = marshal.loads(schedule)
     schedule_entries = tuple(
         ScheduleEntry(mode, frozenset(days), start, end) for mode, days, start, end in entries
     )
-    return TenantRecord(name, timezone, schedule_entries, voicemail_uri, override, override_until)
+    return TenantRecord(
+        name,
+        timezone,
+        schedule_entries,
+        voicemail_uri,
+        override,
+        override_until,
+        region,
+        code_profile,
+    )
+
+
+def encode_policy(allowed_countries: Iterable[int], denied_prefixes: Iterable[str]) -> str:
+    """The portal's destination policy as the store's meta holds it (JSON), for
+    checking feature codes on the node while the portal is down."""
+    return json.dumps(
+        {"allowed_countries": sorted(allowed_countries), "denied_prefixes": list(denied_prefixes)}
+    )
+
+
+def decode_policy(text: str) -> tuple[frozenset[int], tuple[str, ...]]:
+    """(allowed country codes, denied prefixes) from `encode_policy`'s JSON."""
+    data = json.loads(text)
+    return frozenset(int(c) for c in data["allowed_countries"]), tuple(
+        str(p) for p in data["denied_prefixes"]
+    )

@@ -35,6 +35,7 @@ from kemi.store.format import (
     NS_TABLE,
     NS_TENANT,
     NS_TRUNK,
+    SELECT_TENANT,
     SEQ_FILE,
     SEQ_SIZE,
     STORE_FILE,
@@ -65,18 +66,12 @@ _TRUNK_AT = (
 _TRUNK = "SELECT id, tenant, name, diversion_style FROM trunks WHERE id = ?"
 
 
-_TENANT = (
-    "SELECT name, timezone, schedule, voicemail_uri, override, override_until "
-    "FROM tenants WHERE name = ?"
-)
-
-
 def _table_of(row: tuple[Any, ...]) -> ForwardTable:
     return decode_table(row[0])
 
 
 def _tenant_of(row: tuple[Any, ...]) -> TenantRecord:
-    return decode_tenant(row[0], row[1], row[2], row[3], row[4], row[5])
+    return decode_tenant(*row)
 
 
 class StoreUnavailable(Exception):
@@ -113,7 +108,7 @@ class StoreReader:
 
     def tenant(self, name: str) -> TenantRecord | None:
         """A tenant's time zone and schedule."""
-        return self._get(NS_TENANT + name, _TENANT, (name,), _tenant_of)
+        return self._get(NS_TENANT + name, SELECT_TENANT, (name,), _tenant_of)
 
     def trunk_at(self, address: str) -> TrunkRecord | None:
         """The customer trunk sending from ``ip:port``, or None."""

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from divert.cli import main
-from tests.e2e.sip import Peer
+from divert.db import open_portal
+from tests.e2e.sip import Peer, subscriber_call
 
 NODE = "127.0.0.1:5160"
 CARRIER_1 = "127.0.0.11:5080"
@@ -32,6 +33,7 @@ PBX_SILENT = "127.0.0.22:5060"
 PBX_B = "127.0.0.23:5060"
 PHONE = "127.0.0.30:5070"
 VOICEMAIL = "127.0.0.40:5060"
+PHONE_SOURCE = "127.0.0.37"  # alice's phone dialling codes
 ALICE_PASSWORD = "alice-secret"
 CAROL_PASSWORD = "carol-secret"
 DAVE_PASSWORD = "dave-secret1"
@@ -192,9 +194,12 @@ SEED = [
 
 
 class DivertNode:
-    def __init__(self, workdir: Path) -> None:
+    """`divert run` on `listen` (the session's node: NODE, a SQLite portal)."""
+
+    def __init__(self, workdir: Path, portal: str | None = None, listen: str = NODE) -> None:
         self.workdir = workdir
-        self.portal = f"sqlite:///{workdir / 'portal.db'}"
+        self.portal = portal or f"sqlite:///{workdir / 'portal.db'}"
+        self.listen = listen
         self.state = workdir / "state"
         self.log = workdir / "divert-run.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -210,7 +215,7 @@ class DivertNode:
             self.portal,
             "run",
             "--listen",
-            NODE,
+            self.listen,
             "--state-dir",
             str(self.state),
             "--carrier",
@@ -228,7 +233,7 @@ class DivertNode:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"divert run exited:\n{self.log.read_text()[-4000:]}")
-            if options_ping(NODE):
+            if options_ping(self.listen):
                 return
             time.sleep(0.2)
         raise AssertionError(
@@ -246,9 +251,9 @@ class DivertNode:
 
     def subscriber_forwards(self, username: str) -> list[tuple[str, str]]:
         """(condition, destination) of a subscriber's own forwards, from the portal."""
-        from sqlalchemy import create_engine, text
+        from sqlalchemy import text
 
-        engine = create_engine(self.portal)
+        engine = open_portal(self.portal)
         with engine.connect() as connection:
             rows = connection.execute(
                 text(
@@ -259,6 +264,21 @@ class DivertNode:
             ).all()
         engine.dispose()
         return [(condition, value) for condition, value in rows]
+
+    def subscriber_forward_ids(self, username: str) -> list[int]:
+        from sqlalchemy import text
+
+        engine = open_portal(self.portal)
+        with engine.connect() as connection:
+            ids = connection.scalars(
+                text(
+                    "SELECT f.id FROM forwards f JOIN subscribers s ON s.id = f.subscriber_id "
+                    "WHERE s.username = :u ORDER BY f.id"
+                ),
+                {"u": username},
+            ).all()
+        engine.dispose()
+        return list(ids)
 
     def kamcmd(self, *args: str) -> str:
         socket_path = f"unix:{self.state / 'run' / 'kamailio_ctl'}"
@@ -341,3 +361,51 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
     while Peer.running:
         Peer.running.pop().stop()
+
+
+def dial(
+    node: DivertNode,
+    workdir: Path,
+    code: str,
+    final: int,
+    port: int,
+    password: str = ALICE_PASSWORD,
+) -> str:
+    """Alice dials `code`; returns the reply's status line."""
+    phone = subscriber_call(
+        workdir,
+        f"dial-{port}",
+        node.listen,
+        code,
+        final,
+        f"{PHONE_SOURCE}:{port}",
+        "alice",
+        "acme",
+        password,
+    )
+    code_ = phone.wait()
+    assert code_ == 0, f"{phone.diagnostics()}\n{node.tail()}"
+    return phone.replies()[-1]
+
+
+def wait_for_store(node: DivertNode, wanted: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Alice's rules in the node's store, once they match (or after 3 s)."""
+    deadline = time.monotonic() + 3
+    rules = store_rules(node)
+    while rules != wanted and time.monotonic() < deadline:
+        time.sleep(0.05)
+        rules = store_rules(node)
+    return rules
+
+
+def store_rules(node: DivertNode) -> list[tuple[str, str]]:
+    from kemi.store.reader import StoreReader
+
+    reader = StoreReader(node.state, cache_size=10)
+    try:
+        found = reader.table("sub:alice@acme")
+        return (
+            [] if found is None else [(r.condition.value, r.destination.key) for r in found.rules]
+        )
+    finally:
+        reader.close()

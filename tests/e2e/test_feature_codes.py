@@ -13,38 +13,16 @@ from tests.e2e.conftest import (
     CALLER,
     CARRIER_1,
     NODE,
+    PHONE_SOURCE,
     DivertNode,
+    dial,
     numbered,
+    store_rules,
+    wait_for_store,
 )
 from tests.e2e.sip import call, callee, subscriber_call
 
-PHONE_SOURCE = "127.0.0.37"
 TARGET = "+393351000077"
-
-
-def dial(
-    node: DivertNode,
-    workdir: Path,
-    code: str,
-    final: int,
-    port: int,
-    password: str = ALICE_PASSWORD,
-) -> str:
-    """Alice dials `code`; returns the reply's status line."""
-    phone = subscriber_call(
-        workdir,
-        f"dial-{port}",
-        NODE,
-        code,
-        final,
-        f"{PHONE_SOURCE}:{port}",
-        "alice",
-        "acme",
-        password,
-    )
-    code_ = phone.wait()
-    assert code_ == 0, f"{phone.diagnostics()}\n{node.tail()}"
-    return phone.replies()[-1]
 
 
 @pytest.fixture
@@ -138,34 +116,11 @@ def test_the_node_routes_by_a_code_at_once(clean: DivertNode, workdir: Path):
     dial(clean, workdir, f"*72{TARGET}", 480, 7060)
     started = time.monotonic()
     while time.monotonic() - started < 1.0:
-        table = _store_rules(clean)
+        table = store_rules(clean)
         if ("always", TARGET) in table:
             break
         time.sleep(0.02)
-    assert ("always", TARGET) in _store_rules(clean)
-
-
-def wait_for_store(node: DivertNode, wanted: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Alice's rules in the node's store, once they match (or after 3 s)."""
-    deadline = time.monotonic() + 3
-    rules = _store_rules(node)
-    while rules != wanted and time.monotonic() < deadline:
-        time.sleep(0.05)
-        rules = _store_rules(node)
-    return rules
-
-
-def _store_rules(node: DivertNode) -> list[tuple[str, str]]:
-    from kemi.store.reader import StoreReader
-
-    reader = StoreReader(node.state, cache_size=10)
-    try:
-        found = reader.table("sub:alice@acme")
-        return (
-            [] if found is None else [(r.condition.value, r.destination.key) for r in found.rules]
-        )
-    finally:
-        reader.close()
+    assert ("always", TARGET) in store_rules(clean)
 
 
 def test_star_97_reaches_the_callers_own_voicemail(node: DivertNode, workdir: Path):
