@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: deps system-packages venv postgres test lint unit run bench-sync clean
+.PHONY: deps system-packages venv postgres test lint unit run bench bench-sync clean
 
 deps: system-packages venv
 
@@ -46,6 +46,10 @@ run: deps
 		--state-dir var --carrier 127.0.0.2:5060
 
 # Sync worker and store figures (issue 3): 1,000,000 numbers, a few minutes.
+# divert against a native kamailio.cfg, and the core's costs (issue 6): ~6 min
+bench: deps
+	$(PY) bench/bench.py
+
 bench-sync: deps postgres
 	$(PY) bench/sync_bench.py
 

@@ -52,6 +52,7 @@ class NodeConfig:
     children: int = 4
     probe_interval: int = 2
     fail_timer_ms: int = 2000
+    shm_mb: int = 512  # Kamailio's shared memory: transactions live here
 
     @property
     def run_dir(self) -> Path:
@@ -162,7 +163,7 @@ class Node:
             "-DD",
             "-E",
             "-m",
-            "64",
+            str(self.config.shm_mb),
             "-M",
             "8",
             "-n",

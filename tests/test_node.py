@@ -74,3 +74,17 @@ def test_a_bad_listen_address_is_one_line(sqlite_url: str, tmp_path: Path, capsy
         str(tmp_path / "state"),
     )
     assert code == 2 and "must be IPv4:PORT" in err
+
+
+def test_a_bad_shared_memory_size_is_one_line(sqlite_url: str, tmp_path: Path, capsys):
+    code, err = run(
+        capsys,
+        "--portal",
+        sqlite_url,
+        "run",
+        "--shm",
+        "8",
+        "--state-dir",
+        str(tmp_path / "state"),
+    )
+    assert code == 2 and "--shm must be 32-65536 MB" in err

@@ -1,0 +1,514 @@
+"""End-to-end benchmark: divert against a hand-written native kamailio.cfg.
+
+    .venv/bin/python bench/sip_bench.py [--json FILE] [--step-seconds 4]
+
+Both run at once on loopback, each a Kamailio with the same number of SIP
+workers, in front of the same sipp peers:
+
+- divert: `divert run` on 127.0.1.1:5060 with a SQLite portal of 100,000
+  numbers (every even one forwards unconditionally to a mobile number, every
+  odd one rings a PBX trunk and forwards on busy);
+- baseline: bench/baseline/kamailio.cfg on 127.0.1.2:5060, htables of the
+  same 100,000 numbers loaded from files.
+
+Peers: the carrier 127.0.1.11:5080 answers every call; the PBX
+127.0.1.20:5060 answers 486 Busy Here; callers send from the carrier's
+address (divert trusts carriers by address), to 10,000 random numbers of
+the case from an injection file.
+
+Throughput: for each case, a rising rate ladder; at each rate divert, then
+the baseline, for `step_seconds` each; a rate passes with no failed call,
+retransmissions under 1% of calls, and the calls done in time.  The figure
+is the highest rate reached before the first failure.  Latency: request
+route execution times from Kamailio's own `latency_cfg_log`, turned on at
+run time for one fixed-rate pass per case.
+
+Every sipp run is bounded by call count and timeout; every process started
+is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+DIVERT = str(Path(sys.executable).with_name("divert"))
+
+NUMBERS = 100_000
+CALLED = 10_000  # distinct numbers each case's callers dial
+CHILDREN = 4  # SIP worker processes, both systems
+SHM_MB = 512  # shared memory, both systems (the baseline's htables live there)
+DIVERT_NODE = "127.0.1.1:5060"
+BASELINE_NODE = "127.0.1.2:5060"
+CARRIER = "127.0.1.11:5080"
+PBX = "127.0.1.20:5060"
+CALLER_IP = "127.0.1.11"  # the carrier's address: trusted by divert
+LADDER = (100, 200, 300, 400, 500, 650, 800, 1000, 1250, 1500, 2000, 2500, 3000)
+LATENCY_RATE = 200
+CASES = ("unconditional", "busy")
+
+
+def number(index: int) -> str:
+    return f"+3902{20_000_000 + index}"
+
+
+def mobile(index: int) -> str:
+    return f"+39335{1_000_000 + index}"
+
+
+# -- the two systems ----------------------------------------------------------------
+
+
+def seed_portal(url: str) -> None:
+    """A tenant, the PBX trunk, NUMBERS numbers and one forward each."""
+    for args in (
+        ("db", "upgrade"),
+        ("tenant", "add", "bench", "--region", "IT"),
+        ("trunk", "add", "pbx", "--tenant", "bench", "--address", PBX),
+    ):
+        subprocess.run([DIVERT, "--portal", url, *args], check=True, capture_output=True)
+    db = sqlite3.connect(url.removeprefix("sqlite:///"))
+    with db:
+        tenant_id, trunk_id = db.execute("SELECT tenant_id, id FROM trunks").fetchone()
+        db.executemany(
+            "INSERT INTO numbers (id, e164, tenant_id, trunk_id) VALUES (?, ?, ?, ?)",
+            ((i + 1, number(i), tenant_id, trunk_id) for i in range(NUMBERS)),
+        )
+        db.executemany(
+            "INSERT INTO forwards (tenant_id, number_id, condition, callers, dest_kind, "
+            "dest_value, position, enabled) VALUES (?, ?, ?, 'any', 'number', ?, 0, 1)",
+            (
+                (tenant_id, i + 1, "always" if i % 2 == 0 else "busy", mobile(i))
+                for i in range(NUMBERS)
+            ),
+        )
+    db.close()
+
+
+def baseline_tables(folder: Path) -> None:
+    """The baseline's htables as db_text files: always, busy, dest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    header = "key_name(string) key_type(int) value_type(int) key_value(string) expires(int)\n"
+    pbx = "sip\\:" + PBX.replace(":", "\\:")
+    tables = {"always": [], "busy": [], "dest": []}
+    for i in range(NUMBERS):
+        if i % 2 == 0:
+            tables["always"].append(f"{number(i)}:0:0:{mobile(i)}:0\n")
+        else:
+            tables["busy"].append(f"{number(i)}:0:0:{mobile(i)}:0\n")
+            tables["dest"].append(f"{number(i)}:0:0:{pbx}:0\n")
+    for name, rows in tables.items():
+        (folder / name).write_text(header + "".join(rows))
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def start(name: str, command: list[str], work: Path, **env: str) -> Process:
+    log = work / f"{name}.log"
+    with open(log, "wb") as out:
+        popen = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}
+        )
+    (work / f"{name}.pid").write_text(str(popen.pid))
+    return Process(name, popen, log)
+
+
+def options_ok(address: str) -> bool:
+    host, port = address.split(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.settimeout(0.5)
+        probe.bind(("127.0.1.99", 0))
+        local = probe.getsockname()[1]
+        request = (
+            f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.1.99:{local};branch=z9hG4bK-{time.monotonic_ns()}\r\n"
+            "From: <sip:probe@127.0.1.99>;tag=1\r\nTo: <sip:probe@127.0.1.99>\r\n"
+            f"Call-ID: bench-{time.monotonic_ns()}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 5\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        try:
+            probe.sendto(request.encode(), (host, int(port)))
+            return probe.recv(4096).startswith(b"SIP/2.0 200")
+        except OSError:
+            return False
+
+
+def wait_until(what: str, check: object, timeout: float, process: Process | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.popen.poll() is not None:
+            raise SystemExit(f"{process.name} exited:\n{process.log.read_text()[-3000:]}")
+        if callable(check) and check():
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"{what} not ready in {timeout:.0f} s")
+
+
+def kamcmd(socket_path: Path, *args: str) -> str:
+    return subprocess.run(
+        ["kamcmd", "-s", f"unix:{socket_path}", *args],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    ).stdout
+
+
+# -- measuring ------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    rate: int
+    calls: int
+    successful: int
+    failed: int
+    retransmissions: int
+    seconds: float
+    exit_code: int
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.exit_code == 0
+            and self.failed == 0
+            and self.successful == self.calls
+            and self.retransmissions < 0.01 * self.calls
+            and self.seconds <= 1.5 * self.calls / self.rate + 2
+        )
+
+
+def sipp_calls(
+    work: Path, node: str, numbers: Path, rate: int, calls: int, port: int, tag: str
+) -> Step:
+    stat = work / f"{tag}.csv"
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            "sipp",
+            node,
+            "-sf",
+            str(BENCH / "sipp" / "uac.xml"),
+            "-inf",
+            str(numbers),
+            "-i",
+            CALLER_IP,
+            "-p",
+            str(port),
+            "-r",
+            str(rate),
+            "-m",
+            str(calls),
+            "-l",
+            str(max(100, rate * 2)),
+            "-timeout",
+            f"{int(calls / rate * 3) + 15}s",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_stat",
+            "-stf",
+            str(stat),
+            "-fd",
+            "1",
+        ],
+        capture_output=True,
+        timeout=calls / rate * 3 + 60,
+        cwd=work,
+    )
+    seconds = time.monotonic() - started
+    row = _last_row(stat)
+    return Step(
+        rate,
+        calls,
+        int(row.get("SuccessfulCall(C)", 0)),
+        int(row.get("FailedCall(C)", 0)),
+        int(row.get("Retransmissions(C)", 0)),
+        round(seconds, 2),
+        result.returncode,
+    )
+
+
+def _last_row(stat: Path) -> dict[str, str]:
+    if not stat.exists():
+        return {}
+    with open(stat, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter=";"))
+    return rows[-1] if rows else {}
+
+
+def ladder(work: Path, case: str, injections: dict[str, Path], step_seconds: float) -> dict:
+    """Rising rate, divert and baseline in alternation at each rate."""
+    steps: dict[str, list[Step]] = {"divert": [], "baseline": []}
+    done: set[str] = set()
+    port = 7000
+    for rate in LADDER:
+        for name, node in (("divert", DIVERT_NODE), ("baseline", BASELINE_NODE)):
+            if name in done:
+                continue
+            port += 1
+            step = sipp_calls(
+                work,
+                node,
+                injections[case],
+                rate,
+                int(rate * step_seconds),
+                port,
+                f"{case}-{name}-{rate}",
+            )
+            steps[name].append(step)
+            print(
+                f"  {case:13} {name:8} {rate:5}/s  ok {step.successful}/{step.calls}  "
+                f"retrans {step.retransmissions}  {step.seconds:.1f} s  "
+                f"{'pass' if step.passed else 'FAIL'}",
+                flush=True,
+            )
+            if not step.passed:
+                done.add(name)
+            time.sleep(1.0)
+        if len(done) == 2:
+            break
+    best = {
+        name: max((s.rate for s in _before_failure(runs)), default=0)
+        for name, runs in steps.items()
+    }
+    return {
+        "max_rate_divert": best["divert"],
+        "max_rate_baseline": best["baseline"],
+        "baseline_capped": "baseline" not in done,
+        "divert_capped": "divert" not in done,
+        "ratio": round(best["divert"] / best["baseline"], 3) if best["baseline"] else None,
+        "steps": {name: [vars(s) for s in runs] for name, runs in steps.items()},
+    }
+
+
+def _before_failure(runs: list[Step]) -> list[Step]:
+    passed = []
+    for step in runs:
+        if not step.passed:
+            break
+        passed.append(step)
+    return passed
+
+
+def latency(
+    work: Path,
+    case: str,
+    injections: dict[str, Path],
+    logs: dict[str, Path],
+    sockets: dict[str, Path],
+    step_seconds: float,
+) -> dict:
+    """Request-route execution times at LATENCY_RATE, from Kamailio's log."""
+    figures = {}
+    for index, (name, node) in enumerate((("divert", DIVERT_NODE), ("baseline", BASELINE_NODE))):
+        offset = logs[name].stat().st_size
+        kamcmd(sockets[name], "cfg.seti", "core", "latency_cfg_log", "2")
+        try:
+            sipp_calls(
+                work,
+                node,
+                injections[case],
+                LATENCY_RATE,
+                int(LATENCY_RATE * step_seconds),
+                7900 + index + (10 if case == "busy" else 0),
+                f"latency-{case}-{name}",
+            )
+        finally:
+            kamcmd(sockets[name], "cfg.seti", "core", "latency_cfg_log", "3")
+        with open(logs[name], "rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode(errors="replace")
+        invites, every = [], []
+        for line in text.splitlines():
+            if "request-route executed in:" not in line:
+                continue
+            usec = int(line.rsplit(":", 1)[1].split()[0])
+            every.append(usec)
+            if " INVITE " in line.split("}", 1)[0]:
+                invites.append(usec)
+        figures[name] = {
+            "invite_median_us": statistics.median(invites) if invites else None,
+            "invite_p99_us": _p99(invites) if invites else None,
+            "requests_median_us": statistics.median(every) if every else None,
+            "requests_p99_us": _p99(every) if every else None,
+            "samples": len(every),
+        }
+    return figures
+
+
+def _p99(samples: list[int]) -> float:
+    ordered = sorted(samples)
+    return float(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))])
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+def run(step_seconds: float = 4.0) -> dict:
+    for tool in ("kamailio", "sipp", "kamcmd"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed: run 'make deps' first")
+    results: dict = {"numbers": NUMBERS, "children": CHILDREN, "step_seconds": step_seconds}
+    processes: list[Process] = []
+    with tempfile.TemporaryDirectory(prefix="divert-sip-bench-") as scratch:
+        work = Path(scratch)
+        try:
+            started = time.monotonic()
+            portal = f"sqlite:///{work / 'portal.db'}"
+            seed_portal(portal)
+            baseline_tables(work / "ht")
+            rng = random.Random(6)
+            injections = {}
+            for case, parity in (("unconditional", 0), ("busy", 1)):
+                picks = rng.sample(range(parity, NUMBERS, 2), CALLED)
+                path = work / f"{case}.csv"
+                path.write_text("SEQUENTIAL\n" + "".join(f"{number(i)}\n" for i in picks))
+                injections[case] = path
+            results["setup_s"] = round(time.monotonic() - started, 1)
+
+            for name, scenario, address in (
+                ("carrier", "answer.xml", CARRIER),
+                ("pbx", "busy.xml", PBX),
+            ):
+                host, port = address.split(":")
+                processes.append(
+                    start(
+                        name,
+                        [
+                            "sipp",
+                            "-sf",
+                            str(BENCH / "sipp" / scenario),
+                            "-i",
+                            host,
+                            "-p",
+                            port,
+                            "-aa",
+                            "-nostdin",
+                            "-m",
+                            "10000000",
+                            "-timeout",
+                            "900s",
+                        ],
+                        work,
+                    )
+                )
+            state = work / "state"
+            divert = start(
+                "divert",
+                [
+                    DIVERT,
+                    "--portal",
+                    portal,
+                    "run",
+                    "--listen",
+                    DIVERT_NODE,
+                    "--state-dir",
+                    str(state),
+                    "--carrier",
+                    CARRIER,
+                    "--children",
+                    str(CHILDREN),
+                    "--shm",
+                    str(SHM_MB),
+                ],
+                work,
+            )
+            processes.append(divert)
+            baseline_socket = work / "baseline.ctl"
+            baseline = start(
+                "baseline",
+                [
+                    "kamailio",
+                    "-f",
+                    str(BENCH / "baseline" / "kamailio.cfg"),
+                    "-DD",
+                    "-E",
+                    "-m",
+                    str(SHM_MB),
+                    "-n",
+                    str(CHILDREN),
+                    "-A",
+                    f"LISTEN=udp:{BASELINE_NODE}",
+                    "-A",
+                    f'CARRIER="sip:{CARRIER}"',
+                    "-A",
+                    f'HT_DB="text://{work / "ht"}"',
+                    "-A",
+                    f'CTL_SOCKET="unix:{baseline_socket}"',
+                ],
+                work,
+            )
+            processes.append(baseline)
+            wait_until("divert", lambda: options_ok(DIVERT_NODE), 120, divert)
+            wait_until("baseline", lambda: options_ok(BASELINE_NODE), 60, baseline)
+            divert_socket = state / "run" / "kamailio_ctl"
+            wait_until(
+                "divert's trunks",
+                lambda: kamcmd(divert_socket, "dispatcher.list").count("FLAGS: AP") >= 2,
+                30,
+                divert,
+            )
+            time.sleep(1.0)
+            logs = {"divert": divert.log, "baseline": baseline.log}
+            sockets = {"divert": divert_socket, "baseline": baseline_socket}
+            for case in CASES:
+                # a short warm-up: Python workers import lazily, caches fill
+                sipp_calls(work, DIVERT_NODE, injections[case], 200, 400, 6990, f"warm-{case}")
+                sipp_calls(work, BASELINE_NODE, injections[case], 200, 400, 6991, f"warmb-{case}")
+                results[f"latency_{case}"] = latency(
+                    work, case, injections, logs, sockets, step_seconds
+                )
+                results[f"throughput_{case}"] = ladder(work, case, injections, step_seconds)
+        finally:
+            for process in reversed(processes):
+                process.stop()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--step-seconds", type=float, default=4.0)
+    args = parser.parse_args()
+    results = run(args.step_seconds)
+    text = json.dumps(results, indent=2)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    sys.exit(main())
