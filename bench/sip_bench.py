@@ -232,7 +232,7 @@ def sipp_calls(
             "-l",
             str(max(100, rate * 2)),
             "-timeout",
-            f"{int(calls / rate * 3) + 15}s",
+            f"{int(calls / rate * 2) + 5}s",
             "-timeout_error",
             "-nostdin",
             "-trace_stat",
@@ -242,7 +242,7 @@ def sipp_calls(
             "1",
         ],
         capture_output=True,
-        timeout=calls / rate * 3 + 60,
+        timeout=calls / rate * 2 + 30,
         cwd=work,
     )
     seconds = time.monotonic() - started
