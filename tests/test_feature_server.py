@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from divert.cli import main
 from divert.features.server import FeatureConfig, FeatureServer
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import portal_reachable
 
 KAMAILIO = ("127.0.0.1", 5160)
 TARGET = "+393351000077"
@@ -104,32 +103,19 @@ def test_codes_dialled_while_the_portal_is_down_are_delivered_in_order(pg_url: s
     ]:
         assert main(["--portal", pg_url, *args]) == 0
     server = FeatureServer(FeatureConfig(pg_url, ("127.0.0.1", 0), KAMAILIO[0], tmp_path))
-    database = make_url(pg_url).database
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as connection:
-            connection.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false'))
-            connection.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :db AND pid <> pg_backend_pid()"
-                ),
-                {"db": database},
-            )
+        portal_reachable(pg_url, False)
         for index, code in enumerate([f"*90{TARGET}", "*91", "*72+393351000088"]):
             answer = status(server.handle(invite(code, f"q{index}"), KAMAILIO))
             assert answer.startswith("SIP/2.0 480 Forwarding Queued")
         assert server.pending() == 3
         assert server.deliver_queue() is False  # still down: nothing lost
-        with admin.connect() as connection:
-            connection.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true'))
+        portal_reachable(pg_url, True)
         assert server.deliver_queue() is True
         # in order: busy set, busy cancelled, then always set
         assert forwards_of_alice(pg_url) == [("always", "+393351000088")]
     finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true'))
-        admin.dispose()
+        portal_reachable(pg_url, True)
         server.queue.close()
         if server._engine is not None:
             server._engine.dispose()

@@ -28,6 +28,7 @@ from divert.features.codes import Request, parse
 from divert.features.overlay import with_code
 from divert.loops import find_loop, loop_refusal
 from divert.numbering import DestinationPolicy, normalise
+from divert.portal.forwards import destination_label
 from divert.portal.tenants import EXTENSION
 from kemi.core.keys import subscriber_key
 from kemi.core.model import Destination, DestKind, ForwardTable
@@ -119,10 +120,10 @@ class LocalNode:
         mine = self._owned(aor)
         if key not in {table.key for table in mine}:
             raise NotOnNode(f"{aor} has no table {key} in the store")
-        destination = None
+        destination, label = None, ""
         if code.action == "set":
             try:
-                destination = self._destination(request, tenant, domain)
+                destination, label = self._destination(request, tenant, domain)
             except DivertError as error:
                 return Effect(Answer(REFUSED, f"Forwarding Refused: {error}"), aor)
         after = tuple(
@@ -138,7 +139,6 @@ class LocalNode:
         loop = self._loop(after, now)
         if loop is not None:
             return Effect(Answer(REFUSED, f"Forwarding Refused: {loop}"), aor)
-        label = destination.label.replace("ext ", "ext:")
         return Effect(
             Answer(ACTIVATED, f"Forwarding Activated ({code.condition}) to {label}"), aor, after
         )
@@ -154,8 +154,11 @@ class LocalNode:
         picked = (change.override or "") if action == "toggle-mode" else None
         return Effect(Answer(ACTIVATED, change.reason), aor, tenant=after, chosen=picked)
 
-    def _destination(self, request: Request, tenant: TenantRecord, domain: str) -> Destination:
-        """The dialled destination, checked as the portal checks it (DivertError)."""
+    def _destination(
+        self, request: Request, tenant: TenantRecord, domain: str
+    ) -> tuple[Destination, str]:
+        """The dialled destination and its label as the portal shows it,
+        checked as the portal checks it (DivertError)."""
         assert request.number is not None
         text = request.number
         if EXTENSION.match(text):
@@ -165,10 +168,12 @@ class LocalNode:
             ).fetchone()
             if found is None:
                 raise DivertError(f"extension {text} does not exist in tenant {tenant.name}")
-            return Destination(DestKind.EXTENSION, subscriber_key(found[0], domain), f"ext {text}")
+            key = subscriber_key(found[0], domain)
+            destination = Destination(DestKind.EXTENSION, key, f"ext {text}")
+            return destination, destination_label(DestKind.EXTENSION, text)
         e164 = normalise(text, tenant.region)
         self._policy().check(e164)
-        return Destination(DestKind.NUMBER, e164, e164)
+        return Destination(DestKind.NUMBER, e164, e164), destination_label(DestKind.NUMBER, e164)
 
     def _loop(self, after: tuple[ForwardTable, ...], now: float) -> str | None:
         changed = {table.key: table for table in after}

@@ -251,34 +251,25 @@ class DivertNode:
 
     def subscriber_forwards(self, username: str) -> list[tuple[str, str]]:
         """(condition, destination) of a subscriber's own forwards, from the portal."""
+        return [(condition, value) for _, condition, value in self._forwards_of(username)]
+
+    def subscriber_forward_ids(self, username: str) -> list[int]:
+        return [forward_id for forward_id, _, _ in self._forwards_of(username)]
+
+    def _forwards_of(self, username: str) -> list[tuple[int, str, str]]:
         from sqlalchemy import text
 
         engine = open_portal(self.portal)
         with engine.connect() as connection:
             rows = connection.execute(
                 text(
-                    "SELECT f.condition, f.dest_value FROM forwards f JOIN subscribers s "
+                    "SELECT f.id, f.condition, f.dest_value FROM forwards f JOIN subscribers s "
                     "ON s.id = f.subscriber_id WHERE s.username = :u ORDER BY f.id"
                 ),
                 {"u": username},
             ).all()
         engine.dispose()
-        return [(condition, value) for condition, value in rows]
-
-    def subscriber_forward_ids(self, username: str) -> list[int]:
-        from sqlalchemy import text
-
-        engine = open_portal(self.portal)
-        with engine.connect() as connection:
-            ids = connection.scalars(
-                text(
-                    "SELECT f.id FROM forwards f JOIN subscribers s ON s.id = f.subscriber_id "
-                    "WHERE s.username = :u ORDER BY f.id"
-                ),
-                {"u": username},
-            ).all()
-        engine.dispose()
-        return list(ids)
+        return [(forward_id, condition, value) for forward_id, condition, value in rows]
 
     def kamcmd(self, *args: str) -> str:
         socket_path = f"unix:{self.state / 'run' / 'kamailio_ctl'}"
