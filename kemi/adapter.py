@@ -6,11 +6,11 @@ middle, SIP actions out (Request-URI, destination, ring timer, Diversion or
 History-Info, the next failure route, or a final reply).
 
 Serial forking: every relay arms ``ksr_failure_forward``; there the branch's
-failure becomes an `Outcome`, the state carried on the transaction (AVP
-``divert_state``) comes back, and the core says what is next.  A target that
-cannot even be tried (no registered contact, a trunk the dispatcher already
-marks down, no carrier up) is reported to the core at once, so those
-forwards cost no timer.
+failure becomes an `Outcome`, the call and its state carried on the
+transaction (one AVP, ``divert_call``) come back, and the core says what is
+next.  A target that cannot even be tried (no registered contact, a trunk
+the dispatcher already marks down, no carrier up) is reported to the core at
+once, so those forwards cost no timer.
 
 Faults never leak: each route catches everything, logs one line and
 answers 500 (or 503 when the store cannot be read).
@@ -37,18 +37,14 @@ from kemi.core.model import (
     Relay,
     Reply,
 )
-from kemi.core.state_codec import StateFormatError, decode, encode
+from kemi.core.state_codec import StateFormatError, decode_leg, encode_leg
 from kemi.modes import tenant_mode
 from kemi.signalling import CARRIER_SET, diversion_headers, outcome_of, trunk_set
 from kemi.store.format import SubscriberRecord
 from kemi.store.reader import StoreReader, StoreUnavailable
 
-STATE_AVP = "$avp(divert_state)"
-KIND_AVP = "$avp(divert_kind)"
-CALLER_AVP = "$avp(divert_caller)"
-INTERNAL_AVP = "$avp(divert_internal)"
+CALL_AVP = "$avp(divert_call)"
 HEADERS_AVP = "$avp(divert_headers)"
-MODE_AVP = "$avp(divert_mode)"
 FEATURE_HEADER = "X-Divert-Subscriber"
 VOICEMAIL_CODE = "*97"
 FAILURE_ROUTE = "ksr_failure_forward"
@@ -253,24 +249,22 @@ class Router:
         KSR.rr.record_route()
         prior = int(KSR.pv.get("$hdrc(Diversion)") or 0)
         caller = subscriber.username if subscriber else str(KSR.pv.get("$fU") or "anonymous")
-        KSR.pv.sets(CALLER_AVP, caller)
+        now = time.time()
         table = self.reader.table(called)
         if subscriber is not None and table is None:
-            self._outbound(called)  # a subscriber calling out: no forwarding involved
+            # a subscriber calling out: no forwarding involved
+            self._outbound(called, Call(caller, False, now))
             return
         internal = (
             subscriber is not None and table is not None and table.tenant == subscriber.tenant
         )
-        KSR.pv.sets(INTERNAL_AVP, "1" if internal else "0")
         if internal and subscriber is not None and subscriber.extension:
             # Seed 003: internal calls show the caller's extension and name.
             display = subscriber.display_name or subscriber.username
             KSR.uac.uac_replace_from(
                 f'"{display}"', f"sip:{subscriber.extension}@{subscriber.domain}"
             )
-        now = time.time()
         mode = self._mode(table.tenant, now) if table is not None else None
-        KSR.pv.sets(MODE_AVP, mode or "")
         call = Call(caller, internal, now, mode)
         state = CallState.begin(called, prior)
         self._carry_out(decide(call, state, None, self.reader.table, self.limits), call)
@@ -289,7 +283,7 @@ class Router:
             mailbox, Endpoint(EndpointKind.VOICEMAIL, uri), None, (), CallState.begin(mailbox)
         )
         self._point_at(relay)
-        self._relay(relay)
+        self._relay(relay, Call(subscriber.username, False, time.time()))
 
     def _feature_code(self, subscriber: SubscriberRecord) -> None:
         """Relay a `*` code to the feature server, vouching for who dialled it."""
@@ -305,7 +299,7 @@ class Router:
         record = self.reader.tenant(tenant)
         return None if record is None else tenant_mode(record, now)
 
-    def _outbound(self, number: str) -> None:
+    def _outbound(self, number: str, call: Call) -> None:
         """A subscriber's call to a number outside divert: out via the carriers."""
         relay = Relay(
             number, Endpoint(EndpointKind.EXTERNAL, number), None, (), CallState.begin(number)
@@ -313,22 +307,22 @@ class Router:
         if self._point_at(relay) is not None:
             KSR.tm.t_reply(503, "Service Unavailable")
             return
-        self._relay(relay)
+        self._relay(relay, call)
 
     # -- failure route -------------------------------------------------------------------
 
     def _failure(self) -> None:
         if KSR.tm.t_is_canceled() > 0:
             return  # the caller hung up: tm answers 487, nothing else rings
-        carried = KSR.pv.get(STATE_AVP)
+        carried = KSR.pv.get(CALL_AVP)
         if not carried:
             return
         try:
-            state = decode(str(carried))
+            # the call keeps the mode it started in
+            kind, call, state = decode_leg(str(carried), time.time())
         except StateFormatError as error:
             KSR.err(f"divert: {error}\n")
             return
-        kind = EndpointKind(str(KSR.pv.get(KIND_AVP)))
         code = KSR.tm.t_get_status_code()
         no_reply = KSR.tm.t_branch_replied() < 0
         outcome = outcome_of(code, KSR.tm.t_branch_timeout() > 0, no_reply, kind)
@@ -336,15 +330,13 @@ class Router:
             # A failure route starts from the caller's Request-URI again.
             KSR.seturi(f"sip:{state.current}@{self.config.domain}")
             if KSR.dispatcher.ds_next_domain() > 0:
-                self._relay_again()  # the next carrier, same call
+                # the next carrier, same call and headers
+                self._relay_again(bool(KSR.pv.get(HEADERS_AVP)))
                 return
         if outcome is Outcome.TRUNK_DOWN and kind is EndpointKind.TRUNK:
             KSR.dispatcher.ds_mark_dst_state("ip")
         if outcome is None:
             return  # a final answer of its own (404, 403, ...): the caller gets it
-        caller = str(KSR.pv.get(CALLER_AVP) or "anonymous")
-        mode = KSR.pv.get(MODE_AVP) or None  # the call keeps the mode it started in
-        call = Call(caller, KSR.pv.get(INTERNAL_AVP) == "1", time.time(), mode)
         self._carry_out(decide(call, state, outcome, self.reader.table, self.limits), call)
 
     # -- carrying out decisions ------------------------------------------------------------
@@ -358,7 +350,7 @@ class Router:
                 return
             unreachable = self._point_at(decision)
             if unreachable is None:
-                self._relay(decision)
+                self._relay(decision, call)
                 return
             decision = decide(call, decision.state, unreachable, self.reader.table, self.limits)
 
@@ -366,7 +358,6 @@ class Router:
         """Set the Request-URI and destination for `relay`, or say why it
         cannot be tried."""
         endpoint = relay.endpoint
-        KSR.pv.sets(KIND_AVP, endpoint.kind.value)
         if endpoint.kind is EndpointKind.SUBSCRIBER:
             KSR.seturi(f"sip:{endpoint.ref}")
             if KSR.registrar.lookup("location") < 0:
@@ -384,8 +375,10 @@ class Router:
             return Outcome.TRUNK_DOWN
         return None
 
-    def _relay(self, relay: Relay) -> None:
-        headers = ""
+    def _relay(self, relay: Relay, call: Call) -> None:
+        # A call's diversions only grow along its chain, so a relay without
+        # any comes before every relay with some: only those need the branch
+        # route, and no stale headers can reach a later branch.
         if relay.diversions:
             style = self._style(relay)
             original = KSR.pv.get("$ou") or ""
@@ -394,15 +387,18 @@ class Router:
                 for name, value in diversion_headers(relay, self.config.domain, style, original)
             )
             KSR.tm.t_reply(181, "Call Is Being Forwarded")
-        KSR.pv.sets(HEADERS_AVP, headers)
-        KSR.pv.sets(STATE_AVP, encode(relay.state))
+            KSR.pv.sets(HEADERS_AVP, headers)
+        KSR.pv.sets(CALL_AVP, encode_leg(relay.endpoint.kind, call, relay.state))
         ring = (relay.ring_timeout or 120) * 1000
         KSR.tm.t_set_fr(ring, 2000)
-        self._relay_again()
+        self._relay_again(bool(relay.diversions))
 
-    def _relay_again(self) -> None:
+    def _relay_again(self, announce: bool) -> None:
+        """Relay with the failure route armed, and the branch route that adds
+        the diversion headers if `announce`."""
         KSR.tm.t_on_failure(FAILURE_ROUTE)
-        KSR.tm.t_on_branch(BRANCH_ROUTE)
+        if announce:
+            KSR.tm.t_on_branch(BRANCH_ROUTE)
         if KSR.tm.t_relay() < 0:
             KSR.tm.t_reply(500, "Server Internal Error")
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from kemi.core.model import Endpoint, EndpointKind
+from kemi.core.model import Condition, Endpoint, EndpointKind
 from kemi.store.format import encode_table
 from sync.store_writer import StoreWriter
-from tests.builders import table
+from tests.builders import rule, table
 
 
 class Stub(types.ModuleType):
@@ -129,7 +129,7 @@ def test_unknown_number_is_404_through_the_transaction(tmp_path: Path, adapter: 
     assert stub.called("tm.t_reply") == [(404, "Not Found")]
 
 
-def test_a_relay_arms_the_failure_and_branch_routes(tmp_path: Path, adapter: None):
+def test_a_relay_without_diversions_arms_only_the_failure_route(tmp_path: Path, adapter: None):
     writer = StoreWriter(tmp_path)
     trunk = Endpoint(EndpointKind.TRUNK, "7")
     with writer.transaction():
@@ -140,17 +140,35 @@ def test_a_relay_arms_the_failure_and_branch_routes(tmp_path: Path, adapter: Non
     route, stub = router(tmp_path, INVITE, {})
     route.ksr_request_route(None)
     assert stub.called("tm.t_on_failure") == [("ksr_failure_forward",)]
-    assert stub.called("tm.t_on_branch") == [("ksr_branch_forward",)]
+    assert stub.called("tm.t_on_branch") == []
     assert stub.called("dispatcher.ds_select_domain") == [(1007, 4)]
     assert stub.called("seturi") == [("sip:+390200000001@node.test",)]
-    assert stub.pv_values["$avp(divert_state)"].startswith("v1|0|+390200000001|")
+    assert stub.pv_values["$avp(divert_call)"].startswith("trunk\n0\n\nv1|0|+390200000001|")
+
+
+def test_a_forward_arms_the_branch_route_with_its_headers(tmp_path: Path, adapter: None):
+    writer = StoreWriter(tmp_path)
+    with writer.transaction():
+        writer.put_table(
+            "+390200000001",
+            "acme",
+            encode_table(table("+390200000001", rule(Condition.ALWAYS, "+393351234567"))),
+        )
+    writer.close()
+    route, stub = router(tmp_path, INVITE, {})
+    route.ksr_request_route(None)
+    assert stub.called("tm.t_on_branch") == [("ksr_branch_forward",)]
+    assert stub.called("tm.t_reply") == [(181, "Call Is Being Forwarded")]
+    assert "Diversion: " in stub.pv_values["$avp(divert_headers)"]
+    kind, _, _ = stub.pv_values["$avp(divert_call)"].split("\n", 2)
+    assert kind == "external"
 
 
 def test_a_failure_route_with_a_corrupt_state_logs_once_and_leaves_the_reply(
     tmp_path: Path, adapter: None
 ):
     StoreWriter(tmp_path).close()
-    pv = {"$avp(divert_state)": "garbage", "$avp(divert_kind)": "trunk"}
+    pv = {"$avp(divert_call)": "trunk\n0\n\ngarbage\nbob"}
     route, stub = router(tmp_path, pv, {"tm.t_is_canceled": -1})
     assert route.ksr_failure_forward(None) == 1
     assert len(stub.called("err")) == 1

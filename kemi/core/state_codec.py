@@ -9,11 +9,20 @@ shows readably in logs:
 Keys and identities never contain ``| , ; /`` (the sync worker only emits
 E.164 numbers, ``sub:<user>@<domain>`` and ``vm:<mailbox>`` keys whose parts
 are checked against that alphabet).
+
+A relay carries the state with the rest of what its failure route needs, in
+one string (one AVP: each one written costs Kamailio a shared-memory
+allocation), line by line::
+
+    <endpoint kind>\n<internal 0|1>\n<mode>\n<state>\n<caller>
+
+The caller (a From user, which no SIP parser lets hold a line break) comes
+last; mode names are ``[a-z0-9_-]``.
 """
 
 from __future__ import annotations
 
-from kemi.core.model import CallState, Condition, Hop
+from kemi.core.model import Call, CallState, Condition, EndpointKind, Hop
 
 VERSION = "v1"
 
@@ -47,6 +56,22 @@ def decode(text: str) -> CallState:
         raise
     except ValueError as error:
         raise StateFormatError(f"malformed call state {text!r}: {error}") from None
+
+
+def encode_leg(kind: EndpointKind, call: Call, state: CallState) -> str:
+    """What the failure route of a relay to a `kind` endpoint needs."""
+    return f"{kind.value}\n{int(call.internal)}\n{call.mode or ''}\n{encode(state)}\n{call.caller}"
+
+
+def decode_leg(text: str, now: float) -> tuple[EndpointKind, Call, CallState]:
+    """The endpoint kind, the call (at `now`) and the state `encode_leg` wrote."""
+    try:
+        kind, internal, mode, state, caller = text.split("\n", 4)
+        return EndpointKind(kind), Call(caller, internal == "1", now, mode or None), decode(state)
+    except StateFormatError:
+        raise
+    except ValueError as error:
+        raise StateFormatError(f"malformed call leg {text!r}: {error}") from None
 
 
 def _hop(part: str) -> Hop:
