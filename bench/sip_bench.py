@@ -9,7 +9,9 @@ workers, in front of the same sipp peers:
   numbers (every even one forwards unconditionally to a mobile number, every
   odd one rings a PBX trunk and forwards on busy);
 - baseline: bench/baseline/kamailio.cfg on 127.0.1.2:5060, htables of the
-  same 100,000 numbers loaded from files.
+  same 100,000 numbers loaded from files;
+- twin: the same cfg on 127.0.1.3:5060 routing with bench/baseline/twin.py,
+  its routes in Python KEMI (a control, in the CPU-per-call pass only).
 
 Peers: the carrier 127.0.1.11:5080 answers every call; the PBX
 127.0.1.20:5060 answers 486 Busy Here; callers send from the carrier's
@@ -19,9 +21,18 @@ the case from an injection file.
 Throughput: for each case, a rising rate ladder; at each rate divert, then
 the baseline, for `step_seconds` each; a rate passes with no failed call,
 retransmissions under 1% of calls, and the calls done in time.  The figure
-is the highest rate reached before the first failure.  Latency: request
-route execution times from Kamailio's own `latency_cfg_log`, turned on at
-run time for one fixed-rate pass per case.
+is the highest rate reached before a rate fails twice in a row.  Latency:
+request route execution times from Kamailio's own `latency_cfg_log`, turned
+on at run time for one fixed-rate pass per case.  CPU per call: the CPU time the
+Kamailio processes of each system used (from /proc) over fixed-rate passes
+in alternation, divided by the calls; steadier than the ladder on a shared
+machine, and what the ladder's ratio comes from while Kamailio and sipp
+share the cores.
+
+Both Kamailios run with the same memory manager (divert's, TLSF) and, where
+a cgroup can be written (bench/cpu_budget.py), the same CPU budget: 20% of
+one core each, so that the ladder measures what each sustains on equal CPU
+rather than what the sipp peers sharing the machine can drive.
 
 Every sipp run is bounded by call count and timeout; every process started
 is stopped by its PID.
@@ -43,8 +54,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from cpu_budget import BudgetUnavailable, CpuBudget
+
+from divert.node import MEMORY_MANAGER
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -56,11 +74,22 @@ CHILDREN = 4  # SIP worker processes, both systems
 SHM_MB = 512  # shared memory, both systems (the baseline's htables live there)
 DIVERT_NODE = "127.0.1.1:5060"
 BASELINE_NODE = "127.0.1.2:5060"
+TWIN_NODE = "127.0.1.3:5060"  # the baseline's routes in Python: bench/baseline/twin.py
 CARRIER = "127.0.1.11:5080"
 PBX = "127.0.1.20:5060"
 CALLER_IP = "127.0.1.11"  # the carrier's address: trusted by divert
-LADDER = (100, 200, 300, 400, 500, 650, 800, 1000, 1250, 1500, 2000, 2500, 3000)
+# Each Kamailio (all its processes) gets CPU_SHARE of one core, the same for
+# both: the rate each sustains is then set by its cost per call, at rates the
+# sipp peers drive with ease.  Rates rise by about 15%.
+CPU_SHARE = 0.2
+LADDER = (400, 460, 530, 610, 700, 800, 920, 1060, 1220, 1400, 1610, 1850, 2130, 2450, 2800, 3200)
+# Without a cgroup to write, both run unconfined: the ladder then finds the
+# machine's limit (sipp and Kamailio sharing the cores) more than either's.
+UNCONFINED_LADDER = (500, 1000, 1400, 1800, 2200, 2600, 3000, 3500, 4000, 4500, 5000)
 LATENCY_RATE = 200
+CPU_RATE = 500
+CPU_ROUNDS = 3
+TICKS = os.sysconf("SC_CLK_TCK")
 CASES = ("unconditional", "busy")
 
 
@@ -106,7 +135,7 @@ def baseline_tables(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     header = "key_name(string) key_type(int) value_type(int) key_value(string) expires(int)\n"
     pbx = "sip\\:" + PBX.replace(":", "\\:")
-    tables = {"always": [], "busy": [], "dest": []}
+    tables: dict[str, list[str]] = {"always": [], "busy": [], "dest": []}
     for i in range(NUMBERS):
         if i % 2 == 0:
             tables["always"].append(f"{number(i)}:0:0:{mobile(i)}:0\n")
@@ -232,7 +261,8 @@ def sipp_calls(
             "-l",
             str(max(100, rate * 2)),
             "-timeout",
-            f"{int(calls / rate * 2) + 5}s",
+            # a step that runs past 1.5x its time has failed already
+            f"{int(calls / rate * 1.5) + 3}s",
             "-timeout_error",
             "-nostdin",
             "-trace_stat",
@@ -266,41 +296,52 @@ def _last_row(stat: Path) -> dict[str, str]:
     return rows[-1] if rows else {}
 
 
-def ladder(work: Path, case: str, injections: dict[str, Path], step_seconds: float) -> dict:
-    """Rising rate, divert and baseline in alternation at each rate."""
+def ladder(
+    work: Path,
+    case: str,
+    injections: dict[str, Path],
+    step_seconds: float,
+    rates: tuple[int, ...],
+) -> dict[str, Any]:
+    """Rising rate, divert and baseline in alternation at each rate.
+
+    A rate that fails is tried once more before it counts: on a shared
+    machine one hiccup (a burst of retransmissions) should not end a ladder.
+    """
     steps: dict[str, list[Step]] = {"divert": [], "baseline": []}
+    best = {"divert": 0, "baseline": 0}
     done: set[str] = set()
     port = 7000
-    for rate in LADDER:
+    for rate in rates:
         for name, node in (("divert", DIVERT_NODE), ("baseline", BASELINE_NODE)):
-            if name in done:
-                continue
-            port += 1
-            step = sipp_calls(
-                work,
-                node,
-                injections[case],
-                rate,
-                int(rate * step_seconds),
-                port,
-                f"{case}-{name}-{rate}",
-            )
-            steps[name].append(step)
-            print(
-                f"  {case:13} {name:8} {rate:5}/s  ok {step.successful}/{step.calls}  "
-                f"retrans {step.retransmissions}  {step.seconds:.1f} s  "
-                f"{'pass' if step.passed else 'FAIL'}",
-                flush=True,
-            )
-            if not step.passed:
-                done.add(name)
-            time.sleep(1.0)
+            for attempt in range(2):
+                if name in done:
+                    break
+                port += 1
+                step = sipp_calls(
+                    work,
+                    node,
+                    injections[case],
+                    rate,
+                    int(rate * step_seconds),
+                    port,
+                    f"{case}-{name}-{rate}-{attempt}",
+                )
+                steps[name].append(step)
+                print(
+                    f"  {case:13} {name:8} {rate:5}/s  ok {step.successful}/{step.calls}  "
+                    f"retrans {step.retransmissions}  {step.seconds:.1f} s  "
+                    f"{'pass' if step.passed else 'FAIL'}",
+                    flush=True,
+                )
+                time.sleep(1.0)
+                if step.passed:
+                    best[name] = rate
+                    break
+                if attempt == 1:
+                    done.add(name)
         if len(done) == 2:
             break
-    best = {
-        name: max((s.rate for s in _before_failure(runs)), default=0)
-        for name, runs in steps.items()
-    }
     return {
         "max_rate_divert": best["divert"],
         "max_rate_baseline": best["baseline"],
@@ -311,15 +352,6 @@ def ladder(work: Path, case: str, injections: dict[str, Path], step_seconds: flo
     }
 
 
-def _before_failure(runs: list[Step]) -> list[Step]:
-    passed = []
-    for step in runs:
-        if not step.passed:
-            break
-        passed.append(step)
-    return passed
-
-
 def latency(
     work: Path,
     case: str,
@@ -327,7 +359,7 @@ def latency(
     logs: dict[str, Path],
     sockets: dict[str, Path],
     step_seconds: float,
-) -> dict:
+) -> dict[str, Any]:
     """Request-route execution times at LATENCY_RATE, from Kamailio's log."""
     figures = {}
     for index, (name, node) in enumerate((("divert", DIVERT_NODE), ("baseline", BASELINE_NODE))):
@@ -366,6 +398,73 @@ def latency(
     return figures
 
 
+def kamailio_pids(root: int) -> list[int]:
+    """The Kamailio processes in the process tree under PID `root`."""
+    children: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm, rest = (entry / "stat").read_text().rsplit(")", 1)
+        except OSError:
+            continue  # gone meanwhile
+        names[int(entry.name)] = comm.split("(", 1)[1]
+        children.setdefault(int(rest.split()[1]), []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        if names.get(pid) == "kamailio":
+            found.append(pid)
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) the processes `pids` have used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+def cpu_per_call(running: Systems, case: str, step_seconds: float) -> dict[str, Any]:
+    """Kamailio CPU per call at CPU_RATE, divert, the baseline and its
+    Python twin in alternation."""
+    nodes = {"divert": DIVERT_NODE, "baseline": BASELINE_NODE, "twin": TWIN_NODE}
+    samples: dict[str, list[float]] = {name: [] for name in nodes}
+    for round_ in range(CPU_ROUNDS):
+        for index, (name, node) in enumerate(nodes.items()):
+            pids = kamailio_pids(running.processes[name].popen.pid)
+            before = cpu_seconds(pids)
+            step = sipp_calls(
+                running.work,
+                node,
+                running.injections[case],
+                CPU_RATE,
+                int(CPU_RATE * step_seconds),
+                7800 + 10 * round_ + index + (50 if case == "busy" else 0),
+                f"cpu-{case}-{name}-{round_}",
+            )
+            if step.successful:
+                samples[name].append((cpu_seconds(pids) - before) / step.successful * 1e6)
+    figures = {name: round(statistics.median(us)) if us else None for name, us in samples.items()}
+    divert, baseline, twin = figures["divert"], figures["baseline"], figures["twin"]
+    return {
+        "rate": CPU_RATE,
+        "divert_us": divert,
+        "baseline_us": baseline,
+        "twin_us": twin,
+        "ratio": round(divert / baseline, 2) if divert and baseline else None,
+        "twin_ratio": round(twin / baseline, 2) if twin and baseline else None,
+        "samples": samples,
+    }
+
+
 def _p99(samples: list[int]) -> float:
     ordered = sorted(samples)
     return float(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))])
@@ -374,16 +473,34 @@ def _p99(samples: list[int]) -> float:
 # -- the run ----------------------------------------------------------------------------
 
 
-def run(step_seconds: float = 4.0) -> dict:
+@dataclass
+class Systems:
+    """Both Kamailios and the sipp peers, up and warmed, in a scratch folder."""
+
+    work: Path
+    injections: dict[str, Path]
+    processes: dict[str, Process]
+    sockets: dict[str, Path]
+    confined: bool  # each Kamailio on a CPU_SHARE budget
+    cpu_note: str  # how the Kamailios' CPU is limited, or why it is not
+
+    @property
+    def logs(self) -> dict[str, Path]:
+        return {name: self.processes[name].log for name in ("divert", "baseline")}
+
+
+@contextmanager
+def systems() -> Iterator[Systems]:
+    """Seed both systems' numbers, start them and the sipp peers; stop all
+    of them (by PID) on the way out."""
     for tool in ("kamailio", "sipp", "kamcmd"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed: run 'make deps' first")
-    results: dict = {"numbers": NUMBERS, "children": CHILDREN, "step_seconds": step_seconds}
-    processes: list[Process] = []
+    processes: dict[str, Process] = {}
+    budgets: list[CpuBudget] = []
     with tempfile.TemporaryDirectory(prefix="divert-sip-bench-") as scratch:
         work = Path(scratch)
         try:
-            started = time.monotonic()
             portal = f"sqlite:///{work / 'portal.db'}"
             seed_portal(portal)
             baseline_tables(work / "ht")
@@ -394,36 +511,32 @@ def run(step_seconds: float = 4.0) -> dict:
                 path = work / f"{case}.csv"
                 path.write_text("SEQUENTIAL\n" + "".join(f"{number(i)}\n" for i in picks))
                 injections[case] = path
-            results["setup_s"] = round(time.monotonic() - started, 1)
-
             for name, scenario, address in (
                 ("carrier", "answer.xml", CARRIER),
                 ("pbx", "busy.xml", PBX),
             ):
                 host, port = address.split(":")
-                processes.append(
-                    start(
-                        name,
-                        [
-                            "sipp",
-                            "-sf",
-                            str(BENCH / "sipp" / scenario),
-                            "-i",
-                            host,
-                            "-p",
-                            port,
-                            "-aa",
-                            "-nostdin",
-                            "-m",
-                            "10000000",
-                            "-timeout",
-                            "900s",
-                        ],
-                        work,
-                    )
+                processes[name] = start(
+                    name,
+                    [
+                        "sipp",
+                        "-sf",
+                        str(BENCH / "sipp" / scenario),
+                        "-i",
+                        host,
+                        "-p",
+                        port,
+                        "-aa",
+                        "-nostdin",
+                        "-m",
+                        "10000000",
+                        "-timeout",
+                        "900s",
+                    ],
+                    work,
                 )
             state = work / "state"
-            divert = start(
+            divert = processes["divert"] = start(
                 "divert",
                 [
                     DIVERT,
@@ -443,34 +556,40 @@ def run(step_seconds: float = 4.0) -> dict:
                 ],
                 work,
             )
-            processes.append(divert)
-            baseline_socket = work / "baseline.ctl"
-            baseline = start(
-                "baseline",
-                [
-                    "kamailio",
-                    "-f",
-                    str(BENCH / "baseline" / "kamailio.cfg"),
-                    "-DD",
-                    "-E",
-                    "-m",
-                    str(SHM_MB),
-                    "-n",
-                    str(CHILDREN),
-                    "-A",
-                    f"LISTEN=udp:{BASELINE_NODE}",
-                    "-A",
-                    f'CARRIER="sip:{CARRIER}"',
-                    "-A",
-                    f'HT_DB="text://{work / "ht"}"',
-                    "-A",
-                    f'CTL_SOCKET="unix:{baseline_socket}"',
-                ],
-                work,
-            )
-            processes.append(baseline)
+            for name, listen in (("baseline", BASELINE_NODE), ("twin", TWIN_NODE)):
+                twin = ["-A", f'PYTHON_TWIN="{BENCH / "baseline" / "twin.py"}"']
+                processes[name] = start(
+                    name,
+                    [
+                        "kamailio",
+                        "-f",
+                        str(BENCH / "baseline" / "kamailio.cfg"),
+                        "-x",
+                        MEMORY_MANAGER,
+                        "-X",
+                        MEMORY_MANAGER,
+                        "-DD",
+                        "-E",
+                        "-m",
+                        str(SHM_MB),
+                        "-n",
+                        str(CHILDREN),
+                        "-A",
+                        f"LISTEN=udp:{listen}",
+                        "-A",
+                        f'CARRIER="sip:{CARRIER}"',
+                        "-A",
+                        f'HT_DB="text://{work / "ht"}"',
+                        "-A",
+                        f'CTL_SOCKET="unix:{work / name}.ctl"',
+                        *(twin if name == "twin" else []),
+                    ],
+                    work,
+                    BENCH_CARRIER=f"sip:{CARRIER}",
+                )
             wait_until("divert", lambda: options_ok(DIVERT_NODE), 120, divert)
-            wait_until("baseline", lambda: options_ok(BASELINE_NODE), 60, baseline)
+            for name, listen in (("baseline", BASELINE_NODE), ("twin", TWIN_NODE)):
+                wait_until(name, lambda at=listen: options_ok(at), 60, processes[name])
             divert_socket = state / "run" / "kamailio_ctl"
             wait_until(
                 "divert's trunks",
@@ -478,20 +597,57 @@ def run(step_seconds: float = 4.0) -> dict:
                 30,
                 divert,
             )
-            time.sleep(1.0)
-            logs = {"divert": divert.log, "baseline": baseline.log}
-            sockets = {"divert": divert_socket, "baseline": baseline_socket}
-            for case in CASES:
-                # a short warm-up: Python workers import lazily, caches fill
-                sipp_calls(work, DIVERT_NODE, injections[case], 200, 400, 6990, f"warm-{case}")
-                sipp_calls(work, BASELINE_NODE, injections[case], 200, 400, 6991, f"warmb-{case}")
-                results[f"latency_{case}"] = latency(
-                    work, case, injections, logs, sockets, step_seconds
+            try:
+                for name in ("divert", "baseline", "twin"):
+                    budgets.append(CpuBudget.create(f"divert-bench-{name}", CPU_SHARE))
+                    budgets[-1].add(kamailio_pids(processes[name].popen.pid))
+                cpu_note = (
+                    f"each Kamailio limited to {CPU_SHARE:.0%} of one core ({budgets[0].path})"
                 )
-                results[f"throughput_{case}"] = ladder(work, case, injections, step_seconds)
+            except (BudgetUnavailable, OSError) as error:
+                for budget in budgets:
+                    budget.remove()
+                budgets.clear()
+                cpu_note = f"unconfined (no CPU budget: {error})"
+            print(f"  {cpu_note}", flush=True)
+            time.sleep(1.0)
+            yield Systems(
+                work,
+                injections,
+                processes,
+                {"divert": divert_socket, "baseline": work / "baseline.ctl"},
+                bool(budgets),
+                cpu_note,
+            )
         finally:
-            for process in reversed(processes):
+            for process in reversed(list(processes.values())):
                 process.stop()
+            for budget in budgets:
+                budget.remove()
+
+
+def run(step_seconds: float = 4.0) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "numbers": NUMBERS,
+        "children": CHILDREN,
+        "step_seconds": step_seconds,
+    }
+    started = time.monotonic()
+    with systems() as running:
+        results["setup_s"] = round(time.monotonic() - started, 1)
+        results["cpu"] = running.cpu_note
+        work, injections = running.work, running.injections
+        for case in CASES:
+            # a short warm-up: Python workers import lazily, caches fill
+            sipp_calls(work, DIVERT_NODE, injections[case], 200, 400, 6990, f"warm-{case}")
+            sipp_calls(work, BASELINE_NODE, injections[case], 200, 400, 6991, f"warmb-{case}")
+            sipp_calls(work, TWIN_NODE, injections[case], 200, 400, 6992, f"warmt-{case}")
+            results[f"latency_{case}"] = latency(
+                work, case, injections, running.logs, running.sockets, step_seconds
+            )
+            results[f"cpu_{case}"] = cpu_per_call(running, case, step_seconds)
+            rates = LADDER if running.confined else UNCONFINED_LADDER
+            results[f"throughput_{case}"] = ladder(work, case, injections, step_seconds, rates)
     return results
 
 
