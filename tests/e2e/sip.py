@@ -197,6 +197,8 @@ class Peer:
             "-error_file",
             str(self.errors),
         ]
+        self.started = time.monotonic()
+        self.ended: float | None = None
         with open(self.output, "w") as out:
             self.process = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -205,10 +207,19 @@ class Peer:
 
     def wait(self, timeout: float = 60) -> int:
         try:
-            return self.process.wait(timeout=timeout)
+            code = self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.stop()
             raise AssertionError(f"sipp {self.name} still running after {timeout} s") from None
+        if self.ended is None:
+            self.ended = time.monotonic()
+        return code
+
+    def lasted(self) -> float:
+        """Seconds from starting this sipp to seeing it exit in `wait`: a
+        caller's whole call, without the time other peers take to stop."""
+        assert self.ended is not None, f"sipp {self.name} not waited for"
+        return self.ended - self.started
 
     def stop(self) -> None:
         if self.process.poll() is None:
