@@ -80,3 +80,16 @@ def test_state_round_trips_through_the_transaction_encoding(store, called, inter
             break
         assert decode(encode(decision.state)) == decision.state
         decision = decide(call, decision.state, outcome, store.get)
+
+
+@settings(max_examples=300, deadline=None)
+@given(store=forward_tables(), internal=st.booleans())
+def test_candidates_put_the_callers_own_scope_first_then_any_in_portal_order(store, internal):
+    own = "internal" if internal else "external"
+    for forwards in store.values():
+        for condition in Condition:
+            of_condition = [r for r in forwards.rules if r.condition is condition]
+            expected = [r for r in of_condition if r.callers == own] + [
+                r for r in of_condition if r.callers == "any"
+            ]
+            assert list(forwards.candidates(condition, internal)) == expected

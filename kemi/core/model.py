@@ -134,19 +134,22 @@ class ForwardTable:
     def __post_init__(self) -> None:
         # Precompute, per condition and caller kind, the rules in precedence
         # order (scope-specific before `any`, then portal order), so that a
-        # decision is a short tuple scan.  One pass; conditions without rules
-        # are simply absent (see `candidates`).
-        internal: dict[Condition, tuple[list[Rule], list[Rule]]] = {}
-        external: dict[Condition, tuple[list[Rule], list[Rule]]] = {}
+        # decision is a short tuple scan.  Conditions without rules are simply
+        # absent (see `candidates`).  Every store miss builds a table, so this
+        # is one lean pass: most tables hold a single rule.
+        own: dict[tuple[Condition, bool], list[Rule]] = {}
+        general: dict[tuple[Condition, bool], list[Rule]] = {}
         for rule in self.rules:
-            if rule.callers is not Scope.EXTERNAL:
-                own, general = internal.setdefault(rule.condition, ([], []))
-                (own if rule.callers is Scope.INTERNAL else general).append(rule)
-            if rule.callers is not Scope.INTERNAL:
-                own, general = external.setdefault(rule.condition, ([], []))
-                (own if rule.callers is Scope.EXTERNAL else general).append(rule)
-        plan = {(c, True): tuple(own + general) for c, (own, general) in internal.items()}
-        plan.update({(c, False): tuple(own + general) for c, (own, general) in external.items()})
+            condition, callers = rule.condition, rule.callers
+            if callers is Scope.ANY:
+                general.setdefault((condition, True), []).append(rule)
+                general.setdefault((condition, False), []).append(rule)
+            else:
+                key = (condition, callers is Scope.INTERNAL)
+                own.setdefault(key, []).append(rule)
+        plan = {key: tuple(rules) for key, rules in own.items()}
+        for key, rules in general.items():
+            plan[key] = plan[key] + tuple(rules) if key in plan else tuple(rules)
         object.__setattr__(self, "by_condition", plan)
 
     def candidates(self, condition: Condition, internal: bool) -> tuple[Rule, ...]:
