@@ -11,6 +11,7 @@ import pytest
 
 from kemi.core.model import DestKind
 from kemi.store.format import SCHEMA_VERSION, decode_table, encode_table
+from kemi.store.lru import Lru
 from kemi.store.reader import StoreReader, StoreUnavailable
 from sync.store_writer import StoreWriter
 from tests.builders import rule, table
@@ -43,6 +44,20 @@ def test_table_round_trips_through_the_store_format():
     assert decoded.candidates(rule("busy").condition, False) == original.candidates(
         rule("busy").condition, False
     )
+
+
+def test_the_cache_evicts_the_least_recently_used_entry():
+    cache: Lru[str, int] = Lru(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a", 0) == 1  # read: "b" is now the oldest
+    cache.put("c", 3)
+    assert (cache.get("a", 0), cache.get("b", 0), cache.get("c", 0)) == (1, 0, 3)
+    cache.put("a", 4)  # rewritten: "c" is now the oldest
+    cache.put("d", 5)
+    assert (cache.get("a", 0), cache.get("c", 0), len(cache)) == (4, 0, 2)
+    cache.discard("a")
+    assert cache.get("a", 0) == 0 and len(cache) == 1
 
 
 def test_missing_store_is_a_clear_error(tmp_path: Path):

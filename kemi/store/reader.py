@@ -25,8 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from cachetools import LRUCache
-
 from kemi.core.model import ForwardTable
 from kemi.store.format import (
     NS_ADDRESS,
@@ -45,6 +43,7 @@ from kemi.store.format import (
     decode_table,
     decode_tenant,
 )
+from kemi.store.lru import Lru
 
 _SEQ = struct.Struct("<QQ")
 _ABSENT = object()
@@ -83,7 +82,7 @@ class StoreReader:
 
     def __init__(self, state_dir: str | os.PathLike[str], cache_size: int = 10_000) -> None:
         self._dir = Path(state_dir)
-        self._cache: LRUCache[str, object] = LRUCache(maxsize=cache_size)
+        self._cache: Lru[str, object] = Lru(cache_size)
         self._db: sqlite3.Connection | None = None
         self._seq_map: mmap.mmap | None = None
         self._epoch = -1
@@ -129,7 +128,7 @@ class StoreReader:
         if found is _ABSENT:
             row = self._miss(query, params)
             found = None if row is None else build(row)
-            self._cache[cache_key] = found
+            self._cache.put(cache_key, found)
         return cast("Found | None", found)
 
     @property
@@ -168,7 +167,7 @@ class StoreReader:
                 self._cache.clear()  # the log was pruned past what we saw
             else:
                 for key, _ in rows:
-                    self._cache.pop(key, None)
+                    self._cache.discard(key)
         self._epoch, self._seen = epoch, seq
 
     def _miss(self, query: str, params: tuple[object, ...]) -> tuple[Any, ...] | None:
