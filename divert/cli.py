@@ -25,7 +25,7 @@ from divert import explain as explaining
 from divert.db import open_portal, portal_url
 from divert.errors import DivertError, PortalUnavailable
 from divert.features.server import FeatureConfig, serve_until_signalled
-from divert.node import NodeConfig, run_node
+from divert.node import CACHE_ENTRIES, NodeConfig, run_node
 from divert.portal import (
     find,
     forwards,
@@ -398,6 +398,12 @@ def _run_command(groups: argparse._SubParsersAction[Parser]) -> None:
         default=512,
         help="Kamailio shared memory in MB (transactions; 64 ran out at 650 calls/s)",
     )
+    run.add_argument(
+        "--cache",
+        type=int,
+        default=CACHE_ENTRIES,
+        help="store entries each SIP worker caches (up to ~1.2 KB each)",
+    )
     run.set_defaults(handler=node_run)
 
 
@@ -409,6 +415,8 @@ def node_run(args: argparse.Namespace, url: str) -> int:
         raise DivertError("--children must be 1-64 and --probe-interval 1-600 seconds")
     if not 32 <= args.shm <= 65536:
         raise DivertError("--shm must be 32-65536 MB")
+    if not 100 <= args.cache <= 10_000_000:
+        raise DivertError("--cache must be 100-10000000 entries")
     config = NodeConfig(
         url,
         args.listen,
@@ -418,6 +426,7 @@ def node_run(args: argparse.Namespace, url: str) -> int:
         args.children,
         args.probe_interval,
         shm_mb=args.shm,
+        cache_entries=args.cache,
     )
     return run_node(config)
 

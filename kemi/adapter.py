@@ -63,7 +63,7 @@ class AdapterConfig:
     state_dir: str
     domain: str
     max_diversions: int = 5
-    cache_size: int = 10_000
+    cache_size: int = 50_000  # divert run passes --cache as DIVERT_CACHE_SIZE
     carrier_style: str = "diversion"
     features: str = ""  # the feature server's IPv4:PORT ('' : none)
 
@@ -73,7 +73,7 @@ class AdapterConfig:
             state_dir=os.environ.get("DIVERT_STATE_DIR", "var"),
             domain=os.environ.get("DIVERT_DOMAIN", "divert.invalid"),
             max_diversions=int(os.environ.get("DIVERT_MAX_DIVERSIONS", "5")),
-            cache_size=int(os.environ.get("DIVERT_CACHE_SIZE", "10000")),
+            cache_size=int(os.environ.get("DIVERT_CACHE_SIZE", "50000")),
             carrier_style=os.environ.get("DIVERT_CARRIER_STYLE", "diversion"),
             features=os.environ.get("DIVERT_FEATURES", ""),
         )

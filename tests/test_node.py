@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from divert import node
+from divert import cli, node
 from divert.cli import main
 from divert.errors import DivertError
 
@@ -88,3 +88,23 @@ def test_a_bad_shared_memory_size_is_one_line(sqlite_url: str, tmp_path: Path, c
         str(tmp_path / "state"),
     )
     assert code == 2 and "--shm must be 32-65536 MB" in err
+
+
+def test_a_bad_cache_size_is_one_line(sqlite_url: str, tmp_path: Path, capsys):
+    code, err = run(
+        capsys, "--portal", sqlite_url, "run", "--cache", "0", "--state-dir", str(tmp_path)
+    )
+    assert code == 2 and "--cache must be 100-10000000 entries" in err
+
+
+def test_the_cache_size_reaches_each_sip_worker(
+    sqlite_url: str, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+):
+    started: list[node.NodeConfig] = []
+    monkeypatch.setattr(cli, "run_node", lambda config: started.append(config) or 0)
+    code, _ = run(
+        capsys, "--portal", sqlite_url, "run", "--cache", "200000", "--state-dir", str(tmp_path)
+    )
+    # kemi.adapter.AdapterConfig reads it in each worker
+    environment = node.Node(started[0])._kamailio_environment()
+    assert code == 0 and environment["DIVERT_CACHE_SIZE"] == "200000"
