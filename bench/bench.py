@@ -54,11 +54,13 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         )
     for case in sip_bench.CASES:
         cpu = results["sip"][f"cpu_{case}"]
+        resent = "/".join(str(n) for n in cpu["retransmissions"].values())
         rows.append(
             (
                 f"Kamailio CPU per call, {case}",
                 f"divert {cpu['divert_us']} us / baseline {cpu['baseline_us']} us "
-                f"= x{cpu['ratio']} (Python twin x{cpu['twin_ratio']}; {cpu['rate']}/s)",
+                f"= x{cpu['ratio']} (Python twin x{cpu['twin_ratio']}; {cpu['rate']}/s, "
+                f"retransmissions {resent})",
                 "",
             )
         )
