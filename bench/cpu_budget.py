@@ -31,8 +31,8 @@ class CpuBudget:
         self.path = path
 
     @classmethod
-    def create(cls, name: str, share: float) -> CpuBudget:
-        quota = int(PERIOD_US * share)
+    def create(cls, name: str, share: float | None) -> CpuBudget:
+        """A new cgroup limited to `share` of one core (None: no limit yet)."""
         errors = []
         for root, limit in ((V2_ROOT, cls._limit_v2), (V1_ROOT, cls._limit_v1)):
             path = root / f"{name}-{os.getpid()}"
@@ -41,7 +41,7 @@ class CpuBudget:
                     errors.append(f"{root}: no cpu controller")
                     continue
                 path.mkdir()
-                limit(path, quota)
+                limit(path, share)
                 return cls(path)
             except OSError as error:
                 errors.append(f"{path}: {error.strerror or error}")
@@ -57,13 +57,22 @@ class CpuBudget:
         return (root / "cpu.cfs_quota_us").is_file()
 
     @staticmethod
-    def _limit_v2(path: Path, quota: int) -> None:
+    def _limit_v2(path: Path, share: float | None) -> None:
+        quota = "max" if share is None else str(int(PERIOD_US * share))
         (path / "cpu.max").write_text(f"{quota} {PERIOD_US}")
 
     @staticmethod
-    def _limit_v1(path: Path, quota: int) -> None:
+    def _limit_v1(path: Path, share: float | None) -> None:
         (path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+        quota = -1 if share is None else int(PERIOD_US * share)
         (path / "cpu.cfs_quota_us").write_text(str(quota))
+
+    def limit(self, share: float | None) -> None:
+        """Change the budget to `share` of one core (None: no limit)."""
+        if (self.path / "cpu.max").is_file():
+            self._limit_v2(self.path, share)
+        else:
+            self._limit_v1(self.path, share)
 
     def add(self, pids: Iterable[int]) -> None:
         for pid in pids:

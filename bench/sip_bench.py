@@ -30,9 +30,10 @@ machine, and what the ladder's ratio comes from while Kamailio and sipp
 share the cores.
 
 Both Kamailios run with the same memory manager (divert's, TLSF) and, where
-a cgroup can be written (bench/cpu_budget.py), the same CPU budget: 20% of
-one core each, so that the ladder measures what each sustains on equal CPU
-rather than what the sipp peers sharing the machine can drive.
+a cgroup can be written (bench/cpu_budget.py), the same CPU budget in the
+ladder: 20% of one core each, so that the ladder measures what each
+sustains on equal CPU rather than what the sipp peers sharing the machine
+can drive.  The latency and CPU passes run unconfined, well below that.
 
 Every sipp run is bounded by call count and timeout; every process started
 is stopped by its PID.
@@ -78,19 +79,22 @@ TWIN_NODE = "127.0.1.3:5060"  # the baseline's routes in Python: bench/baseline/
 CARRIER = "127.0.1.11:5080"
 PBX = "127.0.1.20:5060"
 CALLER_IP = "127.0.1.11"  # the carrier's address: trusted by divert
-# Each Kamailio (all its processes) gets CPU_SHARE of one core, the same for
-# both: the rate each sustains is then set by its cost per call, at rates the
-# sipp peers drive with ease.  Rates rise by about 15%.
+# In the ladder each Kamailio (all its processes) gets CPU_SHARE of one core,
+# the same for both: the rate each sustains is then set by its cost per
+# call, at rates the sipp peers drive with ease.  Rates rise by about 15%
+# from half of what divert's CPU per call (measured unconfined, at a lower
+# rate: an overestimate) says the share sustains, so the ladder starts below
+# divert's limit on a fast machine and a slow one alike.
 CPU_SHARE = 0.2
-LADDER = (400, 460, 530, 610, 700, 800, 920, 1060, 1220, 1400, 1610, 1850, 2130, 2450, 2800, 3200)
+LADDER_STEP = 1.15
+LADDER_TOP = 3200
 # Without a cgroup to write, both run unconfined: the ladder then finds the
 # machine's limit (sipp and Kamailio sharing the cores) more than either's.
 UNCONFINED_LADDER = (500, 1000, 1400, 1800, 2200, 2600, 3000, 3500, 4000, 4500, 5000)
 LATENCY_RATE = 200
-# Well inside every system's budget (divert at 200/s used under half of its
-# 20% of a core): near the budget, throttling brings retransmissions, whose
-# handling the figure would then count as cost per call.
-CPU_RATE = 200
+# CPU per call and route latency are measured unconfined: near a budget,
+# throttling brings retransmissions, whose handling would count as cost.
+CPU_RATE = 400
 CPU_ROUNDS = 3
 TICKS = os.sysconf("SC_CLK_TCK")
 CASES = ("unconditional", "busy")
@@ -299,6 +303,18 @@ def _last_row(stat: Path) -> dict[str, str]:
     return rows[-1] if rows else {}
 
 
+def ladder_rates(divert_us: float | None) -> tuple[int, ...]:
+    """The confined ladder: from half the rate CPU_SHARE sustains at
+    `divert_us` a call, up by LADDER_STEP, to LADDER_TOP."""
+    sustained = CPU_SHARE / (divert_us or 500) * 1e6
+    rate = max(50.0, sustained / 2)
+    rates = []
+    while rate <= LADDER_TOP:
+        rates.append(int(round(rate, -1)))
+        rate *= LADDER_STEP
+    return tuple(rates)
+
+
 def ladder(
     work: Path,
     case: str,
@@ -487,8 +503,19 @@ class Systems:
     injections: dict[str, Path]
     processes: dict[str, Process]
     sockets: dict[str, Path]
-    confined: bool  # each Kamailio on a CPU_SHARE budget
+    budgets: list[CpuBudget]  # one cgroup per Kamailio; none: unconfined
     cpu_note: str  # how the Kamailios' CPU is limited, or why it is not
+
+    @contextmanager
+    def confined(self) -> Iterator[None]:
+        """Each Kamailio limited to CPU_SHARE of one core, for the ladder."""
+        for budget in self.budgets:
+            budget.limit(CPU_SHARE)
+        try:
+            yield
+        finally:
+            for budget in self.budgets:
+                budget.limit(None)
 
     @property
     def logs(self) -> dict[str, Path]:
@@ -605,10 +632,11 @@ def systems() -> Iterator[Systems]:
             )
             try:
                 for name in ("divert", "baseline", "twin"):
-                    budgets.append(CpuBudget.create(f"divert-bench-{name}", CPU_SHARE))
+                    budgets.append(CpuBudget.create(f"divert-bench-{name}", None))
                     budgets[-1].add(kamailio_pids(processes[name].popen.pid))
                 cpu_note = (
-                    f"each Kamailio limited to {CPU_SHARE:.0%} of one core ({budgets[0].path})"
+                    f"each Kamailio limited to {CPU_SHARE:.0%} of one core in the ladder "
+                    f"({budgets[0].path})"
                 )
             except (BudgetUnavailable, OSError) as error:
                 for budget in budgets:
@@ -622,7 +650,7 @@ def systems() -> Iterator[Systems]:
                 injections,
                 processes,
                 {"divert": divert_socket, "baseline": work / "baseline.ctl"},
-                bool(budgets),
+                budgets,
                 cpu_note,
             )
         finally:
@@ -652,8 +680,13 @@ def run(step_seconds: float = 4.0) -> dict[str, Any]:
                 work, case, injections, running.logs, running.sockets, step_seconds
             )
             results[f"cpu_{case}"] = cpu_per_call(running, case, step_seconds)
-            rates = LADDER if running.confined else UNCONFINED_LADDER
-            results[f"throughput_{case}"] = ladder(work, case, injections, step_seconds, rates)
+            rates: tuple[int, ...]
+            if not running.budgets:
+                rates = UNCONFINED_LADDER
+            else:
+                rates = ladder_rates(results[f"cpu_{case}"]["divert_us"])
+            with running.confined():
+                results[f"throughput_{case}"] = ladder(work, case, injections, step_seconds, rates)
     return results
 
 
