@@ -457,3 +457,9 @@ def _burst(source: str, port: int, count: int) -> int:
 def test_a_flood_from_an_unknown_source_is_cut_off_but_not_from_a_carrier(node: DivertNode):
     assert _burst("127.0.0.60", 6070, 100) <= 40
     assert _burst(CALLER, 6071, 100) == 100
+
+
+def test_slow_actions_raise_no_alert_that_would_fail_the_python_routes(node: DivertNode):
+    # kamailio-cfg/kamailio.cfg: with a limit set, any KSR action slower than
+    # it returns into Python with an exception pending and the call gets 500
+    assert node.kamcmd("cfg.get", "core", "latency_limit_action").strip() == "0"
