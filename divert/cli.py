@@ -25,7 +25,7 @@ from divert import explain as explaining
 from divert.db import open_portal, portal_url
 from divert.errors import DivertError, PortalUnavailable
 from divert.features.server import FeatureConfig, serve_until_signalled
-from divert.node import CACHE_ENTRIES, NodeConfig, run_node
+from divert.node import NodeConfig, run_node
 from divert.portal import (
     find,
     forwards,
@@ -38,6 +38,7 @@ from divert.portal import (
 )
 from kemi.core.decide import Limits
 from kemi.core.model import Outcome
+from kemi.store.reader import CACHE_ENTRIES
 from schema import migrate
 from schema.tables import CALLER_SCOPES, CONDITIONS, DIVERSION_STYLES
 from sync.status import as_text as status_text

@@ -32,6 +32,7 @@ from divert.errors import DivertError
 from divert.signals import drain, stop_on_signals
 from kemi.signalling import CARRIER_SET, trunk_set
 from kemi.store.format import META_POSITION, STORE_FILE
+from kemi.store.reader import CACHE_ENTRIES
 from sync.worker import PORTAL_ERRORS, SyncWorker, WorkerConfig
 
 log = logging.getLogger("divert.run")
@@ -44,12 +45,6 @@ DS_FLAGS_PROBE = 8  # dispatcher: OPTIONS-probe this destination
 # default (qm) searches its free lists and cost a seventh of a SIP worker's
 # CPU under load (perf, make bench); both pools use it.
 MEMORY_MANAGER = "tlsf"
-# Store entries each SIP worker caches.  Each worker has its own cache, so a
-# number is read from the store once per worker that sees a call to it.  A
-# number's forward table takes about 1.2 KB of Python objects, a number known
-# to have none (a forward's external target) about 0.15 KB: 50,000 entries
-# are at most 60 MB per worker.
-CACHE_ENTRIES = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +58,7 @@ class NodeConfig:
     probe_interval: int = 2
     fail_timer_ms: int = 2000
     shm_mb: int = 512  # Kamailio's shared memory: transactions live here
+    # store entries each SIP worker caches; every worker caches for itself
     cache_entries: int = CACHE_ENTRIES
 
     @property

@@ -41,7 +41,7 @@ from kemi.core.state_codec import StateFormatError, decode_leg, encode_leg
 from kemi.modes import tenant_mode
 from kemi.signalling import CARRIER_SET, diversion_headers, outcome_of, trunk_set
 from kemi.store.format import SubscriberRecord
-from kemi.store.reader import StoreReader, StoreUnavailable
+from kemi.store.reader import CACHE_ENTRIES, StoreReader, StoreUnavailable
 
 CALL_AVP = "$avp(divert_call)"
 HEADERS_AVP = "$avp(divert_headers)"
@@ -63,7 +63,7 @@ class AdapterConfig:
     state_dir: str
     domain: str
     max_diversions: int = 5
-    cache_size: int = 50_000  # divert run passes --cache as DIVERT_CACHE_SIZE
+    cache_size: int = CACHE_ENTRIES  # divert run passes --cache as DIVERT_CACHE_SIZE
     carrier_style: str = "diversion"
     features: str = ""  # the feature server's IPv4:PORT ('' : none)
 
@@ -73,7 +73,7 @@ class AdapterConfig:
             state_dir=os.environ.get("DIVERT_STATE_DIR", "var"),
             domain=os.environ.get("DIVERT_DOMAIN", "divert.invalid"),
             max_diversions=int(os.environ.get("DIVERT_MAX_DIVERSIONS", "5")),
-            cache_size=int(os.environ.get("DIVERT_CACHE_SIZE", "50000")),
+            cache_size=int(os.environ.get("DIVERT_CACHE_SIZE", str(CACHE_ENTRIES))),
             carrier_style=os.environ.get("DIVERT_CARRIER_STYLE", "diversion"),
             features=os.environ.get("DIVERT_FEATURES", ""),
         )
