@@ -11,13 +11,18 @@ from sqlalchemy import create_engine, text
 
 from divert.cli import main
 from divert.features.server import FeatureConfig, FeatureServer
+from kemi.signing import ensure_key, load_key, subscriber_voucher
 from tests.conftest import portal_reachable
 
 KAMAILIO = ("127.0.0.1", 5160)
 TARGET = "+393351000077"
 
 
-def invite(dialled: str, call_id: str, subscriber: str = "alice@acme") -> bytes:
+def invite(dialled: str, call_id: str, vouched: str | None = None) -> bytes:
+    """A code as Kamailio relays it: `vouched` is X-Divert-Subscriber's value
+    (by default alice@acme with the node's voucher for this code and Call-ID)."""
+    if vouched is None:
+        vouched = f"alice@acme;mac={_voucher('alice@acme', dialled, call_id)}"
     lines = [
         f"INVITE sip:{dialled}@acme SIP/2.0",
         "Via: SIP/2.0/UDP 127.0.0.1:5160;branch=z9hG4bK-1",
@@ -26,12 +31,28 @@ def invite(dialled: str, call_id: str, subscriber: str = "alice@acme") -> bytes:
         f"To: <sip:{dialled}@acme>",
         f"Call-ID: {call_id}",
         "CSeq: 2 INVITE",
-        f"X-Divert-Subscriber: {subscriber}",
+        f"X-Divert-Subscriber: {vouched}",
         "Content-Length: 0",
         "",
         "",
     ]
     return "\r\n".join(lines).encode()
+
+
+_STATE: list[Path] = []
+
+
+def _voucher(aor: str, dialled: str, call_id: str) -> str:
+    return subscriber_voucher(load_key(_STATE[-1]), aor, dialled, call_id)
+
+
+@pytest.fixture(autouse=True)
+def node_key(tmp_path: Path) -> Iterator[None]:
+    """The node key in the test's state folder, as `divert run` makes it."""
+    ensure_key(tmp_path)
+    _STATE.append(tmp_path)
+    yield
+    _STATE.pop()
 
 
 def status(response: bytes | None) -> str:
@@ -88,10 +109,26 @@ def test_a_code_is_answered_and_applied_once_despite_retransmissions(
     assert "To: <sip:*72+393351000077@acme>;tag=divert-features" in reply
 
 
-def test_only_kamailio_may_ask(server: FeatureServer, portal_url: str):
+def test_only_kamailio_may_ask_and_only_with_the_nodes_voucher(
+    server: FeatureServer, portal_url: str
+):
     assert server.handle(invite(f"*72{TARGET}", "c2"), ("127.0.0.50", 5060)) is None
-    no_vouch = invite(f"*72{TARGET}", "c3").replace(b"X-Divert-Subscriber: alice@acme\r\n", b"")
-    assert status(server.handle(no_vouch, KAMAILIO)).startswith("SIP/2.0 403")
+    code = f"*72{TARGET}"
+    forgeries = {  # Call-ID: X-Divert-Subscriber (each its own call: no cached answer)
+        "f1": "alice@acme",  # what a forged header looked like before vouchers
+        "f2": "alice@acme;mac=",
+        "f3": "alice@acme;mac=00112233445566778899aabb",
+        "f4": f"alice@acme;mac={_voucher('alice@acme', '*73', 'f4')}",  # another code's
+        "f5": f"alice@acme;mac={_voucher('alice@acme', code, 'elsewhere')}",  # another call's
+        "f6": f"bob@acme;mac={_voucher('alice@acme', code, 'f6')}",  # somebody else's
+    }
+    for call_id, vouched in forgeries.items():
+        forged = invite(code, call_id, vouched)
+        assert status(server.handle(forged, KAMAILIO)) == (
+            "SIP/2.0 403 Forwarding Refused: not authenticated"
+        ), vouched
+    no_header = invite(f"*72{TARGET}", "c4", "").replace(b"X-Divert-Subscriber: \r\n", b"")
+    assert status(server.handle(no_header, KAMAILIO)).startswith("SIP/2.0 403")
     assert forwards_of_alice(portal_url) == []
 
 

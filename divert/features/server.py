@@ -1,10 +1,13 @@
 """The feature server: a small SIP responder for `*` codes, beside Kamailio.
 
 Kamailio authenticates the subscriber, adds ``X-Divert-Subscriber:
-user@domain`` and relays the INVITE here (statefully, so retransmissions
-and the ACK are its business).  The server only accepts requests from
-Kamailio's own address, carries the code out against the portal and
-answers with one final reply whose reason phrase says what happened:
+user@domain;mac=...`` and relays the INVITE here (statefully, so
+retransmissions and the ACK are its business).  The server only accepts
+requests from Kamailio's own address that carry the node's voucher for the
+subscriber, the code and the Call-ID (`kemi.signing`; Kamailio removes the
+header from everything that comes in), carries the code out against the
+portal and answers with one final reply whose reason phrase says what
+happened:
 
 - ``480 Forwarding Activated (always) to +39...`` / ``... Cancelled``: done;
 - ``403 Forwarding Refused: <why>``: a premium-rate number, a loop, an
@@ -44,6 +47,7 @@ from divert.features.apply import ACTIVATED, Answer, Refused, carry_out
 from divert.features.local import LocalNode, NotOnNode
 from divert.features.queue import FeatureQueue, Queued
 from divert.signals import drain, stop_on_signals
+from kemi.signing import load_key, voucher_holds
 from sync import wake
 
 log = logging.getLogger("divert.features")
@@ -108,6 +112,7 @@ class FeatureServer:
     def __init__(self, config: FeatureConfig) -> None:
         self.config = config
         self._engine: Engine | None = None
+        self.key = load_key(config.state_dir)
         self._answered: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self.queue = FeatureQueue(config.state_dir)
         self._local: LocalNode | None = None
@@ -139,10 +144,13 @@ class FeatureServer:
         return response
 
     def _carry_out(self, request: SipRequest) -> Answer:
-        subscriber = request.first(SUBSCRIBER_HEADER)
-        if not subscriber:
-            return Answer(403, "Forwarding Refused: not authenticated")
+        vouched = request.first(SUBSCRIBER_HEADER) or ""
+        subscriber, _, mac = vouched.partition(";mac=")
         dialled = request.ruri_user
+        call_id = request.first("Call-ID") or request.first("i") or ""
+        if not subscriber or not voucher_holds(self.key, subscriber, dialled, call_id, mac):
+            log.warning("a feature code without the node's voucher was refused")
+            return Answer(403, "Forwarding Refused: not authenticated")
         now = time.time()
         if self.pending() == 0 or self.deliver_queue():
             try:
