@@ -14,6 +14,8 @@ rewritten and reloaded when the store's trunks change.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import select
@@ -22,6 +24,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +32,10 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from divert.errors import DivertError
+from divert.logfilter import start_pump
 from divert.signals import drain, stop_on_signals
 from kemi.signalling import CARRIER_SET, trunk_set
+from kemi.signing import NodeKeyError, ensure_key
 from kemi.store.format import META_POSITION, STORE_FILE
 from kemi.store.reader import CACHE_ENTRIES
 from sync.worker import PORTAL_ERRORS, SyncWorker, WorkerConfig
@@ -41,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "kamailio-cfg" / "kamailio.cfg"
 ENTRY = ROOT / "kemi" / "entry.py"
 DS_FLAGS_PROBE = 8  # dispatcher: OPTIONS-probe this destination
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # Kamailio's memory managers: TLSF allocates in constant time, where the
 # default (qm) searches its free lists and cost a seventh of a SIP worker's
 # CPU under load (perf, make bench); both pools use it.
@@ -64,6 +70,17 @@ class NodeConfig:
     @property
     def run_dir(self) -> Path:
         return self.state_dir / "run"
+
+
+def _log_pipe() -> tuple[int, int]:
+    """A pipe for Kamailio's log: (read end, write end).  The write end does
+    not block: when `divert run` cannot keep up, Kamailio loses log lines
+    rather than SIP workers stalling on a full pipe; 1 MB of room first."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    with contextlib.suppress(OSError):  # a smaller pipe-max-size: 64 KB will do
+        fcntl.fcntl(write_end, F_SETPIPE_SZ, 1 << 20)
+    return read_end, write_end
 
 
 def kamailio_binary() -> str:
@@ -114,12 +131,17 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._pumps: list[threading.Thread] = []
 
     def prepare(self) -> None:
         kamailio_binary()
         check_listen(self.config.listen)
         check_listen(self.features_address)
         self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            ensure_key(self.config.state_dir)
+        except (OSError, NodeKeyError) as error:
+            raise DivertError(f"cannot make the node key: {error}") from None
         worker = SyncWorker(WorkerConfig(self.config.portal_url, self.config.state_dir))
         try:
             worker.sync_once()
@@ -150,7 +172,9 @@ class Node:
             [*cli, "features", "--listen", self.features_address, "--kamailio", host, *state],
             {},
         )
-        self._spawn("kamailio", self._kamailio_command(), self._kamailio_environment())
+        self._spawn(
+            "kamailio", self._kamailio_command(), self._kamailio_environment(), log_filter=True
+        )
 
     def _kamailio_command(self) -> list[str]:
         run = self.config.run_dir
@@ -195,8 +219,19 @@ class Node:
             "DIVERT_CACHE_SIZE": str(self.config.cache_entries),
         }
 
-    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
-        process = subprocess.Popen(command, env={**os.environ, **env})
+    def _spawn(
+        self, name: str, command: list[str], env: dict[str, str], log_filter: bool = False
+    ) -> None:
+        stderr = None
+        if log_filter:
+            read_end, stderr = _log_pipe()
+        try:
+            process = subprocess.Popen(command, env={**os.environ, **env}, stderr=stderr)
+        finally:
+            if stderr is not None:
+                os.close(stderr)
+        if log_filter:
+            self._pumps.append(start_pump(read_end, sys.stderr.buffer))
         self.processes[name] = process
         (self.config.run_dir / f"{name}.pid").write_text(f"{process.pid}\n")
         log.info("%s started (pid %d)", name, process.pid)
@@ -232,6 +267,8 @@ class Node:
                 process.kill()
                 process.wait()
             (self.config.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        for pump in self._pumps:
+            pump.join(timeout=5)  # the last lines Kamailio wrote
 
     def _write_dispatcher_list(self, text: str | None = None) -> None:
         content = (

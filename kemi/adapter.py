@@ -12,6 +12,13 @@ next.  A target that cannot even be tried (no registered contact, a trunk
 the dispatcher already marks down, no carrier up) is reported to the core at
 once, so those forwards cost no timer.
 
+Every request is hostile until a check says otherwise (see the README's
+Security section): oversized and malformed requests are answered 513 and
+400; headers only this node may set are removed from everything that comes
+in; in-dialog requests are relayed only for dialogs this node signed
+(`kemi.signing`); a preloaded Route to anywhere but this node is refused
+from all but trunks; unknown users are challenged exactly like known ones.
+
 Faults never leak: each route catches everything, logs one line and
 answers 500 (or 503 when the store cannot be read).
 """
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -40,21 +48,41 @@ from kemi.core.model import (
 from kemi.core.state_codec import StateFormatError, decode_leg, encode_leg
 from kemi.modes import tenant_mode
 from kemi.signalling import CARRIER_SET, diversion_headers, outcome_of, trunk_set
+from kemi.signing import dialog_signature, load_key, subscriber_voucher
 from kemi.store.format import SubscriberRecord
 from kemi.store.reader import CACHE_ENTRIES, StoreReader, StoreUnavailable
 
 CALL_AVP = "$avp(divert_call)"
 HEADERS_AVP = "$avp(divert_headers)"
 FEATURE_HEADER = "X-Divert-Subscriber"
+INTERNAL_HEADERS = (FEATURE_HEADER,)
+"""Headers only this node sets: removed from every request that comes in."""
+ASSERTED_IDENTITY = ("P-Asserted-Identity", "P-Preferred-Identity")
+"""Identity headers that only trunks may send (RFC 3325's trust domain)."""
+ANNOUNCED_DIVERSIONS = ("Diversion", "History-Info")
+"""A subscriber's own call announces no diversions: a forged one could make a
+carrier bill somebody else."""
+MAX_MESSAGE = 16384
+"""Bytes: larger requests get 513, whoever sends them (a SIP request over UDP
+rarely exceeds 4 KB)."""
+ALLOW = "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, PRACK\r\n"
+SANITY_CHECKS = 3047 | 1024  # the defaults, and the URIs must parse
+SANITY_URIS = 7  # Request-URI, From and To
+ROUTE_URI = re.compile(r"<([^>]*)>")
+TARGET_REFRESH = ("INVITE", "UPDATE")
 VOICEMAIL_CODE = "*97"
 FAILURE_ROUTE = "ksr_failure_forward"
 BRANCH_ROUTE = "ksr_branch_forward"
+PHONE_REPLY_ROUTE = "ksr_reply_phone"
 ALG_ROUND_ROBIN = 4
 ALG_PRIORITY = 8
 AUTH_HA1 = 1  # pv_auth_check flag: the password given is HA1
 AUTH_CHECK_USER = 1  # the digest user must be the From (To for REGISTER) user
 AUTH_NO_CREDENTIALS = -5
 AUTH_STALE_NONCE = -4
+# digest-checked for users the store does not know, so that they are
+# challenged and refused exactly like known users given a wrong password
+UNKNOWN_USER_HA1 = secrets.token_hex(16)
 EXTENSION = re.compile(r"[0-9]{2,3}")
 
 
@@ -85,6 +113,7 @@ class Router:
     def __init__(self, config: AdapterConfig) -> None:
         self.config = config
         self.limits = Limits(max_diversions=config.max_diversions)
+        self.key = load_key(config.state_dir)  # no key, no start: `divert run` makes it
         self._reader: StoreReader | None = None
 
     @classmethod
@@ -107,6 +136,10 @@ class Router:
     def ksr_request_route(self, msg: object) -> int:
         try:
             self._request()
+        except UnicodeDecodeError:
+            # bytes that are not UTF-8 where Python reads the request: junk
+            KSR.notice("divert: malformed request: bytes that are not UTF-8\n")
+            self._final(400, "Bad Request")
         except StoreUnavailable as error:
             KSR.err(f"divert: store unavailable: {error}\n")
             self._final(503, "Service Unavailable")
@@ -120,10 +153,10 @@ class Router:
             self._failure()
         except StoreUnavailable as error:
             KSR.err(f"divert: store unavailable: {error}\n")
-            KSR.tm.t_reply(503, "Service Unavailable")
+            self._final(503, "Service Unavailable")
         except Exception as error:
             KSR.err(f"divert: failure route failed: {type(error).__name__}: {error}\n")
-            KSR.tm.t_reply(500, "Server Internal Error")
+            self._final(500, "Server Internal Error")
         return 1
 
     def ksr_branch_forward(self, msg: object) -> int:
@@ -138,6 +171,18 @@ class Router:
             KSR.err(f"divert: branch route failed: {type(error).__name__}: {error}\n")
         return 1
 
+    def ksr_reply_phone(self, msg: object) -> int:
+        """Replies on a transaction that rang a subscriber's phone: a phone
+        behind NAT names an address in its Contact that nobody can reach, so
+        the Contact gets an alias of where the reply came from, and in-dialog
+        requests to it go there (`handle_ruri_alias`)."""
+        try:
+            if not self._from_trunk():
+                KSR.nathelper.add_contact_alias()
+        except Exception as error:
+            KSR.err(f"divert: phone reply route failed: {type(error).__name__}: {error}\n")
+        return 1
+
     def ksr_reply_route(self, msg: object) -> int:
         return 1
 
@@ -147,17 +192,26 @@ class Router:
     # -- request route -------------------------------------------------------------------
 
     def _request(self) -> None:
+        if KSR.pv.get("$ml") > MAX_MESSAGE:
+            KSR.sl.sl_send_reply(513, "Message Too Large")
+            return
         if KSR.maxfwd.process_maxfwd(10) < 0:
             KSR.sl.sl_send_reply(483, "Too Many Hops")
             return
-        if KSR.sanity.sanity_check_defaults() < 0:
+        if KSR.sanity.sanity_check(SANITY_CHECKS, SANITY_URIS) < 0:
             return  # sanity has answered 400
         trusted = self._from_trunk()
-        if not trusted and KSR.pike.pike_check_req() < 0:
-            return  # a flood from an unknown source: no answer at all
+        if not trusted:
+            if KSR.pike.pike_check_req() < 0:
+                return  # a flood from an unknown source: no answer at all
+            KSR.force_rport()  # answer where the request came from (NAT)
+            for name in ASSERTED_IDENTITY:
+                KSR.hdr.remove(name)
+        for name in INTERNAL_HEADERS:
+            KSR.hdr.remove(name)
         method = KSR.pv.get("$rm")
         if KSR.siputils.has_totag() > 0:
-            self._in_dialog(method)
+            self._in_dialog(method, trusted)
             return
         if method == "CANCEL":
             if KSR.tm.t_check_trans() > 0:
@@ -171,6 +225,9 @@ class Router:
             return
         if KSR.tm.t_check_trans() == 0:
             return  # a retransmission, absorbed by tm
+        if not self._preloaded_route_consumed(trusted):
+            KSR.sl.sl_send_reply(403, "Preloaded Route Not Allowed")
+            return
         if method == "REGISTER":
             self._register()
         elif method == "INVITE":
@@ -178,12 +235,24 @@ class Router:
         elif method == "OPTIONS":
             KSR.sl.sl_send_reply(200, "OK")
         else:
+            KSR.hdr.append_to_reply(ALLOW)
             KSR.sl.sl_send_reply(405, "Method Not Allowed")
 
-    def _in_dialog(self, method: str) -> None:
+    def _in_dialog(self, method: str, trusted: bool) -> None:
+        """Relay a request within a dialog this node set up; nothing else.
+
+        `loose_route` alone relays whatever names the node in a Route: the
+        node's own Route entry must also carry the dialog's signature.
+        """
         if KSR.rr.loose_route() > 0:
-            if method == "INVITE":
-                KSR.rr.record_route()
+            if not self._signed_by_us():
+                if method != "ACK":  # an ACK gets no reply
+                    KSR.sl.sl_send_reply(403, "Not A Dialog Of This Node")
+                return
+            if not KSR.isdsturiset():
+                KSR.nathelper.handle_ruri_alias()  # to a phone behind NAT
+            if not trusted and method in TARGET_REFRESH:
+                KSR.nathelper.add_contact_alias()  # from a phone behind NAT
             KSR.tm.t_relay()
         elif method == "ACK":
             if KSR.tm.t_check_trans() > 0:
@@ -191,25 +260,59 @@ class Router:
         else:
             KSR.sl.sl_send_reply(404, "Not Here")
 
+    def _signed_by_us(self) -> bool:
+        """Does the node's Route entry carry this dialog's signature?  Its
+        From-tag is the From-tag downstream and the To-tag upstream."""
+        call_id = str(KSR.pv.get("$ci") or "")
+        downstream = dialog_signature(self.key, call_id, str(KSR.pv.get("$ft") or ""))
+        upstream = dialog_signature(self.key, call_id, str(KSR.pv.get("$tt") or ""))
+        found: int = KSR.rr.check_route_param(f"(^|;)sig=({downstream}|{upstream})(;|$)")
+        return found > 0
+
+    def _record_route(self) -> None:
+        """Record-Route, signed for the dialog this request sets up."""
+        call_id = str(KSR.pv.get("$ci") or "")
+        signature = dialog_signature(self.key, call_id, str(KSR.pv.get("$ft") or ""))
+        KSR.rr.record_route_params(f";sig={signature}")
+
+    def _preloaded_route_consumed(self, trusted: bool) -> bool:
+        """Remove Route headers from an initial request: those naming this
+        node (a phone's outbound proxy setting) always; a Route to anywhere
+        else only from a trunk (this node chooses every next hop).  False:
+        a stranger or a subscriber named another hop, and is refused."""
+        if KSR.hdr.is_present("Route") < 0:
+            return True
+        routes = str(KSR.pv.get("$(hdr(Route)[*])") or "")
+        hops = ROUTE_URI.findall(routes)
+        ours = bool(hops) and all(KSR.is_myself(hop) for hop in hops)
+        if not ours and not trusted:
+            return False
+        KSR.hdr.remove("Route")
+        return True
+
     def _register(self) -> None:
         # The AoR is the To of a REGISTER: it must be the authenticated user.
         subscriber = self._authenticated("$tU", "$td")
         if subscriber is not None:
+            KSR.nathelper.fix_nated_register()  # calls go where the phone really is
             KSR.registrar.save("location", 0)
 
     def _authenticated(self, user_pv: str, domain_pv: str) -> SubscriberRecord | None:
         """Digest-authenticate the request's subscriber against the store's
-        HA1; challenge (401/407) or refuse (403) and return None if not."""
+        HA1; challenge (401/407) or refuse (403) and return None if not.
+
+        A user the store does not know is checked against a random HA1, so
+        it is challenged, then refused, exactly like a known user with a
+        wrong password: no reply tells a stranger which usernames exist.
+        """
         realm = str(KSR.pv.get(domain_pv) or "")
         subscriber = self.reader.subscriber(f"{KSR.pv.get(user_pv)}@{realm}")
-        if subscriber is None:
-            KSR.sl.sl_send_reply(403, "Forbidden")
-            return None
-        verdict = KSR.auth.pv_auth_check(realm, subscriber.ha1, AUTH_HA1, AUTH_CHECK_USER)
+        ha1 = subscriber.ha1 if subscriber is not None else UNKNOWN_USER_HA1
+        verdict = KSR.auth.pv_auth_check(realm, ha1, AUTH_HA1, AUTH_CHECK_USER)
         if verdict in (AUTH_NO_CREDENTIALS, AUTH_STALE_NONCE):
             KSR.auth.auth_challenge(realm, 0)
             return None
-        if verdict < 0:
+        if verdict < 0 or subscriber is None:
             KSR.sl.sl_send_reply(403, "Forbidden")
             return None
         KSR.auth.consume_credentials()
@@ -228,12 +331,15 @@ class Router:
             if subscriber is None:
                 return
         user = str(KSR.pv.get("$rU") or "")
-        KSR.hdr.remove(FEATURE_HEADER)  # only this node vouches for a subscriber
+        if subscriber is not None:
+            for name in ANNOUNCED_DIVERSIONS:
+                KSR.hdr.remove(name)
+            KSR.nathelper.add_contact_alias()  # a phone behind NAT: reach it where it is
         if subscriber is not None and user == VOICEMAIL_CODE:
             self._own_voicemail(subscriber)
             return
         if subscriber is not None and user.startswith("*"):
-            self._feature_code(subscriber)
+            self._feature_code(subscriber, user)
             return
         if subscriber is not None and EXTENSION.fullmatch(user):
             reached = self.reader.extension(subscriber.domain, user)
@@ -246,8 +352,8 @@ class Router:
             KSR.sl.sl_send_reply(404, "Not Found")
             return
         KSR.tm.t_newtran()
-        KSR.rr.record_route()
-        prior = int(KSR.pv.get("$hdrc(Diversion)") or 0)
+        self._record_route()
+        prior = 0 if subscriber is not None else int(KSR.pv.get("$hdrc(Diversion)") or 0)
         caller = subscriber.username if subscriber else str(KSR.pv.get("$fU") or "anonymous")
         now = time.time()
         table = self.reader.table(called)
@@ -276,7 +382,7 @@ class Router:
             KSR.sl.sl_send_reply(404, "No Voicemail Here")
             return
         KSR.tm.t_newtran()
-        KSR.rr.record_route()
+        self._record_route()
         mailbox = voicemail_key(subscriber.aor)
         uri = voicemail_uri(tenant.voicemail_uri, subscriber.aor)
         relay = Relay(
@@ -285,12 +391,15 @@ class Router:
         self._point_at(relay)
         self._relay(relay, Call(subscriber.username, False, time.time()))
 
-    def _feature_code(self, subscriber: SubscriberRecord) -> None:
-        """Relay a `*` code to the feature server, vouching for who dialled it."""
+    def _feature_code(self, subscriber: SubscriberRecord, dialled: str) -> None:
+        """Relay a `*` code to the feature server, vouching for who dialled it
+        (the voucher binds the subscriber to this code and this Call-ID)."""
         if not self.config.features:
             KSR.sl.sl_send_reply(404, "No Feature Codes Here")
             return
-        KSR.hdr.append(f"{FEATURE_HEADER}: {subscriber.aor}\r\n")
+        call_id = str(KSR.pv.get("$ci") or "")
+        voucher = subscriber_voucher(self.key, subscriber.aor, dialled, call_id)
+        KSR.hdr.append(f"{FEATURE_HEADER}: {subscriber.aor};mac={voucher}\r\n")
         KSR.setdsturi(f"sip:{self.config.features}")
         if KSR.tm.t_relay() < 0:
             KSR.sl.sl_send_reply(500, "Server Internal Error")
@@ -389,6 +498,8 @@ class Router:
             KSR.tm.t_reply(181, "Call Is Being Forwarded")
             KSR.pv.sets(HEADERS_AVP, headers)
         KSR.pv.sets(CALL_AVP, encode_leg(relay.endpoint.kind, call, relay.state))
+        if relay.endpoint.kind is EndpointKind.SUBSCRIBER:
+            KSR.tm.t_on_reply(PHONE_REPLY_ROUTE)
         ring = (relay.ring_timeout or 120) * 1000
         KSR.tm.t_set_fr(ring, 2000)
         self._relay_again(bool(relay.diversions))
@@ -411,5 +522,4 @@ class Router:
 
     def _final(self, code: int, reason: str) -> None:
         """A final reply: through the transaction once there is one."""
-        if KSR.tm.t_reply(code, reason) < 0:
-            KSR.sl.sl_send_reply(code, reason)
+        KSR.sl.send_reply(code, reason)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from kemi.core.model import Condition, Endpoint, EndpointKind
+from kemi.signing import ensure_key
 from kemi.store.format import encode_table
 from sync.store_writer import StoreWriter
 from tests.builders import rule, table
@@ -40,6 +41,10 @@ class Stub(types.ModuleType):
             "dispatcher",
             "hdr",
             "pv",
+            "pike",
+            "nathelper",
+            "auth",
+            "uac",
         ):
             setattr(self, group, _Group(self, group))
 
@@ -48,6 +53,17 @@ class Stub(types.ModuleType):
 
     def seturi(self, uri: str) -> None:
         self.calls.append(("seturi", (uri,)))
+
+    def __getattr__(self, function: str) -> Any:
+        """KSR's own functions (force_rport, is_myself, notice, ...)."""
+        if function.startswith("__"):
+            raise AttributeError(function)
+
+        def call(*args: Any) -> Any:
+            self.calls.append((function, args))
+            return self.answers.get(function, 1)
+
+        return call
 
     def called(self, name: str) -> list[tuple[Any, ...]]:
         return [args for called, args in self.calls if called == name]
@@ -76,6 +92,7 @@ class _Group:
 
 
 INVITE = {
+    "$ml": 600,
     "$rm": "INVITE",
     "$rU": "390200000001",
     "$si": "127.0.0.11",
@@ -94,8 +111,13 @@ def adapter() -> Iterator[Any]:
 
 
 def router(state_dir: Path, pv: dict[str, Any], answers: dict[str, Any]) -> tuple[Any, Stub]:
-    stub = Stub(dict(pv), {"siputils.has_totag": -1, "tm.t_check_trans": -1, **answers})
+    stub = Stub(
+        dict(pv),
+        {"siputils.has_totag": -1, "tm.t_check_trans": -1, "hdr.is_present": -1, **answers},
+    )
     sys.modules["KSR"] = stub
+    state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_key(state_dir)
     module = importlib.import_module("kemi.adapter")
     module = importlib.reload(module)
     config = module.AdapterConfig(state_dir=str(state_dir), domain="node.test")
@@ -105,7 +127,7 @@ def router(state_dir: Path, pv: dict[str, Any], answers: dict[str, Any]) -> tupl
 def test_a_store_that_cannot_be_opened_is_one_line_and_503(tmp_path: Path, adapter: None):
     route, stub = router(tmp_path / "no-store", INVITE, {})
     assert route.ksr_request_route(None) == 1
-    assert stub.called("tm.t_reply") == [(503, "Service Unavailable")]
+    assert stub.called("sl.send_reply") == [(503, "Service Unavailable")]
     (logged,) = stub.called("err")
     assert "store unavailable" in logged[0] and logged[0][-1] == "\n"
 
@@ -115,18 +137,18 @@ def test_an_unexpected_fault_is_one_line_and_500(tmp_path: Path, adapter: None):
     with writer.transaction():
         writer.put_table("+390200000001", "acme", encode_table(table("+390200000001")))
     writer.close()
-    route, stub = router(tmp_path, INVITE, {"rr.record_route": RuntimeError("boom")})
+    route, stub = router(tmp_path, INVITE, {"rr.record_route_params": RuntimeError("boom")})
     assert route.ksr_request_route(None) == 1
-    assert stub.called("tm.t_reply") == [(500, "Server Internal Error")]
+    assert stub.called("sl.send_reply") == [(500, "Server Internal Error")]
     assert len(stub.called("err")) == 1
 
 
-def test_unknown_number_is_404_through_the_transaction(tmp_path: Path, adapter: None):
+def test_unknown_number_is_404_after_the_transaction_is_made(tmp_path: Path, adapter: None):
     StoreWriter(tmp_path).close()
     route, stub = router(tmp_path, INVITE, {})
     route.ksr_request_route(None)
     assert stub.called("tm.t_newtran") == [()]
-    assert stub.called("tm.t_reply") == [(404, "Not Found")]
+    assert stub.called("sl.send_reply") == [(404, "Not Found")]
 
 
 def test_a_relay_without_diversions_arms_only_the_failure_route(tmp_path: Path, adapter: None):
@@ -172,11 +194,11 @@ def test_a_failure_route_with_a_corrupt_state_logs_once_and_leaves_the_reply(
     route, stub = router(tmp_path, pv, {"tm.t_is_canceled": -1})
     assert route.ksr_failure_forward(None) == 1
     assert len(stub.called("err")) == 1
-    assert stub.called("tm.t_relay") == [] and stub.called("tm.t_reply") == []
+    assert stub.called("tm.t_relay") == [] and stub.called("sl.send_reply") == []
 
 
 def test_a_cancelled_call_is_not_forwarded(tmp_path: Path, adapter: None):
     StoreWriter(tmp_path).close()
     route, stub = router(tmp_path, {}, {"tm.t_is_canceled": 1})
     route.ksr_failure_forward(None)
-    assert stub.called("tm.t_relay") == [] and stub.called("tm.t_reply") == []
+    assert stub.called("tm.t_relay") == [] and stub.called("sl.send_reply") == []

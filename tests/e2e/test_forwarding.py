@@ -178,9 +178,12 @@ def test_unknown_number_is_404(node: DivertNode, workdir: Path):
     finish(caller=caller, node=node)
 
 
-def test_caller_not_a_carrier_or_trunk_is_refused(node: DivertNode, workdir: Path):
-    caller = call(workdir, "caller", NODE, numbered(1), 403, "127.0.0.50:6013")
-    finish(caller=caller, node=node)
+def test_caller_not_a_carrier_or_trunk_must_authenticate(node: DivertNode, workdir: Path):
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    up(node, CARRIER_1)
+    caller = call(workdir, "caller", NODE, numbered(1), 407, "127.0.0.50:6013")
+    finish(carrier, caller=caller, node=node)
+    assert carrier.received() == []
 
 
 def test_exhausted_max_forwards_is_483(node: DivertNode, workdir: Path):
