@@ -7,14 +7,16 @@ number, far too much for the SIP request path, which sees E.164 keys only.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from enum import Enum
 from functools import cache, lru_cache
 
 import phonenumbers
 from phonenumbers import PhoneMetadata
 
 from divert.errors import DivertError
+from kemi.core.policy import DestinationPolicy as Rules
+from kemi.core.policy import NumberClass, classify_by
+
+__all__ = ["DestinationPolicy", "NumberClass", "classify", "normalise", "number_plan"]
 
 
 def normalise(raw: str, region: str) -> str:
@@ -39,13 +41,6 @@ def _why(error: phonenumbers.NumberParseException) -> str:
     return str(error).split(") ", 1)[-1] if ") " in str(error) else str(error)
 
 
-class NumberClass(Enum):
-    VALID = "valid"
-    INVALID = "invalid"
-    PREMIUM_RATE = "premium-rate"
-    SHARED_COST = "shared-cost"
-
-
 _OTHER_TYPES = (
     "fixed_line",
     "mobile",
@@ -56,16 +51,19 @@ _OTHER_TYPES = (
     "uan",
     "voicemail",
 )
-_E164 = re.compile(r"\+[1-9][0-9]{2,14}")
 
 
 @cache
-def _patterns(country_code: int) -> tuple[re.Pattern[str], ...]:
+def _patterns(country_code: int) -> tuple[re.Pattern[str], ...] | None:
     """One pattern per region of `country_code`, from phonenumbers' metadata:
     premium-rate, then shared-cost, then every other number type, as named
-    alternatives, so one `fullmatch` classifies a national number."""
+    alternatives (`kemi.core.policy.GROUPS`), so one `fullmatch` classifies a
+    national number.  None: no country has this calling code."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code)
+    if regions is None:
+        return None
     found = []
-    for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code, ()):
+    for region in regions:
         metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
         if metadata is None:
             continue
@@ -86,11 +84,15 @@ def _patterns(country_code: int) -> tuple[re.Pattern[str], ...]:
     return tuple(found)
 
 
-_GROUPS = {
-    "premium": NumberClass.PREMIUM_RATE,
-    "shared": NumberClass.SHARED_COST,
-    "valid": NumberClass.VALID,
-}
+def number_plan() -> dict[int, tuple[str, ...]]:
+    """Every country's patterns (about 80 KB), as the store keeps them for
+    Kamailio's workers to classify numbers without phonenumbers."""
+    plan = {}
+    for code in sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE):
+        patterns = _patterns(code)
+        if patterns is not None:
+            plan[code] = tuple(pattern.pattern for pattern in patterns)
+    return plan
 
 
 @lru_cache(maxsize=65_536)
@@ -102,19 +104,8 @@ def classify(e164: str) -> NumberClass:
     seconds.  Where the short path finds no match it asks phonenumbers in
     full, so a number phonenumbers accepts is never refused here.
     """
-    if not _E164.fullmatch(e164):
-        return NumberClass.INVALID
-    digits = e164[1:]
-    for length in (1, 2, 3):
-        country_code = int(digits[:length])
-        if country_code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-            national = digits[length:]
-            for pattern in _patterns(country_code):
-                match = pattern.fullmatch(national)
-                if match is not None:
-                    return _GROUPS[str(match.lastgroup)]
-            break
-    return _classify_fully(e164)
+    found = classify_by(e164, _patterns)
+    return found if found is not None else _classify_fully(e164)
 
 
 def _classify_fully(e164: str) -> NumberClass:
@@ -134,37 +125,19 @@ def _classify_fully(e164: str) -> NumberClass:
     return NumberClass.VALID
 
 
-@dataclass(frozen=True, slots=True)
-class DestinationPolicy:
-    """Where forwards may send calls, so that forwarding is no toll-fraud hole.
+class DestinationPolicy(Rules):
+    """Where forwards may send calls, so that forwarding is no toll-fraud hole
+    (the rules: `kemi.core.policy`), with numbers classified by phonenumbers."""
 
-    `allowed_countries` are country calling codes (empty: all);
-    `denied_prefixes` are E.164 prefixes never allowed.  Premium-rate and
-    shared-cost numbers are always refused.
-    """
-
-    allowed_countries: frozenset[int] = frozenset()
-    denied_prefixes: tuple[str, ...] = ()
+    __slots__ = ()
 
     def refusal(self, e164: str) -> str | None:
         """Why a forward may not send calls to `e164`, or None if it may."""
         kind = classify(e164)
         if kind is NumberClass.INVALID:
             return f"{e164} is not a valid E.164 number"
-        if self.allowed_countries and not any(
-            e164[1:].startswith(str(code)) for code in self.allowed_countries
-        ):
-            allowed = ", ".join(f"+{c}" for c in sorted(self.allowed_countries))
-            return (
-                f"forwarding to {e164} is not allowed: its country is not among "
-                f"the allowed ({allowed})"
-            )
-        for prefix in self.denied_prefixes:
-            if e164.startswith(prefix):
-                return f"forwarding to {e164} is not allowed: prefix {prefix} is denied"
-        if kind is not NumberClass.VALID:
-            return f"forwarding to {e164} is not allowed: it is a {kind.value} number"
-        return None
+        why = self.why_not(e164, kind)
+        return None if why is None else f"forwarding to {e164} is not allowed: {why}"
 
     def check(self, e164: str) -> None:
         """Raise DivertError if a forward may not send calls to `e164`."""

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, select
 
 from divert.loops import find_loop
+from divert.numbering import number_plan
 from kemi.core.keys import subscriber_key, voicemail_key
 from kemi.core.model import Condition, ForwardTable
 from kemi.store.format import (
@@ -40,7 +41,9 @@ from sync.compile import Compiled, Problem
 from sync.journal import Change, current_position
 from sync.portal_reader import (
     KeyReader,
+    caller_id,
     mailbox_keys,
+    owned_numbers,
     snapshot,
     subscriber_record,
     trunk_record,
@@ -104,8 +107,9 @@ def full_sync(connection: Connection, writer: StoreWriter) -> Applied:
         for problem in data.problems:
             writer.reject(problem.source, problem.reason, "")
         policy = data.policy
+        plan = number_plan()  # every country: a call elsewhere is told why it may not go
         writer.set_meta(
-            META_POLICY, encode_policy(policy.allowed_countries, policy.denied_prefixes)
+            META_POLICY, encode_policy(policy.allowed_countries, policy.denied_prefixes, plan)
         )
         _record_position(writer, position)
         writer.set_meta(META_FULL_SYNC_AT, _now())
@@ -257,7 +261,11 @@ def _tenant_keys(
         select(subscribers).where(subscribers.c.tenant_id == tenant_id)
     ):
         keys.add(subscriber_key(subscriber.username, row.domain))
-        writer.put_subscriber(subscriber_record(reader.tenant(tenant_id), subscriber))
+        owned = owned_numbers(connection, subscriber.id)
+        record = subscriber_record(
+            reader.tenant(tenant_id), subscriber, caller_id(subscriber.caller_id, owned)
+        )
+        writer.put_subscriber(record)
     for trunk_id in connection.scalars(select(trunks.c.id).where(trunks.c.tenant_id == tenant_id)):
         _refresh_trunk(connection, writer, reader, trunk_id)
     return keys
@@ -298,10 +306,9 @@ def _refresh_subscriber(
     if row is None:
         return set()  # a deleted subscriber goes with its tenant's recompilation
     tenant = reader.tenant(row.tenant_id)
-    writer.put_subscriber(subscriber_record(tenant, row))
-    keys = {subscriber_key(row.username, tenant.domain)}
-    keys.update(connection.scalars(select(numbers.c.e164).where(numbers.c.subscriber_id == row.id)))
-    return keys
+    owned = owned_numbers(connection, row.id)
+    writer.put_subscriber(subscriber_record(tenant, row, caller_id(row.caller_id, owned)))
+    return {subscriber_key(row.username, tenant.domain), *owned}
 
 
 def _apply_key(writer: StoreWriter, reader: KeyReader, key: str) -> int:

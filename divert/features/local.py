@@ -192,8 +192,8 @@ class LocalNode:
         row = self.db.execute("SELECT value FROM meta WHERE name = ?", (META_POLICY,)).fetchone()
         if row is None:
             raise NotOnNode("the store has no destination policy yet")
-        countries, prefixes = decode_policy(row[0])
-        return DestinationPolicy(countries, prefixes)
+        rules = decode_policy(row[0]).rules
+        return DestinationPolicy(rules.allowed_countries, rules.denied_prefixes)
 
     def _tenant(self, name: str) -> TenantRecord:
         if name in self.changed_tenants:

@@ -12,13 +12,15 @@ Tables:
 - ``forward_tables(key, tenant, owner, data)``: compiled `ForwardTable`s by
   key; `owner` is the subscriber (user@domain) whose forwards the table
   carries, so a feature code can find all of a subscriber's keys.
-- ``subscribers(aor, tenant, username, domain, ha1, extension, display_name)``.
+- ``subscribers(aor, tenant, username, domain, ha1, extension, display_name,
+  caller_id)``: `caller_id` is the E.164 number its calls to the carriers
+  assert (P-Asserted-Identity), NULL when it owns none.
 - ``trunks(id, tenant, name, diversion_style)`` and
   ``trunk_addresses(address, trunk_id)`` (``ip:port``).
 - ``changes(seq, key)``: the keys each commit changed, namespaced by the
   `NS_*` prefixes below; readers evict exactly those from their cache.
 - ``meta(name, value)``: journal position, epoch, last error, timings, the
-  destination policy.
+  destination policy with the number plan's patterns (`encode_policy`).
 - ``rejected(source, reason, key, seen_at)``: portal rows skipped and why.
 - ``tenants(name, timezone, schedule, voicemail_uri, override, override_until,
   region, code_profile)``: time modes, the override set from phones, the
@@ -32,7 +34,8 @@ from __future__ import annotations
 
 import json
 import marshal
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -46,6 +49,7 @@ from kemi.core.model import (
     Rule,
     Scope,
 )
+from kemi.core.policy import DestinationPolicy, NumberClass, classify_by
 from kemi.core.schedule import ScheduleEntry
 
 FORMAT = 1
@@ -75,7 +79,7 @@ SCHEMA = (
     OWNER_INDEX,
     "CREATE TABLE IF NOT EXISTS subscribers (aor TEXT PRIMARY KEY, tenant TEXT NOT NULL, "
     "username TEXT NOT NULL, domain TEXT NOT NULL, ha1 TEXT NOT NULL, extension TEXT, "
-    "display_name TEXT NOT NULL) WITHOUT ROWID",
+    "display_name TEXT NOT NULL, caller_id TEXT) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS subscribers_tenant ON subscribers (tenant)",
     "CREATE INDEX IF NOT EXISTS subscribers_extension ON subscribers (domain, extension)",
     "CREATE TABLE IF NOT EXISTS trunks (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, "
@@ -96,9 +100,9 @@ SELECT_TENANT = (
 )
 """A tenant's row, in `decode_tenant`'s argument order."""
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Bumped when tables change: a store written before is rebuilt in full."""
-CHANGED_TABLES = ("tenants", "forward_tables")
+CHANGED_TABLES = ("tenants", "forward_tables", "subscribers")
 """Tables whose columns changed in the newest versions: dropped on upgrade."""
 
 # meta names
@@ -201,9 +205,10 @@ def decode_table(data: bytes) -> ForwardTable:
     )
 
 
-class SubscriberRecord(tuple[str, str, str, str, str, str | None, str]):
+class SubscriberRecord(tuple[str, str, str, str, str, str | None, str, str | None]):
     """A subscriber as the store holds it: (aor, tenant, username, domain,
-    ha1, extension, display_name); a plain tuple so rows map onto it free."""
+    ha1, extension, display_name, caller_id); a plain tuple so rows map onto
+    it free."""
 
     __slots__ = ()
 
@@ -234,6 +239,11 @@ class SubscriberRecord(tuple[str, str, str, str, str, str | None, str]):
     @property
     def display_name(self) -> str:
         return self[6]
+
+    @property
+    def caller_id(self) -> str | None:
+        """The E.164 number its calls to the carriers assert; None: it owns none."""
+        return self[7]
 
 
 class TrunkRecord(tuple[int, str, str, str]):
@@ -306,17 +316,57 @@ def decode_tenant(
     )
 
 
-def encode_policy(allowed_countries: Iterable[int], denied_prefixes: Iterable[str]) -> str:
-    """The portal's destination policy as the store's meta holds it (JSON), for
-    checking feature codes on the node while the portal is down."""
+def encode_policy(
+    allowed_countries: Iterable[int],
+    denied_prefixes: Iterable[str],
+    number_plan: Mapping[int, Sequence[str]],
+) -> str:
+    """The portal's destination policy as the store's meta holds it (JSON):
+    the operator's settings and each country's patterns that tell
+    premium-rate and shared-cost numbers from others
+    (`kemi.core.policy.GROUPS`), so Kamailio's workers need no phonenumbers."""
     return json.dumps(
-        {"allowed_countries": sorted(allowed_countries), "denied_prefixes": list(denied_prefixes)}
+        {
+            "allowed_countries": sorted(allowed_countries),
+            "denied_prefixes": list(denied_prefixes),
+            "number_plan": {str(code): list(sources) for code, sources in number_plan.items()},
+        }
     )
 
 
-def decode_policy(text: str) -> tuple[frozenset[int], tuple[str, ...]]:
-    """(allowed country codes, denied prefixes) from `encode_policy`'s JSON."""
+class PolicyRecord:
+    """The destination policy from the store: the rules, and each country's
+    patterns compiled on first use (a few milliseconds each, once a process)."""
+
+    def __init__(self, rules: DestinationPolicy, plan: dict[int, list[str]]) -> None:
+        self.rules = rules
+        self._sources = plan
+        self._compiled: dict[int, tuple[re.Pattern[str], ...] | None] = {}
+
+    def patterns_of(self, country_code: int) -> tuple[re.Pattern[str], ...] | None:
+        found = self._compiled.get(country_code, _UNSEEN)
+        if found is _UNSEEN:
+            sources = self._sources.get(country_code)
+            found = None if sources is None else tuple(re.compile(s) for s in sources)
+            self._compiled[country_code] = found
+        return cast("tuple[re.Pattern[str], ...] | None", found)
+
+    def refusal(self, e164: str) -> str | None:
+        """Why a call may not go to `e164`, or None if it may.  A number no
+        pattern of its country matches is refused as not valid: in the call
+        path there is no phonenumbers to ask."""
+        kind = classify_by(e164, self.patterns_of) or NumberClass.INVALID
+        return self.rules.why_not(e164, kind)
+
+
+_UNSEEN = object()
+
+
+def decode_policy(text: str) -> PolicyRecord:
     data = json.loads(text)
-    return frozenset(int(c) for c in data["allowed_countries"]), tuple(
-        str(p) for p in data["denied_prefixes"]
+    rules = DestinationPolicy(
+        frozenset(int(c) for c in data["allowed_countries"]),
+        tuple(str(p) for p in data["denied_prefixes"]),
     )
+    plan = {int(code): list(sources) for code, sources in data.get("number_plan", {}).items()}
+    return PolicyRecord(rules, plan)

@@ -27,6 +27,7 @@ from typing import Any, TypeVar, cast
 
 from kemi.core.model import ForwardTable
 from kemi.store.format import (
+    META_POLICY,
     NS_ADDRESS,
     NS_EXTENSION,
     NS_SUBSCRIBER,
@@ -37,9 +38,11 @@ from kemi.store.format import (
     SEQ_FILE,
     SEQ_SIZE,
     STORE_FILE,
+    PolicyRecord,
     SubscriberRecord,
     TenantRecord,
     TrunkRecord,
+    decode_policy,
     decode_table,
     decode_tenant,
 )
@@ -55,13 +58,15 @@ Found = TypeVar("Found")
 
 _TABLE = "SELECT data FROM forward_tables WHERE key = ?"
 _SUBSCRIBER = (
-    "SELECT aor, tenant, username, domain, ha1, extension, display_name "
+    "SELECT aor, tenant, username, domain, ha1, extension, display_name, caller_id "
     "FROM subscribers WHERE aor = ?"
 )
 _EXTENSION = (
-    "SELECT aor, tenant, username, domain, ha1, extension, display_name "
+    "SELECT aor, tenant, username, domain, ha1, extension, display_name, caller_id "
     "FROM subscribers WHERE domain = ? AND extension = ?"
 )
+_POLICY = f"SELECT value FROM meta WHERE name = '{META_POLICY}'"
+_POLICY_KEY = "p|"  # changes only with a full sync, hence a new epoch
 _TRUNK_AT = (
     "SELECT t.id, t.tenant, t.name, t.diversion_style FROM trunk_addresses a "
     "JOIN trunks t ON t.id = a.trunk_id WHERE a.address = ?"
@@ -75,6 +80,10 @@ def _table_of(row: tuple[Any, ...]) -> ForwardTable:
 
 def _tenant_of(row: tuple[Any, ...]) -> TenantRecord:
     return decode_tenant(*row)
+
+
+def _policy_of(row: tuple[Any, ...]) -> PolicyRecord:
+    return decode_policy(row[0])
 
 
 class StoreUnavailable(Exception):
@@ -119,6 +128,10 @@ class StoreReader:
 
     def trunk(self, trunk_id: int) -> TrunkRecord | None:
         return self._get(NS_TRUNK + str(trunk_id), _TRUNK, (trunk_id,), TrunkRecord)
+
+    def policy(self) -> PolicyRecord | None:
+        """The destination policy, None if the store has none yet."""
+        return self._get(_POLICY_KEY, _POLICY, (), _policy_of)
 
     def _get(
         self,
