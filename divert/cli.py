@@ -264,6 +264,15 @@ def _subscriber_commands(groups: argparse._SubParsersAction[Parser]) -> None:
     listing = actions.add_parser("list", help="list subscribers")
     listing.add_argument("--tenant")
     listing.set_defaults(handler=subscriber_list)
+    change = actions.add_parser("set", help="change a subscriber")
+    change.add_argument("username")
+    change.add_argument("--tenant", required=True)
+    change.add_argument(
+        "--caller-id",
+        required=True,
+        help="which of its numbers its calls to the carriers show ('' : the first given)",
+    )
+    change.set_defaults(handler=subscriber_set)
     remove = actions.add_parser("delete", help="delete a subscriber and its forwards")
     remove.add_argument("username")
     remove.add_argument("--tenant", required=True)
@@ -552,13 +561,20 @@ def subscriber_add(connection: Connection, args: argparse.Namespace) -> None:
 
 
 def subscriber_list(connection: Connection, args: argparse.Namespace) -> None:
+    asserted = subscribers.caller_ids(connection, args.tenant)
     _table(
-        ("TENANT", "USERNAME", "EXTENSION", "NAME"),
+        ("TENANT", "USERNAME", "EXTENSION", "NAME", "CALLER ID"),
         [
-            (s.tenant, s.username, s.extension or "-", s.display_name)
+            (s.tenant, s.username, s.extension or "-", s.display_name, asserted.get(s.id, "-"))
             for s in subscribers.listing(connection, args.tenant)
         ],
     )
+
+
+def subscriber_set(connection: Connection, args: argparse.Namespace) -> None:
+    chosen = subscribers.set_caller_id(connection, args.tenant, args.username, args.caller_id)
+    shown = chosen or "the number it was given first"
+    print(f"subscriber {args.username}: calls to the carriers show {shown}")
 
 
 def subscriber_delete(connection: Connection, args: argparse.Namespace) -> None:

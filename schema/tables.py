@@ -13,7 +13,8 @@ Vocabulary (see `kemi.core.model` for how the sync worker compiles it):
   numbers go when it is down; `diversion_style` is how it wants diversions
   announced (``diversion``, ``history-info`` or ``both``).
 - subscriber: a SIP account (HA1 only, never the password), with an optional
-  2-3 digit extension unique in its tenant.
+  2-3 digit extension unique in its tenant; `caller_id` is the number, of
+  those it owns, that its calls to the carriers assert (NULL: the first).
 - number: an E.164 DID owned by exactly one trunk or one subscriber.
 - forward: owned by a number or a subscriber; see the CHECKs for the values.
 - schedule: a tenant's time modes (day, night, holiday) by weekday and hour.
@@ -102,6 +103,7 @@ subscribers = Table(
     Column("ha1", String(32), nullable=False),
     Column("extension", String(3)),
     Column("display_name", String(64), nullable=False, server_default=""),
+    Column("caller_id", String(20)),
     UniqueConstraint("tenant_id", "username", name="uq_subscribers_tenant_username"),
     UniqueConstraint("tenant_id", "extension", name="uq_subscribers_tenant_extension"),
 )

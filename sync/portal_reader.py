@@ -10,7 +10,7 @@ time, not a million.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
@@ -80,7 +80,7 @@ def tenant_record(tenant: Any, rows: Iterable[Any], problems: list[Problem]) -> 
     )
 
 
-def subscriber_record(tenant: TenantView, row: Any) -> SubscriberRecord:
+def subscriber_record(tenant: TenantView, row: Any, caller_id: str | None) -> SubscriberRecord:
     return SubscriberRecord(
         (
             f"{row.username}@{tenant.domain}",
@@ -90,6 +90,27 @@ def subscriber_record(tenant: TenantView, row: Any) -> SubscriberRecord:
             row.ha1,
             row.extension,
             row.display_name,
+            caller_id,
+        )
+    )
+
+
+def caller_id(chosen: str | None, owned: Sequence[str]) -> str | None:
+    """The number a subscriber's calls to the carriers assert: the operator's
+    choice while the subscriber owns it, else the number it was given first
+    (`owned` in the order they were added); None when it owns none."""
+    if chosen is not None and chosen in owned:
+        return chosen
+    return owned[0] if owned else None
+
+
+def owned_numbers(connection: Connection, subscriber_id: int) -> list[str]:
+    """A subscriber's numbers, in the order they were added."""
+    return list(
+        connection.scalars(
+            select(numbers.c.e164)
+            .where(numbers.c.subscriber_id == subscriber_id)
+            .order_by(numbers.c.id)
         )
     )
 
@@ -182,9 +203,8 @@ class KeyReader:
         ).first()
         if row is None:
             return None
-        first_number = self.connection.scalar(
-            select(numbers.c.e164).where(numbers.c.subscriber_id == row.id).order_by(numbers.c.id)
-        )
+        owned = owned_numbers(self.connection, row.id)
+        first_number = owned[0] if owned else None
         assert self.policy is not None
         tenant = self.tenant(row.tenant_id)
         own = self._forwards(forwards.c.subscriber_id == row.id)
@@ -254,6 +274,15 @@ def snapshot(connection: Connection, batch: int = 5_000) -> Snapshot:
         .order_by(numbers.c.id.desc())
     ).tuples():
         first_numbers[sid] = e164
+    chosen_owned = set(
+        connection.scalars(
+            select(subscribers.c.id).join(
+                numbers,
+                (numbers.c.e164 == subscribers.c.caller_id)
+                & (numbers.c.subscriber_id == subscribers.c.id),
+            )
+        )
+    )
     trunk_owners = {tid: trunk_owner(row, policy, problems) for tid, row in trunk_rows.items()}
     subscriber_owners = {}
     subscriber_records = []
@@ -266,7 +295,8 @@ def snapshot(connection: Connection, batch: int = 5_000) -> Snapshot:
         subscriber_owners[sid] = subscriber_owner(
             row, tenant, by_subscriber.get(sid, ()), policy, problems
         )
-        subscriber_records.append(subscriber_record(tenant, row))
+        asserted = row.caller_id if sid in chosen_owned else first_numbers.get(sid)
+        subscriber_records.append(subscriber_record(tenant, row, asserted))
 
     def tables() -> Iterator[Compiled]:
         mailboxes: dict[str, TenantView] = {}

@@ -181,7 +181,7 @@ class StoreWriter:
     def put_subscriber(self, record: SubscriberRecord, log: bool = True) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO subscribers (aor, tenant, username, domain, ha1, extension, "
-            "display_name) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "display_name, caller_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             tuple(record),
         )
         if log:

@@ -129,6 +129,31 @@ def test_subscriber_forward_applies_to_all_its_numbers(acme: Divert):
     ]
 
 
+def test_the_operator_chooses_a_subscribers_caller_id_among_its_numbers(acme: Divert):
+    def shown() -> str:
+        (alice,) = [line for line in acme("subscriber", "list").out.splitlines() if "alice" in line]
+        return alice.split()[-1]
+
+    assert shown() == "+390287654321"
+    assert (
+        acme("number", "add", "02 3333 4444", "--tenant", "acme", "--subscriber", "alice").code == 0
+    )
+    chosen = acme("subscriber", "set", "alice", "--tenant", "acme", "--caller-id", "02 3333 4444")
+    assert chosen.code == 0, chosen.err
+    assert chosen.out == "subscriber alice: calls to the carriers show +390233334444\n"
+    assert shown() == "+390233334444"
+    bob = acme("subscriber", "set", "alice", "--tenant", "acme", "--caller-id", "+390211112222")
+    assert bob.code == 2
+    assert bob.err.startswith("divert: +390211112222 is not a number of subscriber alice: ")
+    assert acme("number", "delete", "+390233334444").code == 0
+    assert shown() == "+390287654321"  # back to the default with its number gone
+    cleared = acme("subscriber", "set", "alice", "--tenant", "acme", "--caller-id", "")
+    assert (
+        cleared.out
+        == "subscriber alice: calls to the carriers show the number it was given first\n"
+    )
+
+
 def test_expired_forward_is_not_listed(acme: Divert):
     result = acme(
         "forward",

@@ -123,6 +123,48 @@ def test_subscriber_add_change_delete_arrive(node: Node):
     assert node.table("sub:carol@acme") is None
 
 
+def test_a_subscribers_caller_id_follows_its_numbers_and_the_operators_choice(node: Node):
+    second = "+390233334444"
+
+    def caller_id() -> str | None:
+        record = node.reader.subscriber("alice@acme")
+        assert record is not None
+        return record.caller_id
+
+    assert caller_id() == ALICE  # the only number she has
+    node.divert("number", "add", second, "--tenant", "acme", "--subscriber", "alice")
+    node.sync()
+    assert caller_id() == ALICE  # still the first given
+    node.divert("subscriber", "set", "alice", "--tenant", "acme", "--caller-id", second)
+    node.sync()
+    assert caller_id() == second
+    node.divert("policy", "set", "--deny-prefixes", "+39899")  # a full resync agrees
+    node.sync()
+    assert caller_id() == second
+    node.sql(
+        "UPDATE numbers SET subscriber_id = (SELECT id FROM subscribers WHERE username = "
+        "'bob') WHERE e164 = :e164",
+        e164=second,
+    )  # moved with plain SQL
+    node.sync()
+    assert caller_id() == ALICE
+    node.divert("number", "delete", ALICE)
+    node.sync()
+    assert caller_id() is None
+
+
+def test_the_store_keeps_the_policy_and_every_countrys_number_patterns(node: Node):
+    node.divert("policy", "set", "--allow-countries", "39", "--deny-prefixes", "+39335")
+    node.sync()
+    policy = node.reader.policy()
+    assert policy is not None
+    assert policy.refusal("+390212345678") is None
+    assert policy.refusal("+39899123456") == "it is a premium-rate number"
+    assert policy.refusal("+393351112233") == "prefix +39335 is denied"
+    assert policy.refusal("+33612345678") == "its country is not among the allowed (+39)"
+    assert policy.refusal("+3902") == "it is not a valid phone number"
+
+
 def test_extension_change_retargets_forwards(node: Node):
     node.divert("forward", "add", A, "--when", "busy", "--to", "ext:202")
     node.sync()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from divert.errors import DivertError
 from divert.numbering import normalise
@@ -65,4 +65,7 @@ def remove(connection: Connection, raw: str, tenant_name: str | None) -> tuple[s
     count = connection.scalar(select(func.count()).where(forwards.c.number_id == row.id)) or 0
     connection.execute(delete(forwards).where(forwards.c.number_id == row.id))
     connection.execute(delete(numbers).where(numbers.c.id == row.id))
+    connection.execute(  # its subscriber's caller ID goes back to the default
+        update(subscribers).where(subscribers.c.caller_id == row.e164).values(caller_id=None)
+    )
     return str(row.e164), count

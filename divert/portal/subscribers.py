@@ -10,9 +10,10 @@ import hashlib
 import re
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from divert.errors import DivertError
+from divert.numbering import normalise
 from divert.portal import find
 from divert.portal.tenants import EXTENSION
 from schema.tables import forwards, numbers, subscribers, tenants
@@ -69,6 +70,41 @@ def add(
         "display_name": display_name,
     }
     return find.inserted_id(connection.execute(insert(subscribers).values(**values)))
+
+
+def set_caller_id(connection: Connection, tenant_name: str, username: str, raw: str) -> str | None:
+    """Choose which of the subscriber's numbers its calls to the carriers
+    assert; '' goes back to the default (the number it was given first).
+    Returns the number chosen, in E.164, or None."""
+    tenant = find.tenant(connection, tenant_name)
+    row = find.subscriber(connection, tenant, username)
+    chosen = None
+    if raw.strip():
+        chosen = normalise(raw, str(tenant.region))
+        owner = connection.scalar(select(numbers.c.subscriber_id).where(numbers.c.e164 == chosen))
+        if owner != row.id:
+            raise DivertError(
+                f"{chosen} is not a number of subscriber {username}: give it one with "
+                f"'divert number add {chosen} --tenant {tenant.name} --subscriber {username}'"
+            )
+    connection.execute(
+        update(subscribers).where(subscribers.c.id == row.id).values(caller_id=chosen)
+    )
+    return chosen
+
+
+def caller_ids(connection: Connection, tenant_name: str | None) -> dict[int, str]:
+    """Each subscriber's caller ID as the node asserts it (see `sync.portal_reader.caller_id`)."""
+    query = select(subscribers.c.id, subscribers.c.caller_id, numbers.c.e164).join(
+        numbers, numbers.c.subscriber_id == subscribers.c.id
+    )
+    if tenant_name is not None:
+        query = query.where(subscribers.c.tenant_id == find.tenant(connection, tenant_name).id)
+    found: dict[int, str] = {}
+    for subscriber_id, chosen, e164 in connection.execute(query.order_by(numbers.c.id)):
+        if e164 == chosen or subscriber_id not in found:
+            found[subscriber_id] = e164
+    return found
 
 
 def listing(connection: Connection, tenant_name: str | None) -> Sequence[find.AnyRow]:
