@@ -54,6 +54,10 @@ from kemi.store.reader import CACHE_ENTRIES, StoreReader, StoreUnavailable
 
 CALL_AVP = "$avp(divert_call)"
 HEADERS_AVP = "$avp(divert_headers)"
+IDENTITY_AVP = "$avp(divert_identity)"  # a subscriber caller's P-Asserted-Identity
+PRIVATE = frozenset(("id", "user"))  # Privacy values that hide the caller
+ANONYMOUS_DISPLAY = '"Anonymous"'
+ANONYMOUS_URI = "sip:anonymous@anonymous.invalid"  # RFC 3323
 FEATURE_HEADER = "X-Divert-Subscriber"
 INTERNAL_HEADERS = (FEATURE_HEADER,)
 """Headers only this node sets: removed from every request that comes in."""
@@ -192,6 +196,13 @@ class Router:
     # -- request route -------------------------------------------------------------------
 
     def _request(self) -> None:
+        trusted = self._from_trunk()
+        if not trusted:
+            if KSR.pike.pike_check_req() < 0:
+                return  # a flood from an unknown source: no answer at all
+            # answer where the request came from: behind NAT, and never to a
+            # third party a forged Via names
+            KSR.force_rport()
         if KSR.pv.get("$ml") > MAX_MESSAGE:
             KSR.sl.sl_send_reply(513, "Message Too Large")
             return
@@ -200,11 +211,7 @@ class Router:
             return
         if KSR.sanity.sanity_check(SANITY_CHECKS, SANITY_URIS) < 0:
             return  # sanity has answered 400
-        trusted = self._from_trunk()
         if not trusted:
-            if KSR.pike.pike_check_req() < 0:
-                return  # a flood from an unknown source: no answer at all
-            KSR.force_rport()  # answer where the request came from (NAT)
             for name in ASSERTED_IDENTITY:
                 KSR.hdr.remove(name)
         for name in INTERNAL_HEADERS:
@@ -357,19 +364,14 @@ class Router:
         caller = subscriber.username if subscriber else str(KSR.pv.get("$fU") or "anonymous")
         now = time.time()
         table = self.reader.table(called)
-        if subscriber is not None and table is None:
-            # a subscriber calling out: no forwarding involved
-            self._outbound(called, Call(caller, False, now))
-            return
         internal = (
             subscriber is not None and table is not None and table.tenant == subscriber.tenant
         )
-        if internal and subscriber is not None and subscriber.extension:
-            # Seed 003: internal calls show the caller's extension and name.
-            display = subscriber.display_name or subscriber.username
-            KSR.uac.uac_replace_from(
-                f'"{display}"', f"sip:{subscriber.extension}@{subscriber.domain}"
-            )
+        if subscriber is not None:
+            self._present(subscriber, internal)
+            if table is None:  # a subscriber calling out: no forwarding involved
+                self._outbound(called, Call(caller, False, now), subscriber)
+                return
         mode = self._mode(table.tenant, now) if table is not None else None
         call = Call(caller, internal, now, mode)
         state = CallState.begin(called, prior)
@@ -408,8 +410,41 @@ class Router:
         record = self.reader.tenant(tenant)
         return None if record is None else tenant_mode(record, now)
 
-    def _outbound(self, number: str, call: Call) -> None:
-        """A subscriber's call to a number outside divert: out via the carriers."""
+    def _present(self, subscriber: SubscriberRecord, internal: bool) -> None:
+        """Who the callee sees.  Internal calls: the caller's extension and
+        name (seed 003).  Others: its caller ID number.  ``Privacy: id`` (or
+        ``user``): anonymous.  Legs to the carriers also get its caller ID as
+        P-Asserted-Identity (kept in an AVP for forwarded legs), with the
+        phone's Privacy header passed on so the carrier withholds it."""
+        privacy = str(KSR.pv.get("$hdr(Privacy)") or "").lower()
+        hidden = bool(PRIVATE.intersection(part.strip() for part in privacy.split(";")))
+        number = subscriber.caller_id
+        if number is not None:
+            identity = f"P-Asserted-Identity: <sip:{number}@{self.config.domain};user=phone>\r\n"
+            KSR.pv.sets(IDENTITY_AVP, identity)
+        if hidden:
+            KSR.uac.uac_replace_from(ANONYMOUS_DISPLAY, ANONYMOUS_URI)
+        elif internal and subscriber.extension:
+            display = subscriber.display_name or subscriber.username
+            KSR.uac.uac_replace_from(
+                f'"{display}"', f"sip:{subscriber.extension}@{subscriber.domain}"
+            )
+        elif number is not None:
+            display = f'"{subscriber.display_name}"' if subscriber.display_name else ""
+            KSR.uac.uac_replace_from(display, f"sip:{number}@{self.config.domain}")
+
+    def _outbound(self, number: str, call: Call, subscriber: SubscriberRecord) -> None:
+        """A subscriber's call to a number outside divert: under the
+        destination policy and with its caller ID, out via the carriers."""
+        policy = self.reader.policy()
+        why = "the node has no destination policy yet" if policy is None else policy.refusal(number)
+        if why is None and subscriber.caller_id is None:
+            why = "the caller has no number to show"
+        if why is not None:
+            KSR.notice(f"divert: {subscriber.aor} may not call {number}: {why}\n")
+            self._final(403, f"Call Refused: calling {number} is not allowed: {why}")
+            return
+        KSR.hdr.append(str(KSR.pv.get(IDENTITY_AVP)))
         relay = Relay(
             number, Endpoint(EndpointKind.EXTERNAL, number), None, (), CallState.begin(number)
         )
@@ -495,6 +530,8 @@ class Router:
                 f"{name}: {value}\r\n"
                 for name, value in diversion_headers(relay, self.config.domain, style, original)
             )
+            if relay.endpoint.kind is EndpointKind.EXTERNAL:
+                headers += str(KSR.pv.get(IDENTITY_AVP) or "")  # a subscriber's call, forwarded
             KSR.tm.t_reply(181, "Call Is Being Forwarded")
             KSR.pv.sets(HEADERS_AVP, headers)
         KSR.pv.sets(CALL_AVP, encode_leg(relay.endpoint.kind, call, relay.state))
