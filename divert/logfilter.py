@@ -8,7 +8,9 @@ carrier, or a stranger sending junk, would fill the disk.  So `divert run`
 reads Kamailio's standard error and sends every line on, except lines about
 malformed messages beyond the first of each source address in a minute; the
 next line let through for that source counts what was held back, and so
-does a summary when a source falls silent.
+does a summary when a source falls silent.  The lines let through are
+marked NOTICE, whatever level the parser gave them: somebody else's junk is
+no error of this node, and an operator's alerts on ERROR stay quiet.
 
 Which source a line is about: `kamailio.cfg`'s log prefix starts with the
 message's ``source:port``.  The lines the core logs before it has parsed a
@@ -42,11 +44,13 @@ _SOURCE = re.compile(rb"^\s*\d+\(\d+\) [A-Z]+: \{(\d{1,3}(?:\.\d{1,3}){3}):\d+ "
 _PARSE_FAILED = re.compile(
     rb"core parsing of SIP message failed \((\d{1,3}(?:\.\d{1,3}){3}):\d+/\d+\)"
 )
-_NOISE = re.compile(
-    rb"\[core/parser/|\[core/receive\.c:|sanity \[|"
-    rb"from parsing failed|cannot parse (?:From|To)|divert: malformed request"
+_NOISE = re.compile(  # where Kamailio logs about messages it cannot parse
+    rb"\[core/parser/|\[core/receive\.c:|\]: build_res_buf_from_sip_req\(\)|"
+    rb"sanity \[|maxfwd \[|divert: malformed request|"
+    rb"(?:pv|rr|tm|uac|auth|registrar|siputils|textops) \[\w+\.c:\d+\]: \w+\(\): .*(?i:pars)"
 )
 _CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
+_LEVEL = re.compile(rb"^(\s*\d+\(\d+\) )(?:ERROR|WARNING|CRITICAL|ALERT|BUG):")
 
 
 def _clean(line: bytes) -> bytes:
@@ -125,7 +129,7 @@ class LogFilter:
             self._windows.popitem(last=False)
         note = f" (and {held} more before)" if held else ""
         limit = f" [divert: malformed messages from {source} are logged once a minute{note}]"
-        self._emit(line + limit.encode())
+        self._emit(_LEVEL.sub(rb"\1NOTICE:", line, count=1) + limit.encode())
 
     def _summary(self, source: str, held: int) -> bytes:
         return (
