@@ -1,0 +1,52 @@
+"""The node key and what it signs (`kemi.signing`)."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from kemi.signing import (
+    KEY_BYTES,
+    NodeKeyError,
+    dialog_signature,
+    ensure_key,
+    key_path,
+    load_key,
+    subscriber_voucher,
+    voucher_holds,
+)
+
+
+def test_the_key_is_made_once_readable_by_its_owner_only(tmp_path: Path):
+    ensure_key(tmp_path)
+    key = load_key(tmp_path)
+    assert len(key) == KEY_BYTES
+    assert stat.S_IMODE(key_path(tmp_path).stat().st_mode) == 0o600
+    ensure_key(tmp_path)  # a restart keeps it: dialogs in progress stay valid
+    assert load_key(tmp_path) == key
+    assert [p.name for p in tmp_path.iterdir()] == ["node.key"]
+
+
+def test_a_missing_or_damaged_key_is_one_clear_error(tmp_path: Path):
+    with pytest.raises(NodeKeyError, match="cannot read the node key"):
+        load_key(tmp_path)
+    key_path(tmp_path).write_bytes(b"short")
+    with pytest.raises(NodeKeyError, match="has 5 bytes, not 32: delete it and restart"):
+        ensure_key(tmp_path)
+
+
+def test_signatures_depend_on_the_key_and_on_every_part(tmp_path: Path):
+    key, other = b"k" * KEY_BYTES, b"o" * KEY_BYTES
+    signature = dialog_signature(key, "call-1", "tag-1")
+    assert len(signature) == 24 and signature == dialog_signature(key, "call-1", "tag-1")
+    assert signature != dialog_signature(other, "call-1", "tag-1")
+    assert signature != dialog_signature(key, "call-2", "tag-1")
+    assert signature != dialog_signature(key, "call-1", "tag-2")
+    assert signature != dialog_signature(key, "call-1t", "ag-1")  # parts are kept apart
+    voucher = subscriber_voucher(key, "alice@acme", "*72+39", "call-1")
+    assert voucher_holds(key, "alice@acme", "*72+39", "call-1", voucher)
+    assert not voucher_holds(key, "alice@acme", "*73", "call-1", voucher)
+    assert not voucher_holds(other, "alice@acme", "*72+39", "call-1", voucher)
+    assert voucher != dialog_signature(key, "alice@acme", "*72+39")  # never interchangeable
