@@ -9,6 +9,7 @@ Request-URI and headers that reached the far end.
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -235,10 +236,8 @@ class Peer:
             return []
         found = []
         for block in re.split(r"\n-{20,}[^\n]*\n", "\n" + self.messages.read_text()):
-            if "message received" not in block.split("\n", 1)[0] and not block.lstrip().startswith(
-                method
-            ):
-                pass
+            if "message received" not in block.split("\n", 1)[0]:
+                continue  # one this peer sent
             lines = [line.rstrip("\r") for line in block.strip("\n").splitlines()]
             start = next(
                 (i for i, line in enumerate(lines) if line.startswith(f"{method} sip:")), None
@@ -288,13 +287,18 @@ def callee(
     reason: str = "Busy Here",
     calls: int = 1,
     timeout: int = 60,
+    behind_nat: str = "",
 ) -> Peer:
+    """A called party; `behind_nat` names the address its Contact gives
+    instead of the one it answers from."""
     host, port = address.split(":")
     body = (
         UAS_BODIES[behaviour].format(code=code, reason=reason)
         if behaviour == "reply"
         else (UAS_BODIES[behaviour])
     )
+    if behind_nat:
+        body = body.replace("[local_ip]:[local_port]>", f"{behind_nat}>")
     scenario = (SCENARIOS / "uas.xml").read_text().replace("{body}", body)
     # Dispatcher OPTIONS probes, answered by -aa, count as calls too: the
     # budget is generous and the test stops the peer by PID when done.
@@ -361,15 +365,24 @@ def subscriber_call(
     user: str,
     domain: str,
     password: str,
+    extra_headers: tuple[str, ...] = (),
+    behind_nat: str = "",
 ) -> Peer:
+    """A subscriber's call; `behind_nat` names the address its Via and
+    Contact give instead of the one it sends from."""
     host, port = source.split(":")
     scenario = (SCENARIOS / "uac-subscriber-call.xml").read_text()
+    if not extra_headers:
+        scenario = scenario.replace("      {extra_headers}\n", "")
     for key, value in {
         "{user}": user,
         "{domain}": domain,
         "{password}": password,
         "{final}": str(final),
         "{after_final}": after_final(final, 2),
+        "{extra_headers}": "\n      ".join(extra_headers),
+        "{via}": behind_nat or "[local_ip]:[local_port]",
+        "{contact}": behind_nat or "[local_ip]:[local_port]",
     }.items():
         scenario = scenario.replace(key, value)
     args = [
@@ -419,6 +432,7 @@ def register(
     expires: int,
     password: str,
     final: int = 200,
+    behind_nat: str = "",
 ) -> Peer:
     host, port = source.split(":")
     scenario = (SCENARIOS / "uac-register.xml").read_text()
@@ -428,6 +442,8 @@ def register(
         "{expires}": str(expires),
         "{password}": password,
         "{final}": str(final),
+        "{via}": behind_nat or "[local_ip]:[local_port]",
+        "{contact}": behind_nat or "[local_ip]:[local_port]",
     }.items():
         scenario = scenario.replace(key, value)
     args = [node, "-i", host, "-p", port, "-m", "1", "-timeout", "10s", "-timeout_error"]
@@ -436,3 +452,249 @@ def register(
 
 def settle(seconds: float) -> None:
     time.sleep(seconds)
+
+
+# -- dialogs that live on: re-INVITE, UPDATE, INFO and BYE from either side --
+
+_SENDS = {
+    "caller": (
+        'From: "caller" <{caller_uri}>;tag=[pid]SIPpTag00[call_number]',
+        "To: <{request_uri}>;[$peer_tag]",
+        "Contact: <{contact_uri}>",
+    ),
+    "callee": (
+        "From: [$me];tag=[pid]SIPpTag01[call_number]",
+        "To: [$peer]",
+        "Contact: <sip:callee@{contact}>",
+    ),
+}
+
+_SDP = """Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000"""
+
+
+def _invite(cseq: int, authentication: str = "") -> str:
+    auth = f"\n      {authentication}" if authentication else ""
+    return f"""<send retrans="500">
+    <![CDATA[
+      INVITE {{request_uri}} SIP/2.0
+      Via: SIP/2.0/[transport] {{via}};branch=[branch]
+      From: "caller" <{{caller_uri}}>;tag=[pid]SIPpTag00[call_number]
+      To: <{{request_uri}}>
+      Call-ID: [call_id]
+      CSeq: {cseq} INVITE
+      Contact: <{{contact_uri}}>{auth}
+      Max-Forwards: 70
+      {_SDP}
+    ]]>
+  </send>"""
+
+
+def _opening(subscriber: tuple[str, str] | None) -> str:
+    """The caller's INVITE; a subscriber (user, password) answers a challenge first."""
+    if subscriber is None:
+        return _invite(1)
+    user, password = subscriber
+    return (
+        _invite(1)
+        + """
+  <recv response="100" optional="true"/>
+  <recv response="407" auth="true"/>
+  <send>
+    <![CDATA[
+      ACK {request_uri} SIP/2.0
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  """
+        + _invite(2, f"[authentication username={user} password={password}]")
+    )
+
+
+def sends(role: str, method: str, cseq: int) -> str:
+    """`role` ("caller" or "callee") sends `method` within the dialog and
+    expects 200 (and ACKs it, for a re-INVITE)."""
+    from_, to, contact = _SENDS[role]
+    via = "{via}" if role == "caller" else "[local_ip]:[local_port]"
+
+    def request(name: str, retrans: bool) -> str:
+        return f"""<pause milliseconds="100"/>
+  <send{' retrans="500"' if retrans else ""}>
+    <![CDATA[
+      {name} [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] {via};branch=[branch]
+      {from_}
+      {to}
+      [routes]
+      Call-ID: [call_id]
+      CSeq: {cseq} {name}
+      {contact}
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>"""
+
+    text = request(method, True) + '\n  <recv response="100" optional="true"/>'
+    text += '\n  <recv response="200"/>'
+    if method == "INVITE":
+        text += "\n  " + request("ACK", False)
+    return text
+
+
+def answers(role: str, method: str) -> str:
+    """`role` receives `method` within the dialog and answers 200."""
+    contact = _SENDS[role][2]
+    text = f"""<recv request="{method}"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      {contact}
+      Content-Length: 0
+
+    ]]>
+  </send>"""
+    if method == "INVITE":
+        text += '\n  <recv request="ACK"/>'
+    return text
+
+
+IN_DIALOG = ("INVITE", "UPDATE", "INFO")
+
+
+def dialog_pair(
+    workdir: Path,
+    name: str,
+    node: str,
+    number: str,
+    caller_source: str,
+    callee_address: str,
+    active: str,
+    callee_contact: str = "[local_ip]:[local_port]",
+    subscriber: tuple[str, str, str] | None = None,
+    caller_behind_nat: str = "",
+) -> tuple[Peer, Peer]:
+    """A caller and a callee whose call is answered, then the `active` side
+    ("caller" or "callee") sends a re-INVITE, an UPDATE and an INFO, and the
+    other side hangs up.  The caller is a carrier, or `subscriber` (user,
+    domain, password); its Via and Contact name `caller_behind_nat` if given,
+    the callee's Contact `callee_contact`.  Returns (callee, caller)."""
+    passive = "callee" if active == "caller" else "caller"
+    first = 3 if subscriber is not None else 2  # CSeq after the INVITE's
+    steps = {
+        role: "\n  ".join(
+            sends(role, method, cseq) if role == active else answers(role, method)
+            for cseq, method in enumerate(IN_DIALOG, start=first)
+        )
+        for role in ("caller", "callee")
+    }
+    endings = {passive: sends(passive, "BYE", 10), active: answers(active, "BYE")}
+    if subscriber is not None:
+        user, domain, _ = subscriber
+        caller_uri, request_uri = f"sip:{user}@{domain}", f"sip:[service]@{domain}"
+    else:
+        user, caller_uri = "+441234567890", "sip:+441234567890@[local_ip]:[local_port]"
+        request_uri = "sip:[service]@[remote_ip]:[remote_port]"
+    own = caller_behind_nat or "[local_ip]:[local_port]"
+    values = {
+        "{opening}": _opening(None if subscriber is None else (user, subscriber[2])),
+        "{caller_uri}": caller_uri,
+        "{request_uri}": request_uri,
+        "{via}": own,
+        "{contact_uri}": f"sip:{user}@{own}",
+    }
+    peers = {}
+    for role, template, address in (
+        ("callee", "uas-dialog.xml", callee_address),
+        ("caller", "uac-dialog.xml", caller_source),
+    ):
+        scenario = (SCENARIOS / template).read_text()
+        scenario = scenario.replace("{in_dialog}", steps[role]).replace("{ending}", endings[role])
+        for key, value in values.items():
+            scenario = scenario.replace(key, value)
+        scenario = scenario.replace("{contact}", callee_contact)
+        host, port = address.split(":")
+        args = ["-i", host, "-p", port, "-m", "1", "-timeout", "30s", "-timeout_error"]
+        if role == "caller":
+            args = [node, "-s", number, *args]
+        else:
+            args[args.index("-m") + 1] = "100"  # OPTIONS probes count as calls (-aa)
+        peers[role] = Peer(workdir, f"{name}-{role}", args, scenario)
+        if role == "callee":
+            time.sleep(0.2)
+    return peers["callee"], peers["caller"]
+
+
+# -- raw datagrams, for requests no well-behaved peer would send --
+
+
+def raw_request(
+    method: str,
+    ruri: str,
+    source: str,
+    *headers: str,
+    to_tag: str = "",
+    call_id: str = "",
+    body: bytes = b"",
+) -> bytes:
+    """A request from `source` (host:port) with the usual headers and `headers`."""
+    host = source.split(":")[0]
+    tag = f";tag={to_tag}" if to_tag else ""
+    lines = [
+        f"{method} {ruri} SIP/2.0",
+        f"Via: SIP/2.0/UDP {source};rport;branch=z9hG4bK-{time.monotonic_ns()}",
+        f"From: <sip:+441234567890@{host}>;tag=f{time.monotonic_ns()}",
+        f"To: <{ruri}>{tag}",
+        f"Call-ID: {call_id or f'raw-{time.monotonic_ns()}@{host}'}",
+        f"CSeq: 1 {method}",
+        f"Contact: <sip:+441234567890@{source}>",
+        "Max-Forwards: 70",
+        *headers,
+        f"Content-Length: {len(body)}",
+        "",
+        "",
+    ]
+    return "\r\n".join(lines).encode() + body
+
+
+def exchange(node: str, source: str, message: bytes, wait: float = 1.0) -> list[str]:
+    """Send `message` from `source` to `node`; the status lines of the replies
+    that came back within `wait` seconds (provisional ones included)."""
+    host, port = source.split(":")
+    target_host, target_port = node.split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(0.1)
+    try:
+        sock.bind((host, int(port)))
+        sock.sendto(message, (target_host, int(target_port)))
+        replies = []
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                data = sock.recv(65535)
+            except TimeoutError:
+                continue
+            replies.append(data.split(b"\r\n", 1)[0].decode(errors="replace"))
+        return replies
+    finally:
+        sock.close()

@@ -328,6 +328,11 @@ def test_internal_and_external_callers_take_different_rules(node: DivertNode, wo
     (forwarded,) = carrier.received()
     assert forwarded.ruri_user == mobile(13)
     assert "reason=unconditional" in forwarded.header("Diversion")[0]
+    # the carrier is told who called: alice's number (her From shows her extension)
+    assert forwarded.header("P-Asserted-Identity") == [
+        f"<sip:{numbered(8)}@divert.invalid;user=phone>"
+    ]
+    assert forwarded.header("From")[0].startswith('"alice" <sip:201@acme>')
 
     pbx = callee(workdir, "pbx", PBX_A, "answer")
     up(node, PBX_A)
