@@ -61,8 +61,14 @@ ANONYMOUS_URI = "sip:anonymous@anonymous.invalid"  # RFC 3323
 FEATURE_HEADER = "X-Divert-Subscriber"
 INTERNAL_HEADERS = (FEATURE_HEADER,)
 """Headers only this node sets: removed from every request that comes in."""
-ASSERTED_IDENTITY = ("P-Asserted-Identity", "P-Preferred-Identity")
-"""Identity headers that only trunks may send (RFC 3325's trust domain)."""
+ASSERTED_IDENTITY = (
+    "P-Asserted-Identity",
+    "P-Preferred-Identity",
+    "Remote-Party-ID",
+    "P-Charge-Info",
+)
+"""Identity and billing headers that only carriers may send (RFC 3325's trust
+domain): from anyone else the node cannot tell a true one from a forged one."""
 ANNOUNCED_DIVERSIONS = ("Diversion", "History-Info")
 """A subscriber's own call announces no diversions: a forged one could make a
 carrier bill somebody else."""
@@ -73,7 +79,17 @@ ALLOW = "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, PRACK
 SANITY_CHECKS = 3047 | 1024  # the defaults, and the URIs must parse
 SANITY_URIS = 7  # Request-URI, From and To
 ROUTE_URI = re.compile(r"<([^>]*)>")
+PLAIN_HOP = re.compile(
+    r"sips?:(?:[\w.~%+-]{1,64}@)?[A-Za-z0-9.-]{1,253}(?::(\d{1,5}))?(?:;[\w.~%+=-]{0,64}){0,10}"
+)
+"""A Route URI plain enough that Kamailio parses it without complaint (is_myself
+logs an ERROR for every URI it cannot parse)."""
+MAX_ROUTES = 8  # Route headers an initial request may carry
 TARGET_REFRESH = ("INVITE", "UPDATE")
+ALIAS = re.compile(r";alias=\d{1,3}(?:\.\d{1,3}){3}~\d{1,5}~[1-9](?=[;?]|$)")
+MAX_ALIAS_URI = 900
+"""Kamailio 5.6.3's handle_ruri_alias copies the Request-URI into a 1,024-byte
+buffer unchecked: only short URIs with one well-formed alias reach it."""
 VOICEMAIL_CODE = "*97"
 FAILURE_ROUTE = "ksr_failure_forward"
 BRANCH_ROUTE = "ksr_branch_forward"
@@ -109,6 +125,12 @@ class AdapterConfig:
             carrier_style=os.environ.get("DIVERT_CARRIER_STYLE", "diversion"),
             features=os.environ.get("DIVERT_FEATURES", ""),
         )
+
+
+def _plain(hop: str) -> bool:
+    """Is `hop` a URI Kamailio parses quietly?  Any other is no hop of ours."""
+    found = PLAIN_HOP.fullmatch(hop)
+    return found is not None and int(found.group(1) or 5060) <= 65535
 
 
 class Router:
@@ -155,6 +177,9 @@ class Router:
     def ksr_failure_forward(self, msg: object) -> int:
         try:
             self._failure()
+        except UnicodeDecodeError:  # the caller's junk (its Request-URI), read only now
+            KSR.notice("divert: malformed request: bytes that are not UTF-8\n")
+            self._final(400, "Bad Request")
         except StoreUnavailable as error:
             KSR.err(f"divert: store unavailable: {error}\n")
             self._final(503, "Service Unavailable")
@@ -196,7 +221,8 @@ class Router:
     # -- request route -------------------------------------------------------------------
 
     def _request(self) -> None:
-        trusted = self._from_trunk()
+        carrier = KSR.dispatcher.ds_is_from_list_mode(CARRIER_SET, 3) > 0
+        trusted = carrier or self._from_customer_trunk()
         if not trusted:
             if KSR.pike.pike_check_req() < 0:
                 return  # a flood from an unknown source: no answer at all
@@ -211,7 +237,7 @@ class Router:
             return
         if KSR.sanity.sanity_check(SANITY_CHECKS, SANITY_URIS) < 0:
             return  # sanity has answered 400
-        if not trusted:
+        if not carrier:
             for name in ASSERTED_IDENTITY:
                 KSR.hdr.remove(name)
         for name in INTERNAL_HEADERS:
@@ -251,21 +277,38 @@ class Router:
         `loose_route` alone relays whatever names the node in a Route: the
         node's own Route entry must also carry the dialog's signature.
         """
+        found = 0
+        if method == "ACK":
+            found = KSR.tm.t_check_trans()
+            if found == 0:
+                return  # the ACK of a negative reply (a phone's Route or not): tm's
         if KSR.rr.loose_route() > 0:
             if not self._signed_by_us():
                 if method != "ACK":  # an ACK gets no reply
                     KSR.sl.sl_send_reply(403, "Not A Dialog Of This Node")
                 return
-            if not KSR.isdsturiset():
-                KSR.nathelper.handle_ruri_alias()  # to a phone behind NAT
+            if not KSR.isdsturiset() and not self._alias_followed():
+                if method != "ACK":
+                    KSR.sl.sl_send_reply(400, "Bad Alias")
+                return
             if not trusted and method in TARGET_REFRESH:
                 KSR.nathelper.add_contact_alias()  # from a phone behind NAT
             KSR.tm.t_relay()
         elif method == "ACK":
-            if KSR.tm.t_check_trans() > 0:
+            if found > 0:
                 KSR.tm.t_relay()
         else:
             KSR.sl.sl_send_reply(404, "Not Here")
+
+    def _alias_followed(self) -> bool:
+        """To a phone behind NAT: its Contact's alias (its real address) as
+        the destination.  False: an alias this node did not write."""
+        uri = str(KSR.pv.get("$ru") or "")
+        if ";alias=" not in uri:
+            return True
+        if len(uri) > MAX_ALIAS_URI or uri.count(";alias=") != 1 or not ALIAS.search(uri):
+            return False
+        return bool(KSR.nathelper.handle_ruri_alias() > 0)
 
     def _signed_by_us(self) -> bool:
         """Does the node's Route entry carry this dialog's signature?  Its
@@ -287,13 +330,16 @@ class Router:
         node (a phone's outbound proxy setting) always; a Route to anywhere
         else only from a trunk (this node chooses every next hop).  False:
         a stranger or a subscriber named another hop, and is refused."""
-        if KSR.hdr.is_present("Route") < 0:
+        count = int(KSR.pv.get("$hdrc(Route)") or 0)
+        if count == 0:
             return True
-        routes = str(KSR.pv.get("$(hdr(Route)[*])") or "")
-        hops = ROUTE_URI.findall(routes)
-        ours = bool(hops) and all(KSR.is_myself(hop) for hop in hops)
-        if not ours and not trusted:
-            return False
+        if not trusted:
+            if count > MAX_ROUTES:
+                return False
+            for index in range(count):
+                hops = ROUTE_URI.findall(str(KSR.hdr.get_idx("Route", index) or ""))
+                if not hops or not all(_plain(hop) and KSR.is_myself(hop) for hop in hops):
+                    return False
         KSR.hdr.remove("Route")
         return True
 
@@ -326,12 +372,16 @@ class Router:
         return subscriber
 
     def _from_trunk(self) -> bool:
-        """Is the request from a carrier (any port) or a customer trunk?"""
+        """Is the message from a carrier (any port) or a customer trunk?"""
         if KSR.dispatcher.ds_is_from_list_mode(CARRIER_SET, 3) > 0:
             return True
+        return self._from_customer_trunk()
+
+    def _from_customer_trunk(self) -> bool:
         return self.reader.trunk_at(f"{KSR.pv.get('$si')}:{KSR.pv.get('$sp')}") is not None
 
     def _invite(self, from_trunk: bool) -> None:
+        KSR.pv.get("$tU")  # the called user must be text too (UnicodeDecodeError: 400)
         subscriber = None
         if not from_trunk:
             subscriber = self._authenticated("$fU", "$fd")
