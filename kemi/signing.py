@@ -26,12 +26,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 
 KEY_FILE = "node.key"
 KEY_BYTES = 32
 DIGEST_BYTES = 12  # 96 bits, as hex in a URI parameter
+_HEX_DIGEST = re.compile(f"[0-9a-f]{{{2 * DIGEST_BYTES}}}")
 
 
 class NodeKeyError(Exception):
@@ -73,7 +75,11 @@ def load_key(state_dir: str | os.PathLike[str]) -> bytes:
 
 
 def _digest(key: bytes, *parts: str) -> str:
-    data = "\x00".join(parts).encode("utf-8", "surrogateescape")
+    """Each part length-prefixed, so no two lists of parts read the same."""
+    data = b"".join(
+        len(encoded).to_bytes(4, "big") + encoded
+        for encoded in (part.encode("utf-8", "surrogateescape") for part in parts)
+    )
     return hashlib.blake2b(data, key=key, digest_size=DIGEST_BYTES).hexdigest()
 
 
@@ -88,4 +94,8 @@ def subscriber_voucher(key: bytes, aor: str, dialled: str, call_id: str) -> str:
 
 
 def voucher_holds(key: bytes, aor: str, dialled: str, call_id: str, mac: str) -> bool:
-    return hmac.compare_digest(subscriber_voucher(key, aor, dialled, call_id), mac)
+    """Does `mac` (as the request carried it: anything) vouch for these?"""
+    if not _HEX_DIGEST.fullmatch(mac):
+        return False
+    expected = subscriber_voucher(key, aor, dialled, call_id)
+    return hmac.compare_digest(expected.encode(), mac.encode())

@@ -50,3 +50,5 @@ def test_signatures_depend_on_the_key_and_on_every_part(tmp_path: Path):
     assert not voucher_holds(key, "alice@acme", "*73", "call-1", voucher)
     assert not voucher_holds(other, "alice@acme", "*72+39", "call-1", voucher)
     assert voucher != dialog_signature(key, "alice@acme", "*72+39")  # never interchangeable
+    for forged in ("", "é" * 24, voucher.upper(), voucher + "0", " " + voucher[1:]):
+        assert not voucher_holds(key, "alice@acme", "*72+39", "call-1", forged)
