@@ -121,12 +121,22 @@ def test_only_kamailio_may_ask_and_only_with_the_nodes_voucher(
         "f4": f"alice@acme;mac={_voucher('alice@acme', '*73', 'f4')}",  # another code's
         "f5": f"alice@acme;mac={_voucher('alice@acme', code, 'elsewhere')}",  # another call's
         "f6": f"bob@acme;mac={_voucher('alice@acme', code, 'f6')}",  # somebody else's
+        "f9": f"alice@acme;mac={'é' * 24}",  # not even ASCII
     }
     for call_id, vouched in forgeries.items():
         forged = invite(code, call_id, vouched)
         assert status(server.handle(forged, KAMAILIO)) == (
             "SIP/2.0 403 Forwarding Refused: not authenticated"
         ), vouched
+    valid = f"alice@acme;mac={_voucher('alice@acme', code, 'f7')}"
+    folded = invite(code, "f7", "bob@acme").replace(
+        b"X-Divert-Subscriber", f"Subject: hi\r\n X-Divert-Subscriber: {valid}\r\nX-D".encode()
+    )
+    twice = invite(code, "f8", valid).replace(
+        b"X-Divert-Subscriber", f"X-Divert-Subscriber: {valid}\r\nX-Divert-Subscriber".encode()
+    )
+    for forged in (folded, twice):  # a header folded into another, or a second one
+        assert status(server.handle(forged, KAMAILIO)).startswith("SIP/2.0 403"), forged
     no_header = invite(f"*72{TARGET}", "c4", "").replace(b"X-Divert-Subscriber: \r\n", b"")
     assert status(server.handle(no_header, KAMAILIO)).startswith("SIP/2.0 403")
     assert forwards_of_alice(portal_url) == []

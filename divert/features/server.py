@@ -71,9 +71,14 @@ class SipRequest:
     ruri_user: str
     headers: list[tuple[str, str]]
 
-    def first(self, name: str) -> str | None:
+    def first(self, *names: str) -> str | None:
+        """The first header with one of `names` (long and compact forms)."""
+        lowered = {name.lower() for name in names}
+        return next((v for n, v in self.headers if n.lower() in lowered), None)
+
+    def every(self, name: str) -> list[str]:
         lowered = name.lower()
-        return next((v for n, v in self.headers if n.lower() == lowered), None)
+        return [v for n, v in self.headers if n.lower() == lowered]
 
 
 def parse_request(data: bytes) -> SipRequest | None:
@@ -85,8 +90,12 @@ def parse_request(data: bytes) -> SipRequest | None:
         return None
     uri = parts[1]
     user = uri.split(":", 1)[-1].split("@", 1)[0] if "@" in uri else ""
-    headers = []
+    headers: list[tuple[str, str]] = []
     for line in lines[1:]:
+        if line[:1] in (" ", "\t") and headers:  # a folded line continues its header
+            name, value = headers[-1]
+            headers[-1] = (name, f"{value} {line.strip()}")
+            continue
         name, colon, value = line.partition(":")
         if colon:
             headers.append((name.strip(), value.strip()))
@@ -117,6 +126,8 @@ class FeatureServer:
         self.queue = FeatureQueue(config.state_dir)
         self._local: LocalNode | None = None
         self._next_retry = 0.0
+        self._refusals_logged = 0.0  # monotonic time before which refusals go unlogged
+        self._faults_logged = 0.0
 
     @property
     def engine(self) -> Engine:
@@ -133,24 +144,35 @@ class FeatureServer:
             return None
         if request.method != "INVITE":
             return reply(request, Answer(405 if request.method != "OPTIONS" else 200, "OK"))
-        key = (request.first("Call-ID") or "", request.first("CSeq") or "")
+        subscriber = self._vouched(request)
+        if subscriber is None:
+            return reply(request, Answer(403, "Forwarding Refused: not authenticated"))
+        key = (request.first("Call-ID", "i") or "", request.first("CSeq") or "")
         if key in self._answered:
             return self._answered[key]  # a retransmission: same answer, no second change
-        answer = self._carry_out(request)
+        answer = self._carry_out(subscriber, request.ruri_user)
         response = reply(request, answer)
         self._answered[key] = response
         while len(self._answered) > MAX_REMEMBERED:
             self._answered.popitem(last=False)
         return response
 
-    def _carry_out(self, request: SipRequest) -> Answer:
-        vouched = request.first(SUBSCRIBER_HEADER) or ""
-        subscriber, _, mac = vouched.partition(";mac=")
-        dialled = request.ruri_user
-        call_id = request.first("Call-ID") or request.first("i") or ""
-        if not subscriber or not voucher_holds(self.key, subscriber, dialled, call_id, mac):
+    def _vouched(self, request: SipRequest) -> str | None:
+        """The subscriber Kamailio vouches for (user@domain), or None.  Kamailio
+        removes every X-Divert-Subscriber that comes in and adds exactly one."""
+        vouchers = request.every(SUBSCRIBER_HEADER)
+        if len(vouchers) == 1:
+            subscriber, _, mac = vouchers[0].partition(";mac=")
+            call_id = request.first("Call-ID", "i") or ""
+            if subscriber and voucher_holds(self.key, subscriber, request.ruri_user, call_id, mac):
+                return subscriber
+        now = time.monotonic()
+        if now >= self._refusals_logged:  # one line a minute, however many come
             log.warning("a feature code without the node's voucher was refused")
-            return Answer(403, "Forwarding Refused: not authenticated")
+            self._refusals_logged = now + 60
+        return None
+
+    def _carry_out(self, subscriber: str, dialled: str) -> Answer:
         now = time.time()
         if self.pending() == 0 or self.deliver_queue():
             try:
@@ -233,6 +255,12 @@ class FeatureServer:
         if self._engine is not None:
             self._engine.dispose()
 
+    def _fault(self, error: Exception) -> None:
+        now = time.monotonic()
+        if now >= self._faults_logged:
+            log.error("a request failed: %s: %s", type(error).__name__, error)
+            self._faults_logged = now + 60
+
     def _wake_sync(self) -> None:
         wake.wake(self.config.state_dir)
 
@@ -246,7 +274,11 @@ class FeatureServer:
                 ready, _, _ = select.select(watched, [], [], 1.0)
                 if sock.fileno() in ready:
                     data, source = sock.recvfrom(65535)
-                    response = self.handle(data, source)
+                    try:
+                        response = self.handle(data, source)
+                    except Exception as error:  # one datagram's fault, not the server's end
+                        self._fault(error)
+                        response = None
                     if response is not None:
                         sock.sendto(response, source)
                 if wakeup_fd is not None and wakeup_fd in ready:
