@@ -10,22 +10,33 @@ malformed messages beyond the first of each source address in a minute; the
 next line let through for that source counts what was held back, and so
 does a summary when a source falls silent.  The lines let through are
 marked NOTICE, whatever level the parser gave them: somebody else's junk is
-no error of this node, and an operator's alerts on ERROR stay quiet.
+no error of this node, and an operator's alerts on ERROR stay quiet.  Past
+`MAX_NOISE_LINES` such lines a minute, from however many (spoofed) sources,
+the rest is only counted.
+
+Kamailio's standard error is one end of a SOCK_SEQPACKET socket pair, not a
+pipe: every write arrives as one record with the writer's PID (the kernel's
+SCM_CREDENTIALS), so a line is exactly what one log call wrote.  glibc
+writes a long line in chunks of 8,192 bytes; a record of exactly that size
+is joined with the same process's next one.  Within a line, every control
+character (newlines included) is shown as ``\\xNN``: bytes a peer sent that
+Kamailio quotes can never make a line of their own.
 
 Which source a line is about: `kamailio.cfg`'s log prefix starts with the
 message's ``source:port``.  The lines the core logs before it has parsed a
 message carry no prefix; they belong to the ``core parsing of SIP message
-failed (ip:port/proto)`` line the same process logs after them.
-
-Control characters in any line (junk bytes the log prefix may quote) are
-shown escaped, so nobody can forge log lines or drive a terminal.
+failed (ip:port/proto)`` line the same process logs after them, or, when it
+moves on without one, to "an unknown source".  The rest of the prefix
+(CSeq, Call-ID) is the sender's text, so a sender can make lines about its
+own messages look like noise, and no more than that.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import select
+import socket
+import struct
 import threading
 import time
 from collections import OrderedDict
@@ -35,28 +46,57 @@ from typing import BinaryIO
 
 WINDOW_SECONDS = 60.0
 MAX_SOURCES = 4096  # sources remembered; the oldest is forgotten first
-MAX_LINE = 8192  # bytes of one line kept (a longer one is cut)
+MAX_NOISE_LINES = 60  # noise lines let through a window, all sources together
+MAX_LINE = 16384  # bytes of one line kept (a longer one is cut)
+CHUNK = 8192  # glibc's BUFSIZ: a longer fprintf to stderr arrives in such records
 UNKNOWN = "an unknown source"
 PENDING_SECONDS = 1.0  # unprefixed parser lines wait this long for their source
+_UCRED = struct.Struct("iII")  # pid, uid, gid
 
-_PROCESS = re.compile(rb"^\s*\d+\((\d+)\) ")
-_SOURCE = re.compile(rb"^\s*\d+\(\d+\) [A-Z]+: \{(\d{1,3}(?:\.\d{1,3}){3}):\d+ ")
+_IP = rb"\d{1,3}(?:\.\d{1,3}){3}"
+_SOURCE = re.compile(rb"^\s*\d+\(\d+\) [A-Z]+: \{(" + _IP + rb"):\d+ ")
 _PARSE_FAILED = re.compile(
-    rb"core parsing of SIP message failed \((\d{1,3}(?:\.\d{1,3}){3}):\d+/\d+\)"
+    rb"^\s*\d+\(\d+\) [A-Z]+: <core> \[core/receive\.c:\d+\]: receive_msg\(\): "
+    rb"core parsing of SIP message failed \((" + _IP + rb"):\d+/\d+\)$"
 )
-_NOISE = re.compile(  # where Kamailio logs about messages it cannot parse
-    rb"\[core/parser/|\[core/receive\.c:|\]: build_res_buf_from_sip_req\(\)|"
-    rb"sanity \[|maxfwd \[|divert: malformed request|"
-    rb"(?:pv|rr|tm|uac|auth|registrar|siputils|textops) \[\w+\.c:\d+\]: \w+\(\): .*(?i:pars)"
+_LOCATION = re.compile(  # level, prefix (optional), module, file, function, message
+    rb"^\s*\d+\(\d+\) [A-Z]+: (?:\{.*?\} )?(<core>|\w+) \[([\w/.]+):\d+\]: (\w+)\(\): (.*)$"
 )
-_CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
+_RECEIVE_FAILURES = (
+    b"core parsing of SIP message failed",
+    b"no via found in request",
+    b"required headers not found in request",
+    b"parsing relevant headers failed",
+)
+_PARSING_MODULES = frozenset(
+    (b"pv", b"rr", b"tm", b"uac", b"auth", b"registrar", b"siputils", b"textops", b"nathelper")
+)
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _LEVEL = re.compile(rb"^(\s*\d+\(\d+\) )(?:ERROR|WARNING|CRITICAL|ALERT|BUG):")
 
 
-def _clean(line: bytes) -> bytes:
-    """`line` with control characters shown as \\xNN, and cut to MAX_LINE."""
-    cut = line[:MAX_LINE]
-    return _CONTROL.sub(lambda m: b"\\x%02x" % m.group()[0], cut)
+def _clean(record: bytes) -> bytes:
+    """One line: control characters (newlines too) shown as \\xNN, cut to MAX_LINE."""
+    text = record[:-1] if record.endswith(b"\n") else record
+    return _CONTROL.sub(lambda m: b"\\x%02x" % m.group()[0], text[:MAX_LINE])
+
+
+def is_noise(line: bytes) -> bool:
+    """Is `line` (cleaned) Kamailio's word about a message it could not parse?"""
+    found = _LOCATION.match(line)
+    if found is None:
+        return False
+    module, path, function, message = found.groups()
+    if module == b"<core>":
+        return (
+            path.startswith(b"core/parser/")
+            or (path == b"core/receive.c" and message.startswith(_RECEIVE_FAILURES))
+            or function == b"build_res_buf_from_sip_req"
+            or (path == b"core/kemi.c" and message.startswith(b"divert: malformed request"))
+        )
+    if module in (b"sanity", b"maxfwd"):
+        return True
+    return module in _PARSING_MODULES and b"pars" in message.lower()
 
 
 @dataclass
@@ -72,28 +112,30 @@ class _Pending:
 
 
 class LogFilter:
-    """Decides, line by line, what to pass on.  Pure apart from `emit`."""
+    """Decides, record by record, what to pass on.  Pure apart from `emit`."""
 
     def __init__(self, emit: Callable[[bytes], None], window: float = WINDOW_SECONDS) -> None:
         self._emit = emit
         self._window = window
         self._windows: OrderedDict[str, _Window] = OrderedDict()
-        self._pending: dict[bytes, _Pending] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._all = _Window(float("-inf"))  # noise lines let through, all sources
+        self._let_through = 0
 
-    def feed(self, line: bytes, now: float) -> None:
-        line = _clean(line.rstrip(b"\r\n"))
-        process = _PROCESS.match(line)
-        pid = process.group(1) if process else b""
-        failed = _PARSE_FAILED.search(line)
+    def feed(self, record: bytes, now: float, pid: int) -> None:
+        """One log record (what one log call wrote) from process `pid`."""
+        line = _clean(record)
+        failed = _PARSE_FAILED.match(line)
         if failed is not None:
             pending = self._pending.pop(pid, None)
             for held in (pending.lines if pending else []) + [line]:
                 self._noise(failed.group(1).decode(), held, now)
             return
         source = _SOURCE.match(line)
-        if pid in self._pending and (source is not None or not _NOISE.search(line)):
+        noise = is_noise(line)
+        if pid in self._pending and (source is not None or not noise):
             self._flush(pid, now)  # the process moved on: its lines found no source
-        if not _NOISE.search(line):
+        if not noise:
             self._emit(line)
         elif source is not None:
             self._noise(source.group(1).decode(), line, now)
@@ -109,10 +151,13 @@ class LogFilter:
         for source, window in list(self._windows.items()):
             if now - window.started >= 2 * self._window:
                 if window.held:
-                    self._emit(self._summary(source, window.held))
+                    self._emit(self._summary(f"from {source}", window.held))
                 del self._windows[source]
+        if self._all.held and now - self._all.started >= self._window:
+            self._emit(self._summary("from sources beyond the limit", self._all.held))
+            self._all.held = 0
 
-    def _flush(self, pid: bytes, now: float) -> None:
+    def _flush(self, pid: int, now: float) -> None:
         pending = self._pending.pop(pid)
         for line in pending.lines:
             self._noise(UNKNOWN, line, now)
@@ -122,6 +167,12 @@ class LogFilter:
         if window is not None and now - window.started < self._window:
             window.held += 1
             return
+        if now - self._all.started >= self._window:
+            self._all.started, self._let_through = now, 0
+        if self._let_through >= MAX_NOISE_LINES:
+            self._all.held += 1  # a flood from many sources: counted, not logged
+            return
+        self._let_through += 1
         held = window.held if window is not None else 0
         self._windows[source] = _Window(now)
         self._windows.move_to_end(source)
@@ -131,48 +182,76 @@ class LogFilter:
         limit = f" [divert: malformed messages from {source} are logged once a minute{note}]"
         self._emit(_LEVEL.sub(rb"\1NOTICE:", line, count=1) + limit.encode())
 
-    def _summary(self, source: str, held: int) -> bytes:
+    def _summary(self, whom: str, held: int) -> bytes:
         return (
-            f"divert: {held} more lines about malformed messages from {source} "
+            f"divert: {held} more lines about malformed messages {whom} "
             f"in the last {self._window:.0f} s not logged"
         ).encode()
 
 
+def log_socket() -> tuple[socket.socket, int]:
+    """(the end `divert run` reads, the file descriptor Kamailio gets as its
+    standard error).  Kamailio's end does not block: when `divert run`
+    cannot keep up, log lines are lost rather than SIP workers stalled."""
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    for option in (socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", socket.SO_SNDBUF)):
+        try:
+            writer.setsockopt(socket.SOL_SOCKET, option, 1 << 20)
+        except OSError:
+            continue  # not root: the system's default room will do
+    writer.setblocking(False)
+    return reader, writer.detach()
+
+
+def _sender(ancillary: list[tuple[int, int, bytes]]) -> int:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            return int(_UCRED.unpack_from(data)[0])
+    return 0
+
+
 def pump(
-    read_fd: int,
+    reader: socket.socket,
     out: BinaryIO,
     clock: Callable[[], float] = time.monotonic,
     window: float = WINDOW_SECONDS,
 ) -> None:
-    """Copy lines from `read_fd` to `out` through a `LogFilter` until EOF."""
+    """Copy Kamailio's log records from `reader` to `out` through a
+    `LogFilter` until every writer is gone.  A failure to write `out` loses
+    that line, never the pump: Kamailio's end must keep draining."""
 
     def emit(line: bytes) -> None:
-        out.write(line + b"\n")
-        out.flush()
+        try:
+            out.write(line + b"\n")
+            out.flush()
+        except (OSError, ValueError):
+            pass
 
     limiter = LogFilter(emit, window)
-    buffer = b""
-    while True:
-        ready, _, _ = select.select([read_fd], [], [], 1.0)
-        if ready:
-            chunk = os.read(read_fd, 65536)
-            if not chunk:
-                break
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            if len(buffer) > MAX_LINE:
-                lines.append(buffer)
-                buffer = b""
-            for line in lines:
-                limiter.feed(line, clock())
-        limiter.tick(clock())
-    if buffer:
-        limiter.feed(buffer, clock())
-    limiter.tick(float("inf"))
-    os.close(read_fd)
+    partial: dict[int, bytes] = {}
+    try:
+        while True:
+            ready, _, _ = select.select([reader], [], [], 1.0)
+            if ready:
+                data, ancillary, _, _ = reader.recvmsg(65536, socket.CMSG_SPACE(_UCRED.size))
+                if not data:
+                    break
+                pid = _sender(ancillary)
+                record = partial.pop(pid, b"") + data
+                if len(data) == CHUNK and len(record) < MAX_LINE:
+                    partial[pid] = record  # more of this line follows
+                    continue
+                limiter.feed(record, clock(), pid)
+            limiter.tick(clock())
+        for pid, record in partial.items():
+            limiter.feed(record, clock(), pid)
+        limiter.tick(float("inf"))
+    finally:
+        reader.close()
 
 
-def start_pump(read_fd: int, out: BinaryIO) -> threading.Thread:
-    thread = threading.Thread(target=pump, args=(read_fd, out), name="kamailio-log", daemon=True)
+def start_pump(reader: socket.socket, out: BinaryIO) -> threading.Thread:
+    thread = threading.Thread(target=pump, args=(reader, out), name="kamailio-log", daemon=True)
     thread.start()
     return thread

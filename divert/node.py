@@ -14,8 +14,6 @@ rewritten and reloaded when the store's trunks change.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
 import select
@@ -32,7 +30,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from divert.errors import DivertError
-from divert.logfilter import start_pump
+from divert.logfilter import log_socket, start_pump
 from divert.signals import drain, stop_on_signals
 from kemi.signalling import CARRIER_SET, trunk_set
 from kemi.signing import NodeKeyError, ensure_key
@@ -46,7 +44,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "kamailio-cfg" / "kamailio.cfg"
 ENTRY = ROOT / "kemi" / "entry.py"
 DS_FLAGS_PROBE = 8  # dispatcher: OPTIONS-probe this destination
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # Kamailio's memory managers: TLSF allocates in constant time, where the
 # default (qm) searches its free lists and cost a seventh of a SIP worker's
 # CPU under load (perf, make bench); both pools use it.
@@ -70,17 +67,6 @@ class NodeConfig:
     @property
     def run_dir(self) -> Path:
         return self.state_dir / "run"
-
-
-def _log_pipe() -> tuple[int, int]:
-    """A pipe for Kamailio's log: (read end, write end).  The write end does
-    not block: when `divert run` cannot keep up, Kamailio loses log lines
-    rather than SIP workers stalling on a full pipe; 1 MB of room first."""
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
-    with contextlib.suppress(OSError):  # a smaller pipe-max-size: 64 KB will do
-        fcntl.fcntl(write_end, F_SETPIPE_SZ, 1 << 20)
-    return read_end, write_end
 
 
 def kamailio_binary() -> str:
@@ -222,16 +208,16 @@ class Node:
     def _spawn(
         self, name: str, command: list[str], env: dict[str, str], log_filter: bool = False
     ) -> None:
-        stderr = None
+        stderr = reader = None
         if log_filter:
-            read_end, stderr = _log_pipe()
+            reader, stderr = log_socket()
         try:
             process = subprocess.Popen(command, env={**os.environ, **env}, stderr=stderr)
         finally:
             if stderr is not None:
                 os.close(stderr)
-        if log_filter:
-            self._pumps.append(start_pump(read_end, sys.stderr.buffer))
+        if reader is not None:
+            self._pumps.append(start_pump(reader, sys.stderr.buffer))
         self.processes[name] = process
         (self.config.run_dir / f"{name}.pid").write_text(f"{process.pid}\n")
         log.info("%s started (pid %d)", name, process.pid)

@@ -9,7 +9,7 @@ import os
 import threading
 from io import BytesIO
 
-from divert.logfilter import LogFilter, pump
+from divert.logfilter import CHUNK, LogFilter, is_noise, log_socket, pump
 
 TRUNCATED = [  # a message cut short: no prefix until the core names the source
     b" 3(812) ERROR: <core> [core/parser/parse_via.c:2059]: parse_via(): bad via: end of packet",
@@ -38,7 +38,8 @@ def run(lines: list[tuple[float, bytes]], until: float | None = None) -> list[by
     out: list[bytes] = []
     limiter = LogFilter(out.append, window=60)
     for now, line in lines:
-        limiter.feed(line, now)
+        pid = int(line.split(b"(", 1)[1].split(b")", 1)[0]) if b"(" in line else 0
+        limiter.feed(line + b"\n", now, pid)
         limiter.tick(now)
     if until is not None:
         limiter.tick(until)
@@ -89,20 +90,56 @@ def test_control_characters_are_shown_escaped():
     assert out == [b" 1(810) INFO: {127.0.0.11:5080 1 1 INVITE a\\x1b[2Jb} <core> x"]
 
 
-def test_the_pump_copies_until_the_writer_closes():
-    read_end, write_end = os.pipe()
+def test_the_pump_copies_record_by_record_until_the_writers_are_gone():
+    reader, writer = log_socket()
     out = BytesIO()
-    thread = threading.Thread(target=pump, args=(read_end, out))
+    thread = threading.Thread(target=pump, args=(reader, out))
     thread.start()
-    os.write(write_end, ORDINARY + b"\n" + b"".join(line + b"\n" for line in TRUNCATED))
-    os.write(write_end, b"no newline at the end")
-    os.close(write_end)
+    for record in [ORDINARY, *TRUNCATED]:
+        os.write(writer, record + b"\n")
+    long_line = b" 1(810) INFO: <core> [core/x.c:1]: f(): " + b"y" * (CHUNK + 1000)
+    for start in range(0, len(long_line) + 1, CHUNK):  # as glibc writes it
+        os.write(writer, (long_line + b"\n")[start : start + CHUNK])
+    os.write(writer, b"no newline at the end")
+    os.close(writer)
     thread.join(timeout=5)
     assert not thread.is_alive()
     lines = out.getvalue().splitlines()
     assert lines[0] == ORDINARY and b"127.0.0.50 are logged once a minute" in lines[1]
-    assert lines[2:] == [  # the last line, then what was held back
+    assert lines[2:] == [  # the long line whole, the last line, then what was held back
+        long_line,
         b"no newline at the end",
         b"divert: 4 more lines about malformed messages from 127.0.0.50 in the last 60 s "
         b"not logged",
     ]
+
+
+def test_a_record_is_one_line_whatever_newlines_a_peer_put_in_it():
+    forged = b" 1(810) INFO: {127.0.0.11:5080 1 1 INVITE a\r\n 7(999) ALERT: <core> x} <core> y"
+    out: list[bytes] = []
+    LogFilter(out.append).feed(forged + b"\n", 0.0, 810)
+    assert out == [forged.replace(b"\r\n", b"\\x0d\\x0a")]
+
+
+def test_only_kamailios_own_words_about_parsing_are_noise():
+    assert is_noise(TRUNCATED[0]) and is_noise(BAD_FROM[2])
+    assert is_noise(b" 2(9) ERROR: pv [pv_core.c:2002]: pv_get_hdr_helper(): error parsing headers")
+    assert not is_noise(ORDINARY)
+    latency = b" 2(9) DEBUG: {127.0.0.11:5080 1 1 INVITE c} <core> [core/receive.c:523]: "
+    assert not is_noise(latency + b"receive_msg(): request-route executed in: 180 usec")
+    pike = b" 2(9) WARNING: pike [pike_funcs.c:135]: pike_check_ipaddr(): PIKE - BLOCKing ip x"
+    assert not is_noise(pike)
+
+
+def test_a_flood_from_many_sources_is_counted_past_the_limit():
+    out: list[bytes] = []
+    limiter = LogFilter(out.append)
+    for index in range(1000):
+        line = BAD_FROM[0].replace(b"127.0.0.50", f"10.0.{index // 250}.{index % 250}".encode())
+        limiter.feed(line + b"\n", 1.0, 811)
+    limiter.tick(61.0)
+    assert len(out) == 61
+    assert out[-1] == (
+        b"divert: 940 more lines about malformed messages from sources beyond the limit "
+        b"in the last 60 s not logged"
+    )
