@@ -66,7 +66,6 @@ _EXTENSION = (
     "FROM subscribers WHERE domain = ? AND extension = ?"
 )
 _POLICY = f"SELECT value FROM meta WHERE name = '{META_POLICY}'"
-_POLICY_KEY = "p|"  # changes only with a full sync, hence a new epoch
 _TRUNK_AT = (
     "SELECT t.id, t.tenant, t.name, t.diversion_style FROM trunk_addresses a "
     "JOIN trunks t ON t.id = a.trunk_id WHERE a.address = ?"
@@ -80,10 +79,6 @@ def _table_of(row: tuple[Any, ...]) -> ForwardTable:
 
 def _tenant_of(row: tuple[Any, ...]) -> TenantRecord:
     return decode_tenant(*row)
-
-
-def _policy_of(row: tuple[Any, ...]) -> PolicyRecord:
-    return decode_policy(row[0])
 
 
 class StoreUnavailable(Exception):
@@ -100,6 +95,8 @@ class StoreReader:
         self._seq_map: mmap.mmap | None = None
         self._epoch = -1
         self._seen = -1
+        self._policy: PolicyRecord | None = None
+        self._policy_epoch = -2  # never an epoch
         self.misses = 0  # rows read from SQLite, for tests and benchmarks
 
     # -- lookups ---------------------------------------------------------------
@@ -130,8 +127,15 @@ class StoreReader:
         return self._get(NS_TRUNK + str(trunk_id), _TRUNK, (trunk_id,), TrunkRecord)
 
     def policy(self) -> PolicyRecord | None:
-        """The destination policy, None if the store has none yet."""
-        return self._get(_POLICY_KEY, _POLICY, (), _policy_of)
+        """The destination policy, None if the store has none yet.  Kept apart
+        from the LRU (its JSON is 85 KB): read again only in a new epoch, the
+        only time a (full) sync changes it."""
+        self._refresh()
+        if self._policy_epoch != self._epoch:
+            row = self._miss(_POLICY, ())
+            self._policy = None if row is None else decode_policy(row[0])
+            self._policy_epoch = self._epoch
+        return self._policy
 
     def _get(
         self,
