@@ -291,6 +291,19 @@ class DivertNode:
     def tail(self) -> str:
         return self.log.read_text()[-6000:]
 
+    def kamailio_pids(self) -> set[int]:
+        """Kamailio's main process and its children."""
+        main = int((self.state / "run" / "kamailio.pid.main").read_text())
+        found = {main}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[1]) == main:
+                found.add(int(stat.parent.name))
+        return found
+
 
 def _flags_of(listing: str, uri: str) -> str | None:
     lines = listing.splitlines()

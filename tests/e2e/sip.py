@@ -655,6 +655,7 @@ def raw_request(
     *headers: str,
     to_tag: str = "",
     call_id: str = "",
+    from_tag: str = "",
     body: bytes = b"",
 ) -> bytes:
     """A request from `source` (host:port) with the usual headers and `headers`."""
@@ -663,7 +664,7 @@ def raw_request(
     lines = [
         f"{method} {ruri} SIP/2.0",
         f"Via: SIP/2.0/UDP {source};rport;branch=z9hG4bK-{time.monotonic_ns()}",
-        f"From: <sip:+441234567890@{host}>;tag=f{time.monotonic_ns()}",
+        f"From: <sip:+441234567890@{host}>;tag={from_tag or f'f{time.monotonic_ns()}'}",
         f"To: <{ruri}>{tag}",
         f"Call-ID: {call_id or f'raw-{time.monotonic_ns()}@{host}'}",
         f"CSeq: 1 {method}",

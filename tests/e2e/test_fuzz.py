@@ -25,22 +25,8 @@ SOURCES = (*STRANGERS, FROM_CARRIER)
 KAMAILIO_LINE = re.compile(rb"\s*\d+\(\d+\) [A-Z]+: ")
 
 
-def kamailio_pids(node: DivertNode) -> set[int]:
-    """Kamailio's main process and its children."""
-    main = int((node.state / "run" / "kamailio.pid.main").read_text())
-    found = {main}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[1]) == main:
-            found.add(int(stat.parent.name))
-    return found
-
-
 def test_a_thousand_hostile_datagrams_change_nothing(node: DivertNode, workdir: Path):
-    before = kamailio_pids(node)
+    before = node.kamailio_pids()
     mark = len(node.log.read_bytes())
     sockets = {}
     for source in SOURCES:
@@ -80,7 +66,7 @@ def test_a_thousand_hostile_datagrams_change_nothing(node: DivertNode, workdir: 
 
     assert sent == 2 * PER_SOURCE
     assert len(replies) >= sent // 5  # most were answered (about 420 in 1,200), not all dropped
-    assert kamailio_pids(node) == before
+    assert node.kamailio_pids() == before
     assert [r for r in replies if r.startswith(b"SIP/2.0 500")] == []
     logged = [
         line for line in node.log.read_bytes()[mark:].splitlines() if KAMAILIO_LINE.match(line)
