@@ -10,6 +10,11 @@ SIGTERM stops both cleanly.
 Trunks live in Kamailio's dispatcher: set 1 holds the carriers given with
 ``--carrier``, set 1000+id each customer trunk from the store.  The list is
 rewritten and reloaded when the store's trunks change.
+
+The first start makes the node key (`kemi.signing`) that signs the dialogs
+the node sets up.  Kamailio's log reaches `divert run`'s standard error
+through `divert.logfilter`, which limits the lines about malformed
+messages per source.
 """
 
 from __future__ import annotations
