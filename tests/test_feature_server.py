@@ -226,3 +226,36 @@ def test_star_20_and_star_11_set_the_tenants_mode_override(portal_url: str):
         assert reasons == ["Mode open (manual)", "Mode closed (manual)", "Modes Automatic"]
     finally:
         engine.dispose()
+
+
+def test_a_datagram_that_fails_does_not_end_the_server(
+    server: FeatureServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    import socket
+
+    original = server.handle
+    calls: list[bytes] = []
+
+    def failing_first(data: bytes, source: tuple[str, int]) -> bytes | None:
+        calls.append(data)
+        if len(calls) == 1:
+            raise TypeError("a fault in one request")
+        return original(data, source)
+
+    monkeypatch.setattr(server, "handle", failing_first)
+    listening = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    kamailio = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        listening.bind(("127.0.0.1", 0))
+        kamailio.bind(("127.0.0.1", 0))
+        kamailio.settimeout(3)
+        for call_id in ("boom", "fine"):
+            kamailio.sendto(invite(f"*72{TARGET}", call_id), listening.getsockname())
+            server.answer(listening)
+        assert kamailio.recv(4096).startswith(b"SIP/2.0 480 Forwarding Activated")
+    finally:
+        listening.close()
+        kamailio.close()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "a request failed: TypeError: a fault in one request"
+    ]

@@ -143,3 +143,21 @@ def test_a_flood_from_many_sources_is_counted_past_the_limit():
         b"divert: 940 more lines about malformed messages from sources beyond the limit "
         b"in the last 60 s not logged"
     )
+
+
+def test_the_pump_keeps_draining_when_its_output_is_gone():
+    """divert run's standard error closed (a terminal gone): Kamailio's end
+    must not fill up and stall its workers, so the pump reads on."""
+
+    class Gone(BytesIO):
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            raise BrokenPipeError
+
+    reader, writer = log_socket()
+    thread = threading.Thread(target=pump, args=(reader, Gone()))
+    thread.start()
+    for _ in range(500):
+        os.write(writer, ORDINARY + b"\n")
+    os.close(writer)
+    thread.join(timeout=5)
+    assert not thread.is_alive()

@@ -255,6 +255,18 @@ class FeatureServer:
         if self._engine is not None:
             self._engine.dispose()
 
+    def answer(self, sock: socket.socket) -> None:
+        """Read one datagram from `sock` and answer it.  Its fault is logged
+        (once a minute) and is never the server's end."""
+        data, source = sock.recvfrom(65535)
+        try:
+            response = self.handle(data, source)
+        except Exception as error:
+            self._fault(error)
+            return
+        if response is not None:
+            sock.sendto(response, source)
+
     def _fault(self, error: Exception) -> None:
         now = time.monotonic()
         if now >= self._faults_logged:
@@ -273,14 +285,7 @@ class FeatureServer:
                 watched = [sock.fileno()] + ([wakeup_fd] if wakeup_fd is not None else [])
                 ready, _, _ = select.select(watched, [], [], 1.0)
                 if sock.fileno() in ready:
-                    data, source = sock.recvfrom(65535)
-                    try:
-                        response = self.handle(data, source)
-                    except Exception as error:  # one datagram's fault, not the server's end
-                        self._fault(error)
-                        response = None
-                    if response is not None:
-                        sock.sendto(response, source)
+                    self.answer(sock)
                 if wakeup_fd is not None and wakeup_fd in ready:
                     drain(wakeup_fd)
                 if time.monotonic() >= self._next_retry and self.pending():
