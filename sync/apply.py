@@ -27,6 +27,7 @@ from sqlalchemy import Connection, select
 
 from divert.loops import find_loop
 from divert.numbering import number_plan
+from divert.portal.subscribers import caller_id
 from kemi.core.keys import subscriber_key, voicemail_key
 from kemi.core.model import Condition, ForwardTable
 from kemi.store.format import (
@@ -41,7 +42,6 @@ from sync.compile import Compiled, Problem
 from sync.journal import Change, current_position
 from sync.portal_reader import (
     KeyReader,
-    caller_id,
     mailbox_keys,
     owned_numbers,
     snapshot,

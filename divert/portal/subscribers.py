@@ -93,18 +93,33 @@ def set_caller_id(connection: Connection, tenant_name: str, username: str, raw: 
     return chosen
 
 
+def caller_id(chosen: str | None, owned: Sequence[str]) -> str | None:
+    """The number a subscriber's calls to the carriers assert: the operator's
+    choice while the subscriber owns it, else the number it was given first
+    (`owned` in the order they were added); None when it owns none.  The
+    sync worker compiles it into the store by this rule."""
+    if chosen is not None and chosen in owned:
+        return chosen
+    return owned[0] if owned else None
+
+
 def caller_ids(connection: Connection, tenant_name: str | None) -> dict[int, str]:
-    """Each subscriber's caller ID as the node asserts it (see `sync.portal_reader.caller_id`)."""
+    """Each subscriber's caller ID, by `caller_id`."""
     query = select(subscribers.c.id, subscribers.c.caller_id, numbers.c.e164).join(
         numbers, numbers.c.subscriber_id == subscribers.c.id
     )
     if tenant_name is not None:
         query = query.where(subscribers.c.tenant_id == find.tenant(connection, tenant_name).id)
-    found: dict[int, str] = {}
-    for subscriber_id, chosen, e164 in connection.execute(query.order_by(numbers.c.id)):
-        if e164 == chosen or subscriber_id not in found:
-            found[subscriber_id] = e164
-    return found
+    chosen: dict[int, str | None] = {}
+    owned: dict[int, list[str]] = {}
+    for subscriber_id, choice, e164 in connection.execute(query.order_by(numbers.c.id)):
+        chosen[subscriber_id] = choice
+        owned.setdefault(subscriber_id, []).append(e164)
+    return {
+        subscriber_id: number
+        for subscriber_id, numbers_owned in owned.items()
+        if (number := caller_id(chosen[subscriber_id], numbers_owned)) is not None
+    }
 
 
 def listing(connection: Connection, tenant_name: str | None) -> Sequence[find.AnyRow]:
