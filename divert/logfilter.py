@@ -71,14 +71,16 @@ _RECEIVE_FAILURES = (
 _PARSING_MODULES = frozenset(
     (b"pv", b"rr", b"tm", b"uac", b"auth", b"registrar", b"siputils", b"textops", b"nathelper")
 )
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|\xc2[\x80-\x9f]")  # C0, DEL, C1
 _LEVEL = re.compile(rb"^(\s*\d+\(\d+\) )(?:ERROR|WARNING|CRITICAL|ALERT|BUG):")
 
 
 def _clean(record: bytes) -> bytes:
-    """One line: control characters (newlines too) shown as \\xNN, cut to MAX_LINE."""
+    """One line of UTF-8: control characters (newlines too) and bytes that are
+    not UTF-8 shown as \\xNN, cut to MAX_LINE."""
     text = record[:-1] if record.endswith(b"\n") else record
-    return _CONTROL.sub(lambda m: b"\\x%02x" % m.group()[0], text[:MAX_LINE])
+    text = text[:MAX_LINE].decode("utf-8", "backslashreplace").encode()
+    return _CONTROL.sub(lambda m: b"".join(b"\\x%02x" % byte for byte in m.group()), text)
 
 
 def is_noise(line: bytes) -> bool:

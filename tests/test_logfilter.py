@@ -121,6 +121,15 @@ def test_a_record_is_one_line_whatever_newlines_a_peer_put_in_it():
     assert out == [forged.replace(b"\r\n", b"\\x0d\\x0a")]
 
 
+def test_bytes_that_are_not_utf8_are_shown_escaped_too():
+    out: list[bytes] = []
+    LogFilter(out.append).feed(
+        b" 1(810) INFO: {127.0.0.11:5080 1 1 INVITE a\x8f\xc2\x9bz} x\n", 0, 810
+    )
+    assert out == [b" 1(810) INFO: {127.0.0.11:5080 1 1 INVITE a\\x8f\\xc2\\x9bz} x"]
+    out[0].decode()  # valid UTF-8
+
+
 def test_only_kamailios_own_words_about_parsing_are_noise():
     assert is_noise(TRUNCATED[0]) and is_noise(BAD_FROM[2])
     assert is_noise(b" 2(9) ERROR: pv [pv_core.c:2002]: pv_get_hdr_helper(): error parsing headers")

@@ -289,7 +289,7 @@ class DivertNode:
         raise AssertionError(f"trunk {address} not {'up' if active else 'down'} in {timeout} s")
 
     def tail(self) -> str:
-        return self.log.read_text()[-6000:]
+        return self.log.read_bytes()[-6000:].decode(errors="replace")
 
     def kamailio_pids(self) -> set[int]:
         """Kamailio's main process and its children."""

@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -593,12 +594,15 @@ def dialog_pair(
     callee_contact: str = "[local_ip]:[local_port]",
     subscriber: tuple[str, str, str] | None = None,
     caller_behind_nat: str = "",
+    callee_ready: Callable[[], None] = lambda: time.sleep(0.2),
 ) -> tuple[Peer, Peer]:
     """A caller and a callee whose call is answered, then the `active` side
     ("caller" or "callee") sends a re-INVITE, an UPDATE and an INFO, and the
     other side hangs up.  The caller is a carrier, or `subscriber` (user,
     domain, password); its Via and Contact name `caller_behind_nat` if given,
-    the callee's Contact `callee_contact`.  Returns (callee, caller)."""
+    the callee's Contact `callee_contact`.  The caller starts once
+    `callee_ready` returns (say, once probing sees the callee's trunk up).
+    Returns (callee, caller)."""
     passive = "callee" if active == "caller" else "caller"
     first = 3 if subscriber is not None else 2  # CSeq after the INVITE's
     steps = {
@@ -641,7 +645,7 @@ def dialog_pair(
             args[args.index("-m") + 1] = "100"  # OPTIONS probes count as calls (-aa)
         peers[role] = Peer(workdir, f"{name}-{role}", args, scenario)
         if role == "callee":
-            time.sleep(0.2)
+            callee_ready()
     return peers["callee"], peers["caller"]
 
 

@@ -202,9 +202,15 @@ def test_a_dialog_lives_on_in_both_directions(
     """re-INVITE, UPDATE and INFO from one side, BYE from the other."""
     port = 6130 + ["caller", "callee"].index(active) + 2 * (number == numbered(2))
     far, near = dialog_pair(
-        workdir, "dialog", NODE, number, f"{CALLER}:{port}", far_end, active=active
+        workdir,
+        "dialog",
+        NODE,
+        number,
+        f"{CALLER}:{port}",
+        far_end,
+        active=active,
+        callee_ready=lambda: node.wait_trunk(far_end, active=True),
     )
-    node.wait_trunk(far_end, active=True)
     code = near.wait()
     assert code == 0, f"{near.diagnostics()}\n{far.diagnostics()}\n{node.tail()}"
     time.sleep(0.3)
@@ -657,8 +663,8 @@ def test_a_phone_behind_nat_calls_out_and_is_reached_within_the_call(
         active="callee",
         subscriber=("alice", "acme", ALICE_PASSWORD),
         caller_behind_nat="127.0.200.2:6201",
+        callee_ready=lambda: node.wait_trunk(CARRIER_1, active=True),
     )
-    node.wait_trunk(CARRIER_1, active=True)
     code = phone.wait()
     assert code == 0, f"{phone.diagnostics()}\n{carrier.diagnostics()}\n{node.tail()}"
     time.sleep(0.3)
