@@ -14,13 +14,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from divert.cli import main
 from divert.db import open_portal
+from kemi.store.reader import StoreReader
 from tests.e2e.sip import Peer, subscriber_call
 
 NODE = "127.0.0.1:5160"
@@ -290,6 +291,22 @@ class DivertNode:
 
     def tail(self) -> str:
         return self.log.read_bytes()[-6000:].decode(errors="replace")
+
+    def wait_store(
+        self, shows: Callable[[StoreReader], bool], what: str, timeout: float = 10
+    ) -> None:
+        """Until the node's store `shows` something (a synced change), with a
+        fresh reader each look; fail naming `what` after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reader = StoreReader(self.state, cache_size=10)
+            try:
+                if shows(reader):
+                    return
+            finally:
+                reader.close()
+            time.sleep(0.1)
+        raise AssertionError(f"the node's store does not show {what} after {timeout} s")
 
     def kamailio_pids(self) -> set[int]:
         """Kamailio's main process and its children."""

@@ -298,17 +298,11 @@ def policy(node: DivertNode) -> Iterator[None]:
 
 
 def wait_policy(node: DivertNode, countries: frozenset[int]) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        reader = StoreReader(node.state, cache_size=10)
-        try:
-            found = reader.policy()
-        finally:
-            reader.close()
-        if found is not None and found.rules.allowed_countries == countries:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the node's store has not the policy {countries} after 10 s")
+    def shows(reader: StoreReader) -> bool:
+        found = reader.policy()
+        return found is not None and found.rules.allowed_countries == countries
+
+    node.wait_store(shows, f"the policy allowing {sorted(countries) or 'all'}")
 
 
 @pytest.mark.parametrize(
@@ -556,17 +550,11 @@ def test_the_operator_chooses_which_number_is_shown(node: DivertNode, workdir: P
 
 
 def wait_caller_id(node: DivertNode, aor: str, number: str) -> None:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        reader = StoreReader(node.state, cache_size=10)
-        try:
-            found = reader.subscriber(aor)
-        finally:
-            reader.close()
-        if found is not None and found.caller_id == number:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{aor}'s caller ID is not {number} in the store after 5 s")
+    def shows(reader: StoreReader) -> bool:
+        found = reader.subscriber(aor)
+        return found is not None and found.caller_id == number
+
+    node.wait_store(shows, f"{number} as {aor}'s caller ID", timeout=5)
 
 
 def test_a_subscriber_without_a_number_may_not_call_out(
@@ -574,14 +562,7 @@ def test_a_subscriber_without_a_number_may_not_call_out(
 ):
     node.divert("subscriber", "add", "erin", "--tenant", "acme", "--password", "erin-secret")
     try:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            reader = StoreReader(node.state, cache_size=10)
-            known = reader.subscriber("erin@acme") is not None
-            reader.close()
-            if known:
-                break
-            time.sleep(0.1)
+        node.wait_store(lambda reader: reader.subscriber("erin@acme") is not None, "erin", 5)
         phone = subscriber_call(
             workdir, "erin", NODE, OUTSIDE, 403, "127.0.0.38:6193", "erin", "acme", "erin-secret"
         )
