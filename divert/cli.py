@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -43,7 +44,7 @@ from schema import migrate
 from schema.tables import CALLER_SCOPES, CONDITIONS, DIVERSION_STYLES
 from sync.status import as_text as status_text
 from sync.status import read_status
-from sync.worker import SyncWorker, WorkerConfig, run_until_signalled
+from sync.worker import PORTAL_DOWN_ENV, SyncWorker, WorkerConfig, run_until_signalled
 
 Handler = Callable[[Connection, argparse.Namespace], None]
 Standalone = Callable[[argparse.Namespace, str], int]
@@ -90,14 +91,18 @@ def run(args: argparse.Namespace) -> int:
         if args.handler is sync_status:
             print(sync_status_text(Path(args.state_dir), url))
             return 0
+        if args.handler is node_run:
+            # a node with a store routes through a portal outage: prepare says so
+            reachable = _portal_reachable(engine)
+            if reachable:
+                _require_schema(engine, shown)
+            return node_run(args, url, reachable)  # type: ignore[no-any-return]
         if _outlives_outages(args):
             _require_schema_if_reachable(engine, shown)
         else:
             _require_schema(engine, shown)
         if args.handler is sync_run:
             return sync_run(args, url)  # type: ignore[no-any-return]
-        if args.handler is node_run:
-            return node_run(args, url)  # type: ignore[no-any-return]
         if args.handler is features_run:
             return features_run(args, url)  # type: ignore[no-any-return]
         with engine.begin() as connection:
@@ -125,10 +130,20 @@ def _outlives_outages(args: argparse.Namespace) -> bool:
     return args.handler is features_run
 
 
+def _portal_reachable(engine: Engine) -> bool:
+    try:
+        with engine.connect():
+            return True
+    except OperationalError:
+        return False
+
+
 def _require_schema_if_reachable(engine: Engine, shown: str) -> None:
     try:
         _require_schema(engine, shown)
     except OperationalError as error:
+        if os.environ.get(PORTAL_DOWN_ENV) == "1":
+            return  # `divert run` said it for the node
         print(
             f"divert: portal {shown} unreachable ({_first_line(error.orig)}); "
             "starting anyway, retrying in the background",
@@ -417,7 +432,7 @@ def _run_command(groups: argparse._SubParsersAction[Parser]) -> None:
     run.set_defaults(handler=node_run)
 
 
-def node_run(args: argparse.Namespace, url: str) -> int:
+def node_run(args: argparse.Namespace, url: str, portal_reachable: bool = True) -> int:
     """`divert run`: the node in the foreground (see divert.node)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s divert %(levelname)s %(message)s")
     carriers = tuple(trunks.parse_address(c) for c in args.carrier)
@@ -438,7 +453,7 @@ def node_run(args: argparse.Namespace, url: str) -> int:
         shm_mb=args.shm,
         cache_entries=args.cache,
     )
-    return run_node(config)
+    return run_node(config, portal_reachable)
 
 
 def features_run(args: argparse.Namespace, url: str) -> int:

@@ -1,11 +1,18 @@
-"""`divert run`: one node in the foreground, the sync worker and Kamailio.
+"""`divert run`: one node in the foreground: sync worker, feature server, Kamailio.
 
 Start-up checks say in one line what is wrong (Kamailio missing, the
-listen port taken, the portal unreachable with no store to route from).
-The store is synced once before Kamailio starts, so routing works from the
-first call.  Both processes' PIDs go to ``<state-dir>/run/*.pid``.  If either
-process dies the other is stopped and `divert run` exits non-zero; Ctrl-C or
-SIGTERM stops both cleanly.
+listen port taken, another `divert run` on the state folder, the portal
+unreachable with no store to route from).  The store is synced once before
+Kamailio starts, so routing works from the first call; with the portal
+down and a store present the node starts anyway, says so in one line, and
+the sync worker catches up when the portal returns.
+
+The children's PIDs go to ``<state-dir>/run/*.pid``.  `divert.supervisor`
+restarts any child that dies, with backoff, and leaves no process behind
+on any exit; Ctrl-C or SIGTERM stops them all cleanly.  Under systemd
+(``Type=notify``) the node reports ready once Kamailio answers SIP.
+Registrations are kept in ``<state-dir>/registrations.sqlite``
+(`divert.registrations`), so they outlive a Kamailio restart.
 
 Trunks live in Kamailio's dispatcher: set 1 holds the carriers given with
 ``--carrier``, set 1000+id each customer trunk from the store.  The list is
@@ -19,10 +26,12 @@ messages per source.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import select
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -31,17 +40,20 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from divert.errors import DivertError
+from divert import readiness, registrations
+from divert.errors import DivertError, PortalUnavailable
 from divert.logfilter import log_socket, start_pump
 from divert.signals import drain, stop_on_signals
+from divert.supervisor import Child, Supervisor, leftovers
 from kemi.signalling import CARRIER_SET, trunk_set
 from kemi.signing import NodeKeyError, ensure_key
-from kemi.store.format import META_POSITION, STORE_FILE
+from kemi.store.format import META_POSITION, META_SYNCED_AT, STORE_FILE
 from kemi.store.reader import CACHE_ENTRIES
-from sync.worker import PORTAL_ERRORS, SyncWorker, WorkerConfig
+from sync.worker import PORTAL_DOWN_ENV, PORTAL_ERRORS, SyncWorker, WorkerConfig
 
 log = logging.getLogger("divert.run")
 
@@ -106,7 +118,7 @@ def dispatcher_list(state_dir: Path, carriers: tuple[str, ...]) -> str:
         for i, carrier in enumerate(carriers)
     ]
     store = sqlite3.connect(f"file:{state_dir / STORE_FILE}?mode=ro", uri=True)
-    try:
+    try:  # sqlite3.Error when the store is gone or broken: the caller keeps its list
         rows = store.execute(
             "SELECT trunk_id, address FROM trunk_addresses ORDER BY trunk_id, address"
         )
@@ -121,31 +133,77 @@ def dispatcher_list(state_dir: Path, carriers: tuple[str, ...]) -> str:
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.supervisor = Supervisor()
         self._pumps: list[threading.Thread] = []
+        self._lock: TextIO | None = None
+        self._portal_down = False
+        self._ready = False
+        self._list_failure_logged = False
 
-    def prepare(self) -> None:
+    def prepare(self, portal_reachable: bool = True) -> None:
+        """Everything that can fail before a process starts, in one line each."""
         kamailio_binary()
+        self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        leftovers(
+            [self.config.run_dir / f"{name}.pid" for name in ("kamailio", "features", "sync")],
+            str(self.config.state_dir),
+        )
         check_listen(self.config.listen)
         check_listen(self.features_address)
-        self.config.run_dir.mkdir(parents=True, exist_ok=True)
         try:
             ensure_key(self.config.state_dir)
         except (OSError, NodeKeyError) as error:
             raise DivertError(f"cannot make the node key: {error}") from None
+        registrations.ensure(self.config.state_dir)
+        self._first_sync(portal_reachable)
+        self._write_dispatcher_list()
+
+    def _take_lock(self) -> None:
+        """One `divert run` per state folder: a second would fight the first
+        for its store and kill its processes as leftovers."""
+        path = self.config.run_dir / "lock"
+        lock = open(path, "a+")  # noqa: SIM115 -- held until the process ends
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise DivertError(
+                f"state folder {self.config.state_dir} is in use by divert run (pid {holder})"
+            ) from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
+
+    def _first_sync(self, portal_reachable: bool) -> None:
         worker = SyncWorker(WorkerConfig(self.config.portal_url, self.config.state_dir))
         try:
-            worker.sync_once()
-        except (*PORTAL_ERRORS, SQLAlchemyError) as error:
-            if worker.writer.meta(META_POSITION) is None:
-                raise DivertError(
-                    f"the portal is unreachable ({type(error).__name__}) and this node has no "
-                    "store yet: start the portal, or check --portal"
-                ) from None
-            log.warning("portal unreachable; routing from the last synced store")
+            has_store = worker.writer.meta(META_POSITION) is not None
+            synced_at = worker.writer.meta(META_SYNCED_AT) or "an unknown time"
+            reason = "unreachable"
+            if portal_reachable:
+                try:
+                    worker.sync_once()
+                    return
+                except (*PORTAL_ERRORS, SQLAlchemyError) as error:
+                    reason = f"unreachable ({type(error).__name__})"
         finally:
             worker.close()
-        self._write_dispatcher_list()
+        if not has_store:
+            raise PortalUnavailable(
+                f"the portal is {reason} and this node has no store yet: "
+                "start the portal, or check --portal"
+            )
+        self._portal_down = True
+        log.warning(
+            "portal %s: routing from the store synced at %s; the sync worker catches up "
+            "when the portal returns",
+            reason,
+            synced_at,
+        )
 
     @property
     def features_address(self) -> str:
@@ -156,16 +214,36 @@ class Node:
     def start(self) -> None:
         cli = [sys.executable, "-m", "divert.cli", "--portal", self.config.portal_url]
         state = ["--state-dir", str(self.config.state_dir)]
-        self._spawn("sync", [*cli, "sync", *state], {})
         host = self.config.listen.rsplit(":", 1)[0]
-        self._spawn(
-            "features",
-            [*cli, "features", "--listen", self.features_address, "--kamailio", host, *state],
-            {},
+        run = self.config.run_dir
+        # the worker knows the portal is down: the line above said so already
+        quiet = {PORTAL_DOWN_ENV: "1"} if self._portal_down else {}
+        sync = [*cli, "sync", *state]
+        features = [*cli, "features", "--listen", self.features_address, "--kamailio", host, *state]
+        self.supervisor.add(Child("sync", lambda: sync, quiet, run / "sync.pid"))
+        self.supervisor.add(Child("features", lambda: features, quiet, run / "features.pid"))
+        self.supervisor.add(
+            Child(
+                "kamailio",
+                self._kamailio_command,
+                self._kamailio_environment(),
+                run / "kamailio.pid",
+                stderr=self._kamailio_stderr,
+            )
         )
-        self._spawn(
-            "kamailio", self._kamailio_command(), self._kamailio_environment(), log_filter=True
-        )
+        self.supervisor.start_all()
+        quiet.clear()  # a restarted worker says what it finds itself
+
+    def _kamailio_stderr(self) -> tuple[int, Callable[[], None]]:
+        """Kamailio's standard error, through the log filter; a pump per start."""
+        reader, writer = log_socket()
+        self._pumps = [pump for pump in self._pumps if pump.is_alive()]
+
+        def after_spawn() -> None:
+            os.close(writer)
+            self._pumps.append(start_pump(reader, sys.stderr.buffer))
+
+        return writer, after_spawn
 
     def _kamailio_command(self) -> list[str]:
         run = self.config.run_dir
@@ -177,6 +255,7 @@ class Node:
             "DS_LIST": f'"{self.config.state_dir / "dispatcher.list"}"',
             "DS_PING": str(self.config.probe_interval),
             "FR_TIMER": str(self.config.fail_timer_ms),
+            "REGISTRATIONS_DB": f'"sqlite://{registrations.path(self.config.state_dir)}"',
         }
         command = [
             kamailio_binary(),
@@ -196,6 +275,8 @@ class Node:
             str(self.config.children),
             "-P",
             str(run / "kamailio.pid.main"),
+            "-Y",
+            str(run),  # Kamailio's runtime folder: not /run/kamailio, which needs root
         ]
         for name, value in defines.items():
             command += ["-A", f"{name}={value}"]
@@ -210,56 +291,67 @@ class Node:
             "DIVERT_CACHE_SIZE": str(self.config.cache_entries),
         }
 
-    def _spawn(
-        self, name: str, command: list[str], env: dict[str, str], log_filter: bool = False
-    ) -> None:
-        stderr = reader = None
-        if log_filter:
-            reader, stderr = log_socket()
-        try:
-            process = subprocess.Popen(command, env={**os.environ, **env}, stderr=stderr)
-        finally:
-            if stderr is not None:
-                os.close(stderr)
-        if reader is not None:
-            self._pumps.append(start_pump(reader, sys.stderr.buffer))
-        self.processes[name] = process
-        (self.config.run_dir / f"{name}.pid").write_text(f"{process.pid}\n")
-        log.info("%s started (pid %d)", name, process.pid)
-
     def watch(self, stopping: Callable[[], bool], wakeup_fd: int) -> int:
-        """Until a signal or a death: keep the dispatcher list in step."""
-        last_list = (self.config.state_dir / "dispatcher.list").read_text()
-        while not stopping():
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    log.error("%s exited with %s; stopping the node", name, process.returncode)
-                    self.stop()
-                    return 1
-            current = dispatcher_list(self.config.state_dir, self.config.carriers)
-            if current != last_list:
-                self._write_dispatcher_list(current)
-                self._reload_dispatcher()
-                last_list = current
-            if select.select([wakeup_fd], [], [], 1.0)[0]:
-                drain(wakeup_fd)
-        self.stop()
+        """Until a signal: restart what died, keep the dispatcher list in step,
+        tell systemd when SIP is answered."""
+        last_list = self._read_dispatcher_list()
+        previous_chld = signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the select
+        try:
+            while not stopping():
+                wait = min(self.supervisor.check(), 1.0)
+                kamailio = self.supervisor.child("kamailio")
+                if not kamailio.running:
+                    self._ready = False
+                elif not self._ready:
+                    wait = min(wait, 0.2)
+                    self._ready = readiness.sip_answers(self.config.listen, timeout=0.2)
+                    if self._ready:
+                        self._announce_ready(kamailio.starts)
+                current = self._current_dispatcher_list()
+                if current is not None and current != last_list and kamailio.running:
+                    self._write_dispatcher_list(current)
+                    self._reload_dispatcher()
+                    last_list = current
+                if select.select([wakeup_fd], [], [], max(wait, 0.05))[0]:
+                    drain(wakeup_fd)
+        finally:
+            signal.signal(signal.SIGCHLD, previous_chld)
+            readiness.notify("STOPPING=1")
+            self.stop()
         return 0
 
+    def _announce_ready(self, starts: int) -> None:
+        status = f"STATUS=routing on {self.config.listen}"
+        if starts == 1:
+            log.info("node ready: SIP answered on %s", self.config.listen)
+            readiness.notify(f"READY=1\n{status}")
+        else:
+            log.info("kamailio answers SIP again on %s", self.config.listen)
+            readiness.notify(status)
+
     def stop(self) -> None:
-        for process in reversed(list(self.processes.values())):
-            if process.poll() is None:
-                process.terminate()
-        for name, process in self.processes.items():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                log.error("%s did not stop in 15 s; killing pid %d", name, process.pid)
-                process.kill()
-                process.wait()
-            (self.config.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        self.supervisor.stop_all()
         for pump in self._pumps:
             pump.join(timeout=5)  # the last lines Kamailio wrote
+
+    def _read_dispatcher_list(self) -> str:
+        try:
+            return (self.config.state_dir / "dispatcher.list").read_text()
+        except OSError:
+            return ""
+
+    def _current_dispatcher_list(self) -> str | None:
+        """The list the store asks for; None (the list stays) when the store
+        cannot be read, logged once until it can again."""
+        try:
+            current = dispatcher_list(self.config.state_dir, self.config.carriers)
+        except (sqlite3.Error, OSError) as error:
+            if not self._list_failure_logged:
+                log.warning("trunk list kept: cannot read the store (%s)", error)
+                self._list_failure_logged = True
+            return None
+        self._list_failure_logged = False
+        return current
 
     def _write_dispatcher_list(self, text: str | None = None) -> None:
         content = (
@@ -269,17 +361,26 @@ class Node:
         )
         path = self.config.state_dir / "dispatcher.list"
         temporary = path.with_suffix(".tmp")
-        temporary.write_text(content)
-        temporary.replace(path)
+        try:
+            temporary.write_text(content)
+            temporary.replace(path)
+        except OSError as error:
+            if not path.exists():
+                raise DivertError(f"cannot write {path}: {error.strerror}") from None
+            log.warning("trunk list not updated: cannot write %s (%s)", path, error.strerror)
 
     def _reload_dispatcher(self) -> None:
         socket_path = f"unix:{self.config.run_dir / 'kamailio_ctl'}"
-        result = subprocess.run(
-            ["kamcmd", "-s", socket_path, "dispatcher.reload"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
+        try:
+            result = subprocess.run(
+                ["kamcmd", "-s", socket_path, "dispatcher.reload"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            log.warning("dispatcher reload failed: %s", error)
+            return
         if result.returncode != 0:
             log.warning(
                 "dispatcher reload failed: %s", result.stderr.strip() or result.stdout.strip()
@@ -288,10 +389,14 @@ class Node:
             log.info("customer trunks changed: dispatcher reloaded")
 
 
-def run_node(config: NodeConfig) -> int:
+def run_node(config: NodeConfig, portal_reachable: bool = True) -> int:
     node = Node(config)
-    node.prepare()
+    node.prepare(portal_reachable)
     with stop_on_signals() as (stopping, wakeup_fd):
-        node.start()
-        log.info("node listening on %s, state in %s", config.listen, config.state_dir)
+        try:
+            node.start()
+            log.info("node listening on %s, state in %s", config.listen, config.state_dir)
+        except BaseException:
+            node.stop()
+            raise
         return node.watch(stopping, wakeup_fd)

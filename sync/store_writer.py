@@ -6,6 +6,11 @@ mid-batch leaves the store as it was before the batch.  After each commit
 the (epoch, sequence) pair in ``store.seq`` is updated: readers compare it
 on every lookup and evict what the changes log lists.  A full sync starts a
 new epoch, which tells readers to drop their whole cache.
+
+A store that was deleted or damaged is rebuilt into a new generation file
+(``StoreWriter(dir, fresh=True)``, filled by a full sync, then `install`):
+the ``store.sqlite`` link is swapped in one rename and a new epoch makes
+readers open the new file; until then they read the one they have open.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 from kemi.store.format import (
     CHANGED_TABLES,
     FORMAT,
+    GENERATION,
     META_EPOCH,
     META_FORMAT,
     META_POSITION,
@@ -49,14 +55,23 @@ CHANGES_KEPT = 200_000
 
 
 class StoreWriter:
-    """The store of one node, opened for writing."""
+    """The store of one node, opened for writing.
 
-    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+    `fresh`: a new generation, invisible to readers until `install`.
+    Otherwise the current store, made (and installed) if there is none."""
+
+    def __init__(self, state_dir: str | os.PathLike[str], fresh: bool = False) -> None:
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(
-            self.dir / STORE_FILE, isolation_level=None, check_same_thread=False
+        link = self.dir / STORE_FILE
+        current = not fresh and (link.exists() or link.is_symlink())
+        self.file = (
+            link.resolve() if current else self.dir / f"store.{_next_generation(self.dir)}.sqlite"
         )
+        self.installed = current
+        self.db = sqlite3.connect(self.file, isolation_level=None, check_same_thread=False)
+        stat = os.stat(self.file)
+        self._identity = (stat.st_dev, stat.st_ino)
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute("PRAGMA busy_timeout = 5000")
@@ -79,9 +94,12 @@ class StoreWriter:
                 self.db.execute("DELETE FROM meta WHERE name = ?", (META_POSITION,))
                 self.set_meta(META_SCHEMA, str(SCHEMA_VERSION))
             if self.meta(META_EPOCH) is None:
-                self.set_meta(META_EPOCH, "1")
+                self.set_meta(META_EPOCH, str(_published_epoch(self.dir) + 1))
         self._seq = self._open_seq()
-        self.publish()
+        if not fresh and not self.installed:
+            self.install()  # the node's first store: empty, until the first sync
+        elif self.installed:
+            self.publish()
 
     # -- transactions ------------------------------------------------------------
 
@@ -97,6 +115,79 @@ class StoreWriter:
     def close(self) -> None:
         self._seq.close()
         self.db.close()
+
+    # -- generations -----------------------------------------------------------------
+
+    def install(self) -> None:
+        """Make this generation the store readers open: swap the link in one
+        rename, then publish a new epoch (readers reopen), then remove the
+        generations before the one replaced."""
+        link = self.dir / STORE_FILE
+        temporary = self.dir / f"{STORE_FILE}.new"
+        temporary.unlink(missing_ok=True)
+        os.symlink(self.file.name, temporary)
+        os.replace(temporary, link)
+        _sync_folder(self.dir)
+        self.installed = True
+        with self.transaction():
+            self.set_meta(META_EPOCH, str(_published_epoch(self.dir) + 1))
+        self._remove_old_generations()
+
+    def discard(self) -> None:
+        """Close and delete a generation that was never installed."""
+        assert not self.installed
+        self.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.file}{suffix}").unlink(missing_ok=True)
+
+    def problem(self) -> str | None:
+        """What is wrong with the files readers open, if anything: the store
+        deleted or replaced under the worker, or ``store.seq`` gone (that one
+        is made again here)."""
+        try:
+            stat = os.stat(self.dir / STORE_FILE)
+        except FileNotFoundError:
+            return "was deleted"
+        if (stat.st_dev, stat.st_ino) != self._identity:
+            return "was replaced by another file"
+        if not (self.dir / SEQ_FILE).exists():
+            self._remake_seq()
+        return None
+
+    def quick_check(self) -> str | None:
+        """SQLite's own check of the file: None if sound, else what is wrong."""
+        try:
+            rows = self.db.execute("PRAGMA quick_check(5)").fetchall()
+        except sqlite3.DatabaseError as error:
+            return str(error)
+        found = " ".join(" ".join(str(row[0]) for row in rows).split())
+        return None if found == "ok" else found[:300]
+
+    def _remake_seq(self) -> None:
+        """``store.seq`` was deleted: make a new one, and bump the epoch in the
+        old mapping too, so readers that still map it open the new one."""
+        old = self._seq
+        self._seq = self._open_seq()
+        with self.transaction():
+            self.set_meta(META_EPOCH, str(int(self.meta(META_EPOCH) or 1) + 1))
+        epoch, seq = _SEQ.unpack_from(self._seq)
+        _SEQ.pack_into(old, 0, epoch, seq)
+        old.close()
+
+    def _remove_old_generations(self) -> None:
+        """Keep this generation and the newest other one (readers may still
+        have it open until their next lookup); delete the rest, and the -wal
+        and -shm a plain-file store left beside the link."""
+        others = sorted(
+            (int(found.group(1)), path)
+            for path in self.dir.iterdir()
+            if (found := GENERATION.fullmatch(path.name)) and path != self.file
+        )
+        stale = [path for _, path in others[:-1]]
+        stale += [self.dir / f"{STORE_FILE}-wal", self.dir / f"{STORE_FILE}-shm"]
+        for path in stale:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
 
     # -- meta --------------------------------------------------------------------
 
@@ -281,6 +372,31 @@ class StoreWriter:
             return mmap.mmap(handle.fileno(), SEQ_SIZE, access=mmap.ACCESS_WRITE)
 
 
+def _next_generation(folder: Path) -> int:
+    numbers = [
+        int(found.group(1)) for p in folder.iterdir() if (found := GENERATION.fullmatch(p.name))
+    ]
+    return max(numbers, default=0) + 1
+
+
+def _published_epoch(folder: Path) -> int:
+    """The epoch readers last saw (0 when there is no ``store.seq``)."""
+    try:
+        data = (folder / SEQ_FILE).read_bytes()
+    except OSError:
+        return 0
+    return _SEQ.unpack_from(data)[0] if len(data) >= SEQ_SIZE else 0
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class _Transaction:
     """``with writer.transaction():`` commits and publishes, or rolls back."""
 
@@ -298,5 +414,5 @@ class _Transaction:
             return
         self.writer._prune_changes()
         db.execute("COMMIT")
-        if hasattr(self.writer, "_seq"):
+        if hasattr(self.writer, "_seq") and self.writer.installed:
             self.writer.publish()

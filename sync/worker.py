@@ -12,7 +12,15 @@ server's queue; the worker writes their effect into the store at once
 
 When the portal is unreachable the store keeps serving the last synced
 data; the worker retries with exponential backoff and logs one line when
-the portal goes away and one when it is back, not one per retry.  SIGTERM or
+the portal goes away and one when it is back, not one per retry.
+
+The store's own faults, each logged once until it is over:
+- deleted, replaced, or damaged (a write or a reader's read failed, and
+  SQLite's quick check agrees): rebuilt from the portal into a new
+  generation (`StoreWriter(fresh=True)`), swapped in atomically; readers
+  go on with the file they have open meanwhile.
+- not writable (a full disk): the batch rolls back, the last good store
+  stays, and the worker retries with backoff until the write succeeds.  SIGTERM or
 SIGINT stops it between batches (a batch in flight is committed whole or
 not at all).
 """
@@ -20,7 +28,9 @@ not at all).
 from __future__ import annotations
 
 import logging
+import os
 import select
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,8 +42,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from divert.db import open_portal
-from divert.signals import drain, stop_on_signals
-from kemi.store.format import META_LAST_ERROR, META_POSITION
+from divert.signals import stop_on_signals
+from kemi.store.format import CHECK_REQUEST, META_LAST_ERROR, META_POSITION, STORE_FILE
 from schema.journal import NOTIFY_CHANNEL
 from sync import wake
 from sync.apply import Applied, apply_batch, full_sync
@@ -45,6 +55,8 @@ log = logging.getLogger("divert.sync")
 
 META_PORTAL = "portal"
 PORTAL_ERRORS = (DBAPIError, SQLAlchemyError, psycopg.Error, OSError)
+STORE_DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+STORE_MAX_BACKOFF = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +67,28 @@ class WorkerConfig:
     max_backoff: float = 30.0
 
 
+# set by `divert run` for the children it starts after saying that the portal is
+# down: they do not say it again (`divert run` logs one line for the node)
+PORTAL_DOWN_ENV = "DIVERT_PORTAL_DOWN_SAID"
+
+
 class SyncWorker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
-        self.writer = StoreWriter(config.state_dir)
-        self.codes = QueuedCodes(config.state_dir, self.writer)
         self._engine: Engine | None = None
         self._listener: psycopg.Connection[tuple[object, ...]] | None = None
-        self._portal_down = False
+        self._portal_down = os.environ.get(PORTAL_DOWN_ENV) == "1"
+        self._store_failure: str | None = None  # why the store cannot be written
+        self._damage: str | None = None  # why the store must be rebuilt
+        self._check_asked = False
+        try:
+            self.writer = StoreWriter(config.state_dir)
+        except sqlite3.DatabaseError as error:
+            if error.sqlite_errorcode & 0xFF not in STORE_DAMAGED:
+                raise
+            self.writer = StoreWriter(config.state_dir, fresh=True)
+            self._rebuilding(f"cannot be read ({error})")
+        self.codes = QueuedCodes(config.state_dir, self.writer)
 
     @property
     def engine(self) -> Engine:
@@ -82,6 +108,7 @@ class SyncWorker:
 
     def sync_once(self) -> list[Applied]:
         """Bring the store up to date with the portal, then return."""
+        self._mend_store()
         done: list[Applied] = []
         identity = make_url(self.engine.url).render_as_string(hide_password=True)
         position = self.writer.meta(META_POSITION)
@@ -119,7 +146,60 @@ class SyncWorker:
             applied.rejected,
             applied.seconds,
         )
+        if not self.writer.installed:
+            self.writer.install()
+            log.warning("store rebuilt as %s; readers switch to it", self.writer.file.name)
         return applied
+
+    # -- the store's own faults -----------------------------------------------------------
+
+    def _mend_store(self) -> None:
+        """Before a pass: start a rebuild if the store is deleted, replaced or
+        damaged.  The rebuild itself is the full sync that follows."""
+        if not self.writer.installed:
+            return  # a rebuild is under way
+        if self._check_asked:
+            self._check_asked = False
+            found = self.writer.quick_check()
+            if found is not None:
+                self._damage = f"is damaged ({found})"
+        problem = self._damage or self.writer.problem()
+        if problem is None:
+            return
+        self._damage = None
+        fresh = StoreWriter(self.config.state_dir, fresh=True)
+        old, self.writer = self.writer, fresh
+        self.codes.writer = fresh
+        old.close()
+        self._rebuilding(problem)
+
+    def _rebuilding(self, problem: str) -> None:
+        log.warning(
+            "store %s %s; rebuilding it from the portal, readers keep the file they have open",
+            self.config.state_dir / STORE_FILE,
+            problem,
+        )
+
+    def _store_failed(self, error: sqlite3.Error) -> None:
+        """A store write or read failed: damaged means rebuild, anything else
+        (a full disk) means keep the last good store and retry."""
+        code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+        if code in STORE_DAMAGED:
+            self._damage = f"is damaged ({error})"
+            return
+        if self._store_failure is None:
+            log.warning(
+                "cannot write the store (%s); routing goes on from the last good store, "
+                "retrying with backoff up to %.0f s",
+                error,
+                STORE_MAX_BACKOFF,
+            )
+        self._store_failure = str(error)
+
+    def _store_recovered(self) -> None:
+        if self._store_failure is not None:
+            self._store_failure = None
+            log.warning("the store is writable again; in step with the portal")
 
     def _snapshot_connection(self) -> Connection:
         connection = self.engine.connect()
@@ -141,19 +221,41 @@ class SyncWorker:
                         self.codes.settle(connection)
                 if self._portal_down:
                     self._came_back()
+                self._store_recovered()
                 backoff = 0.0
                 self._wait_for_changes(stopping, wake_fds)
+            except sqlite3.Error as error:  # the store's, not the portal's (wrapped)
+                backoff = min(STORE_MAX_BACKOFF, max(1.0, backoff * 2))
+                self._store_failed(error)
+                if self._damage is None or not self.writer.installed:
+                    self._sleep(backoff, stopping, wake_fds)  # else: rebuild at once
             except PORTAL_ERRORS as error:
                 backoff = min(self.config.max_backoff, max(1.0, backoff * 2))
                 self._went_down(error)
-                self.codes.replay()
+                self._replay_codes()
                 self._sleep(backoff, stopping, wake_fds)
+
+    def _replay_codes(self) -> None:
+        """Queued codes into the store while the portal is down; a store that
+        cannot take them now gets them at the next replay."""
+        try:
+            self.codes.replay()
+        except sqlite3.Error as error:
+            self._store_failed(error)
 
     def _came_back(self) -> None:
         self._portal_down = False
         log.warning("portal reachable again; store in step")
-        with self.writer.transaction():
-            self.writer.set_meta(META_LAST_ERROR, "")
+        self._note_error("")
+
+    def _note_error(self, text: str) -> None:
+        """The last portal error, for `divert sync status`; lost if the store
+        cannot take it (a full disk is logged by itself)."""
+        try:
+            with self.writer.transaction():
+                self.writer.set_meta(META_LAST_ERROR, text)
+        except sqlite3.Error as error:
+            self._store_failed(error)
 
     def _went_down(self, error: BaseException) -> None:
         reason = _one_line(error)
@@ -166,10 +268,7 @@ class SyncWorker:
                 self.config.max_backoff,
             )
         self._dispose_connections()
-        with self.writer.transaction():
-            self.writer.set_meta(
-                META_LAST_ERROR, f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {reason}"
-            )
+        self._note_error(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {reason}")
 
     def _dispose_connections(self) -> None:
         if self._listener is not None:
@@ -190,9 +289,16 @@ class SyncWorker:
         if listener is not None and listening in ready:
             for _ in listener.notifies(timeout=0.0):
                 pass
-        for fd in wake_fds:
-            if fd in ready:
-                drain(fd)
+        self._drain_wakes([fd for fd in wake_fds if fd in ready])
+
+    def _drain_wakes(self, ready: list[int]) -> None:
+        """Empty the wake-ups; a reader's check request is remembered."""
+        for fd in ready:
+            try:
+                while data := os.read(fd, 512):
+                    self._check_asked |= data == CHECK_REQUEST
+            except BlockingIOError:
+                pass
 
     def _listen(self) -> psycopg.Connection[tuple[object, ...]] | None:
         if self.engine.dialect.name != "postgresql":
@@ -213,10 +319,9 @@ class SyncWorker:
         deadline = time.monotonic() + seconds
         while not stopping() and (left := deadline - time.monotonic()) > 0:
             ready, _, _ = select.select(list(wake_fds), [], [], min(left, 1.0))
-            for fd in ready:
-                drain(fd)
+            self._drain_wakes(ready)
             if ready and not stopping():
-                self.codes.replay()
+                self._replay_codes()
 
 
 def run_until_signalled(config: WorkerConfig) -> int:

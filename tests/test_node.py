@@ -53,7 +53,7 @@ def test_an_unreachable_portal_without_a_store_is_one_line(tmp_path: Path, capsy
         str(tmp_path / "state"),
     )
     assert code == 1
-    assert err.count("\n") == 1 and "cannot use the portal" in err
+    assert err.count("\n") == 1 and "portal is unreachable and this node has no store" in err
 
 
 def test_missing_kamailio_is_one_line(monkeypatch: pytest.MonkeyPatch):
@@ -101,7 +101,7 @@ def test_the_cache_size_reaches_each_sip_worker(
     sqlite_url: str, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ):
     started: list[node.NodeConfig] = []
-    monkeypatch.setattr(cli, "run_node", lambda config: started.append(config) or 0)
+    monkeypatch.setattr(cli, "run_node", lambda config, _reachable: started.append(config) or 0)
     code, _ = run(
         capsys, "--portal", sqlite_url, "run", "--cache", "200000", "--state-dir", str(tmp_path)
     )

@@ -124,7 +124,6 @@ class FeatureServer:
         self.key = load_key(config.state_dir)
         self._answered: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self.queue = FeatureQueue(config.state_dir)
-        self._local: LocalNode | None = None
         self._next_retry = 0.0
         self._refusals_logged = 0.0  # monotonic time before which refusals go unlogged
         self._faults_logged = 0.0
@@ -190,9 +189,12 @@ class FeatureServer:
         """The portal is down: check the code on this node, queue it, and
         have the sync worker put its effect into the store."""
         try:
-            if self._local is None:
-                self._local = LocalNode.open(self.config.state_dir)
-            effect = self._local.effect(subscriber, dialled, now)
+            # opened for each code: the sync worker may have swapped in a rebuilt store
+            local = LocalNode.open(self.config.state_dir)
+            try:
+                effect = local.effect(subscriber, dialled, now)
+            finally:
+                local.close()
         except NotOnNode as error:
             log.warning("cannot check %s of %s on this node: %s", dialled, subscriber, error)
             answer = Answer(
@@ -294,8 +296,6 @@ class FeatureServer:
         finally:
             sock.close()
             self.queue.close()
-            if self._local is not None:
-                self._local.close()
             if self._engine is not None:
                 self._engine.dispose()
 

@@ -1,11 +1,17 @@
 """The store's format, defined once for the sync worker and the KEMI reader.
 
-The store is one SQLite file in WAL mode (``<state-dir>/store.sqlite``):
-many reading processes, one writer, atomic transactions, and it survives
-restarts of either side.  Beside it, ``store.seq`` holds two little-endian
-64-bit integers, (epoch, change sequence), written by the worker after each
-commit and mapped into memory by readers, so that a cached lookup can tell
-in a fraction of a microsecond whether anything changed.
+The store is one SQLite file in WAL mode: many reading processes, one
+writer, atomic transactions, and it survives restarts of either side.
+``<state-dir>/store.sqlite`` is a symbolic link to the current generation,
+``store.<n>.sqlite``: a store that is deleted or damaged is rebuilt into the
+next generation and the link swapped atomically (SQLite resolves the link,
+so each generation has its own -wal and -shm files).  Beside it,
+``store.seq`` holds two little-endian 64-bit integers, (epoch, change
+sequence), written by the worker after each commit and mapped into memory
+by readers, so that a cached lookup can tell in a fraction of a microsecond
+whether anything changed.  A new epoch tells readers to drop their cache
+and open the store and ``store.seq`` again (a full sync, a new generation,
+a re-made ``store.seq``).
 
 Tables:
 
@@ -55,9 +61,12 @@ from kemi.core.schedule import ScheduleEntry
 FORMAT = 1
 MARSHAL_VERSION = 4
 
-STORE_FILE = "store.sqlite"
+STORE_FILE = "store.sqlite"  # the link to the current generation
+GENERATION = re.compile(r"store\.(\d+)\.sqlite")  # a generation's file name
 SEQ_FILE = "store.seq"
 SEQ_SIZE = 16  # epoch, sequence
+WAKE_SOCKET = "run/sync.wake"  # the worker's wake-up socket (sync.wake); readers ask it to check
+CHECK_REQUEST = b"check"  # a reader's datagram: the store failed a read, check it
 
 NS_TABLE = "t|"
 NS_SUBSCRIBER = "s|"

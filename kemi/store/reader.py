@@ -13,20 +13,29 @@ cache never mixes a batch's new rows with another key's pre-batch row.
 
 Absent keys are cached too (as absent): external numbers are looked up on
 every forwarded call.
+
+Faults: a new epoch makes the reader open the store and ``store.seq``
+again (the worker may have rebuilt the store into a new file); until then
+it reads the file it has open, even a deleted one.  A read that fails
+(a damaged file) raises `StoreUnavailable`, for a 503, and asks the sync
+worker, at most once a second, to check the store and rebuild it.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import socket
 import sqlite3
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from kemi.core.model import ForwardTable
 from kemi.store.format import (
+    CHECK_REQUEST,
     META_POLICY,
     NS_ADDRESS,
     NS_EXTENSION,
@@ -38,6 +47,7 @@ from kemi.store.format import (
     SEQ_FILE,
     SEQ_SIZE,
     STORE_FILE,
+    WAKE_SOCKET,
     PolicyRecord,
     SubscriberRecord,
     TenantRecord,
@@ -97,6 +107,7 @@ class StoreReader:
         self._seen = -1
         self._policy: PolicyRecord | None = None
         self._policy_epoch = -2  # never an epoch
+        self._asked_check = 0.0
         self.misses = 0  # rows read from SQLite, for tests and benchmarks
 
     # -- lookups ---------------------------------------------------------------
@@ -170,8 +181,16 @@ class StoreReader:
     def _refresh(self) -> None:
         seq_map = self._seq_map or self._open_seq()
         epoch, seq = _SEQ.unpack_from(seq_map)
-        if seq != self._seen or epoch != self._epoch:
+        if epoch != self._epoch:
+            self._reopen()
+        elif seq != self._seen:
             self._catch_up(epoch, seq)
+
+    def _reopen(self) -> None:
+        """A new epoch: drop the cache, open the store and its sequence anew."""
+        self.close()
+        self._cache.clear()
+        self._epoch, self._seen = _SEQ.unpack_from(self._open_seq())
 
     def _catch_up(self, epoch: int, seq: int) -> None:
         """Evict what changed between the last sequence seen and `seq`."""
@@ -179,11 +198,15 @@ class StoreReader:
             self._cache.clear()
         else:
             db = self._db or self._connect()
-            rows = db.execute(
-                "SELECT key, (SELECT min(seq) FROM changes) FROM changes "
-                "WHERE seq > ? AND seq <= ?",
-                (self._seen, seq),
-            ).fetchall()
+            try:
+                rows = db.execute(
+                    "SELECT key, (SELECT min(seq) FROM changes) FROM changes "
+                    "WHERE seq > ? AND seq <= ?",
+                    (self._seen, seq),
+                ).fetchall()
+            except sqlite3.DatabaseError as error:
+                self._ask_check()
+                raise StoreUnavailable(f"cannot read the store: {error}") from None
             if rows and rows[0][1] > self._seen + 1:
                 self._cache.clear()  # the log was pruned past what we saw
             else:
@@ -200,16 +223,33 @@ class StoreReader:
         """
         self.misses += 1
         db = self._db or self._connect()
-        row = db.execute(
-            "SELECT (SELECT max(seq) FROM changes), "
-            "(SELECT value FROM meta WHERE name = 'epoch'), found.* "
-            f"FROM (SELECT 1) LEFT JOIN ({query}) AS found",
-            params,
-        ).fetchone()
+        try:
+            row = db.execute(
+                "SELECT (SELECT max(seq) FROM changes), "
+                "(SELECT value FROM meta WHERE name = 'epoch'), found.* "
+                f"FROM (SELECT 1) LEFT JOIN ({query}) AS found",
+                params,
+            ).fetchone()
+        except sqlite3.DatabaseError as error:
+            self._ask_check()
+            raise StoreUnavailable(f"cannot read the store: {error}") from None
         latest, epoch = row[0], int(row[1])
         if latest is not None and (latest > self._seen or epoch != self._epoch):
             self._catch_up(epoch, latest)
         return None if row[2] is None else tuple(row[2:])
+
+    def _ask_check(self) -> None:
+        """Ask the sync worker to check the store (at most once a second)."""
+        now = time.monotonic()
+        if now - self._asked_check < 1.0:
+            return
+        self._asked_check = now
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.setblocking(False)
+                sock.sendto(CHECK_REQUEST, str(self._dir / WAKE_SOCKET))
+        except OSError:
+            pass  # no worker listening: it checks when it starts
 
     def _connect(self) -> sqlite3.Connection:
         path = self._dir / STORE_FILE
