@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: deps system-packages venv postgres test lint unit run bench bench-sync clean
+.PHONY: deps system-packages venv postgres test lint unit run bench bench-sync soak clean
 
 deps: system-packages venv
 
@@ -52,6 +52,11 @@ bench: deps
 
 bench-sync: deps postgres
 	$(PY) bench/sync_bench.py
+
+# A node under 100 calls/s for 5 minutes, its memory sampled (not in `make test`):
+# figures in var/soak/soak.json.  Shorter: $(PY) bench/soak.py --seconds 20
+soak: deps
+	$(PY) bench/soak.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -25,6 +25,7 @@ answers 500 (or 503 when the store cannot be read).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -141,6 +142,7 @@ class Router:
         self.limits = Limits(max_diversions=config.max_diversions)
         self.key = load_key(config.state_dir)  # no key, no start: `divert run` makes it
         self._reader: StoreReader | None = None
+        self._store_down = False
 
     @classmethod
     def from_environment(cls) -> Router:
@@ -154,21 +156,36 @@ class Router:
         return self._reader
 
     def child_init(self, rank: int) -> int:
+        """In each process after the fork.  SIP workers (rank > 0) open the
+        store now: a worker holds its file from the start, so a store that
+        is deleted later, and rebuilt, never stops it routing."""
         self._reader = None
+        if rank > 0:
+            with contextlib.suppress(StoreUnavailable):  # no store yet: a lookup retries
+                self.reader.open()
         return 0
+
+    def _store_failed(self, error: StoreUnavailable) -> None:
+        """A 503, and one log line per worker until the store reads again."""
+        if not self._store_down:
+            self._store_down = True
+            KSR.err(f"divert: store unavailable, answering 503 until it is back: {error}\n")
+        self._final(503, "Service Unavailable")
 
     # -- routes ------------------------------------------------------------------------
 
     def ksr_request_route(self, msg: object) -> int:
         try:
             self._request()
+            if self._store_down:
+                self._store_down = False
+                KSR.notice("divert: store readable again\n")
         except UnicodeDecodeError:
             # bytes that are not UTF-8 where Python reads the request: junk
             KSR.notice("divert: malformed request: bytes that are not UTF-8\n")
             self._final(400, "Bad Request")
         except StoreUnavailable as error:
-            KSR.err(f"divert: store unavailable: {error}\n")
-            self._final(503, "Service Unavailable")
+            self._store_failed(error)
         except Exception as error:  # one line, a 500, never a traceback per message
             KSR.err(f"divert: request route failed: {type(error).__name__}: {error}\n")
             self._final(500, "Server Internal Error")
@@ -181,8 +198,7 @@ class Router:
             KSR.notice("divert: malformed request: bytes that are not UTF-8\n")
             self._final(400, "Bad Request")
         except StoreUnavailable as error:
-            KSR.err(f"divert: store unavailable: {error}\n")
-            self._final(503, "Service Unavailable")
+            self._store_failed(error)
         except Exception as error:
             KSR.err(f"divert: failure route failed: {type(error).__name__}: {error}\n")
             self._final(500, "Server Internal Error")

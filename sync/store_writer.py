@@ -155,9 +155,15 @@ class StoreWriter:
         return None
 
     def quick_check(self) -> str | None:
-        """SQLite's own check of the file: None if sound, else what is wrong."""
+        """SQLite's own check of the file: None if sound, else what is wrong.
+        On a connection of its own: the writer's page cache would hide pages
+        damaged on disk."""
         try:
-            rows = self.db.execute("PRAGMA quick_check(5)").fetchall()
+            db = sqlite3.connect(f"file:{self.file}?mode=ro", uri=True)
+            try:
+                rows = db.execute("PRAGMA quick_check(5)").fetchall()
+            finally:
+                db.close()
         except sqlite3.DatabaseError as error:
             return str(error)
         found = " ".join(" ".join(str(row[0]) for row in rows).split())

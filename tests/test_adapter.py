@@ -202,3 +202,13 @@ def test_a_cancelled_call_is_not_forwarded(tmp_path: Path, adapter: None):
     route, stub = router(tmp_path, {}, {"tm.t_is_canceled": 1})
     route.ksr_failure_forward(None)
     assert stub.called("tm.t_relay") == [] and stub.called("sl.send_reply") == []
+
+
+def test_an_unreadable_store_is_logged_once_per_worker_until_it_reads_again(
+    tmp_path: Path, adapter: None
+):
+    route, stub = router(tmp_path / "no-store", INVITE, {})
+    for _ in range(3):
+        route.ksr_request_route(None)
+    assert stub.called("sl.send_reply") == [(503, "Service Unavailable")] * 3
+    assert len(stub.called("err")) == 1

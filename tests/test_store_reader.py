@@ -256,3 +256,71 @@ def test_an_older_store_is_rebuilt_on_upgrade(tmp_path: Path):
     assert writer.meta("journal_position") is None  # the next pass resyncs in full
     assert writer.meta("schema_version") == str(SCHEMA_VERSION)
     writer.close()
+
+
+# -- faults: a rebuilt store, a deleted one, a damaged one (issue 12) ---------------------
+
+
+def test_a_store_rebuilt_into_a_new_generation_is_read_after_the_swap(
+    writer: StoreWriter, tmp_path: Path
+):
+    put(writer, "+390200000001", rule("always", "+393351000001"))
+    reader = StoreReader(tmp_path, cache_size=10)
+    assert reader.table("+390200000001") is not None
+    fresh = StoreWriter(tmp_path, fresh=True)
+    put(fresh, "+390200000002", rule("always", "+393351000002"))
+    assert reader.table("+390200000002") is None  # not installed yet: readers see the old one
+    fresh.install()
+    assert (tmp_path / "store.sqlite").resolve() == fresh.file
+    assert reader.table("+390200000002") is not None
+    assert reader.table("+390200000001") is None
+    fresh.close()
+
+
+def test_a_deleted_store_keeps_serving_the_reader_that_has_it_open(
+    writer: StoreWriter, tmp_path: Path
+):
+    put(writer, "+390200000001", rule("always", "+393351000001"))
+    reader = StoreReader(tmp_path, cache_size=10)
+    reader.open()
+    (tmp_path / "store.sqlite").unlink()
+    assert writer.problem() == "was deleted"
+    assert reader.table("+390200000001") is not None  # read from the open file
+    with pytest.raises(StoreUnavailable):
+        StoreReader(tmp_path, cache_size=10).table("+390200000001")
+
+
+def test_a_deleted_sequence_file_is_made_again_and_readers_follow(
+    writer: StoreWriter, tmp_path: Path
+):
+    reader = StoreReader(tmp_path, cache_size=10)
+    assert reader.table("+390200000003") is None
+    (tmp_path / "store.seq").unlink()
+    assert writer.problem() is None  # made again
+    put(writer, "+390200000003", rule("always", "+393351000003"))
+    assert reader.table("+390200000003") is not None  # the old mapping told it to reopen
+
+
+def test_a_damaged_store_is_unavailable_and_the_worker_is_asked_to_check(
+    writer: StoreWriter, tmp_path: Path
+):
+    import os
+    import socket
+
+    for index in range(300):  # pages enough to damage
+        put(writer, f"+3902{index:08d}", rule("always", "+393351000001"))
+    writer.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store = (tmp_path / "store.sqlite").resolve()
+    with open(store, "r+b") as file:
+        file.seek(4096)
+        file.write(os.urandom(store.stat().st_size - 4096))
+    (tmp_path / "run").mkdir()
+    worker_end = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    worker_end.bind(str(tmp_path / "run" / "sync.wake"))
+    worker_end.settimeout(1)
+    reader = StoreReader(tmp_path, cache_size=10)
+    with pytest.raises(StoreUnavailable, match="cannot read the store"):
+        reader.table("+390200000007")
+    assert worker_end.recv(64) == b"check"
+    assert writer.quick_check() is not None
+    worker_end.close()

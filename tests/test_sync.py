@@ -593,3 +593,61 @@ def test_a_wake_datagram_makes_the_worker_sync_at_once(sqlite_url: str, tmp_path
         wake.close(woken, tmp_path / "state")
         node.close()
     assert not thread.is_alive()
+
+
+# -- the store's own faults (issue 12) ---------------------------------------------------
+
+
+def test_a_deleted_store_is_rebuilt_into_a_new_generation(
+    node: Node, caplog: pytest.LogCaptureFixture
+):
+    first = node.worker.writer.file
+    node.reader.open()
+    (node.state_dir / "store.sqlite").unlink()
+    assert node.table(A) is not None  # the reader still has the deleted file open
+    with caplog.at_level(logging.WARNING, logger="divert.sync"):
+        node.sync()
+    assert [r.message for r in caplog.records if "was deleted" in r.message]
+    current = (node.state_dir / "store.sqlite").resolve()
+    assert current != first and current == node.worker.writer.file
+    assert node.table(A) is not None  # the reader follows the new epoch to the new file
+    node.divert("forward", "add", A, "--when", "busy", "--to", MOBILE)
+    node.sync()
+    assert ("busy", MOBILE) in node.destinations(A)
+
+
+def test_a_store_that_is_not_a_database_is_rebuilt_at_start(node: Node, tmp_path: Path):
+    node.worker.close()
+    store = (node.state_dir / "store.sqlite").resolve()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{store}{suffix}").unlink(missing_ok=True)
+    store.write_bytes(os.urandom(8192))
+    restarted = Node(node.url, node.state_dir)
+    try:
+        assert not restarted.worker.writer.installed
+        restarted.sync()
+        assert restarted.worker.writer.installed
+        assert restarted.table(A) is not None
+    finally:
+        restarted.close()
+        node.worker = restarted.worker
+        node.worker.writer = restarted.worker.writer
+
+
+def test_a_store_write_that_fails_keeps_the_last_store_and_is_logged_once(
+    node: Node, caplog: pytest.LogCaptureFixture
+):
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+    with caplog.at_level(logging.WARNING, logger="divert.sync"):
+        node.worker._store_failed(full)
+        node.worker._store_failed(full)
+        node.worker._store_recovered()
+    messages = [r.message for r in caplog.records]
+    assert sum("cannot write the store" in m for m in messages) == 1
+    assert sum("writable again" in m for m in messages) == 1
+    damaged = sqlite3.DatabaseError("database disk image is malformed")
+    damaged.sqlite_errorcode = sqlite3.SQLITE_CORRUPT  # type: ignore[attr-defined]
+    node.worker._store_failed(damaged)
+    node.sync()  # rebuilt before the pass
+    assert node.worker.writer.file.name == "store.2.sqlite"

@@ -163,6 +163,12 @@ class StoreReader:
             self._cache.put(cache_key, found)
         return cast("Found | None", found)
 
+    def open(self) -> None:
+        """Open the store's files now rather than at the first lookup."""
+        self._refresh()
+        if self._db is None:
+            self._connect()
+
     @property
     def cached(self) -> int:
         """Entries now in this process's cache (bounded by `cache_size`)."""

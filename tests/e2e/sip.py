@@ -703,3 +703,44 @@ def exchange(node: str, source: str, message: bytes, wait: float = 1.0) -> list[
         return replies
     finally:
         sock.close()
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What a caller's load came to, from sipp's statistics file."""
+
+    successful: int
+    failed: int
+    retransmissions: int
+
+
+def load(
+    workdir: Path, name: str, node: str, number: str, source: str, calls: int, rate: int
+) -> Peer:
+    """`calls` calls at `rate` a second to `number`, each answered, ACKed
+    and hung up; sipp writes its counters to ``<name>.stat.csv`` at the end."""
+    host, port = source.split(":")
+    scenario = (SCENARIOS / "uac-call.xml").read_text()
+    scenario = scenario.replace("      {extra_header}\n", "")
+    for key, value in {
+        "{final}": "200",
+        "{timeout_ms}": "20000",
+        "{max_forwards}": "70",
+        "{caller}": "+441234567890",
+        "{after_final}": after_final(200, 1),
+    }.items():
+        scenario = scenario.replace(key, value)
+    seconds = calls // rate + 40
+    args = [node, "-s", number, "-i", host, "-p", port, "-m", str(calls), "-r", str(rate)]
+    args += ["-timeout", f"{seconds}s", "-trace_stat", "-stf", str(workdir / f"{name}.stat.csv")]
+    return Peer(workdir, name, args, scenario)
+
+
+def tally(workdir: Path, name: str) -> Tally:
+    """The final counters of `load` `name` (call after its sipp exited)."""
+    lines = (workdir / f"{name}.stat.csv").read_text().splitlines()
+    header, last = lines[0].split(";"), lines[-1].split(";")
+    row = dict(zip(header, last, strict=False))
+    return Tally(
+        int(row["SuccessfulCall(C)"]), int(row["FailedCall(C)"]), int(row["Retransmissions(C)"])
+    )
