@@ -27,6 +27,17 @@ def portal_url(explicit: str | None) -> str:
     return explicit or os.environ.get("DIVERT_PORTAL") or DEFAULT_PORTAL
 
 
+CONNECT_TIMEOUT = 5  # seconds; a URL's own connect_timeout wins
+# a portal that vanishes mid-session (a half-open connection) is noticed in
+# about a minute rather than never
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
 def open_portal(url: str) -> Engine:
     try:
         parsed = make_url(url)
@@ -38,7 +49,13 @@ def open_portal(url: str) -> Engine:
         raise DivertError(f"portal URL {url!r}: only postgresql:// and sqlite:// are supported")
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(parsed, pool_pre_ping=True)
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql":
+        # an unreachable portal must fail in seconds, not after TCP's two
+        # minutes: `divert run` starts from its store meanwhile
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT, **KEEPALIVES}
+        connect_args = {k: v for k, v in connect_args.items() if k not in parsed.query}
+    engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine

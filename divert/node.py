@@ -53,7 +53,8 @@ from kemi.signalling import CARRIER_SET, trunk_set
 from kemi.signing import NodeKeyError, ensure_key
 from kemi.store.format import META_POSITION, META_SYNCED_AT, STORE_FILE
 from kemi.store.reader import CACHE_ENTRIES
-from sync.worker import PORTAL_DOWN_ENV, PORTAL_ERRORS, SyncWorker, WorkerConfig
+from sync.store_writer import current_generation
+from sync.worker import PORTAL_DOWN_ENV, PORTAL_ERRORS, StoreFault, SyncWorker, WorkerConfig
 
 log = logging.getLogger("divert.run")
 
@@ -138,7 +139,9 @@ class Node:
         self._lock: TextIO | None = None
         self._portal_down = False
         self._ready = False
+        self._announced = False  # READY=1 told to systemd
         self._list_failure_logged = False
+        self._apply_failed = False
 
     def prepare(self, portal_reachable: bool = True) -> None:
         """Everything that can fail before a process starts, in one line each."""
@@ -179,7 +182,17 @@ class Node:
         self._lock = lock
 
     def _first_sync(self, portal_reachable: bool) -> None:
-        worker = SyncWorker(WorkerConfig(self.config.portal_url, self.config.state_dir))
+        try:
+            worker = SyncWorker(WorkerConfig(self.config.portal_url, self.config.state_dir))
+        except (sqlite3.Error, OSError) as error:  # a full disk: opening writes too
+            if current_generation(self.config.state_dir) is None:
+                raise DivertError(f"cannot open the store: {error}") from None
+            log.warning(
+                "the store cannot be written (%s): routing from it as it is; "
+                "the sync worker retries",
+                error,
+            )
+            return
         try:
             has_store = worker.writer.meta(META_POSITION) is not None
             synced_at = worker.writer.meta(META_SYNCED_AT) or "an unknown time"
@@ -188,6 +201,8 @@ class Node:
                 try:
                     worker.sync_once()
                     return
+                except (sqlite3.Error, StoreFault) as error:  # the store's: a full disk
+                    reason = f"reachable, but the store cannot take its changes ({error})"
                 except (*PORTAL_ERRORS, SQLAlchemyError) as error:
                     reason = f"unreachable ({type(error).__name__})"
         finally:
@@ -197,7 +212,7 @@ class Node:
                 f"the portal is {reason} and this node has no store yet: "
                 "start the portal, or check --portal"
             )
-        self._portal_down = True
+        self._portal_down = reason.startswith("unreachable")
         log.warning(
             "portal %s: routing from the store synced at %s; the sync worker catches up "
             "when the portal returns",
@@ -212,16 +227,19 @@ class Node:
         return f"{host}:{int(port) + 1}"
 
     def start(self) -> None:
-        cli = [sys.executable, "-m", "divert.cli", "--portal", self.config.portal_url]
+        # the portal's URL (its password) goes in the environment, not on a
+        # command line that `ps` shows to every user
+        cli = [sys.executable, "-m", "divert.cli"]
         state = ["--state-dir", str(self.config.state_dir)]
         host = self.config.listen.rsplit(":", 1)[0]
         run = self.config.run_dir
-        # the worker knows the portal is down: the line above said so already
-        quiet = {PORTAL_DOWN_ENV: "1"} if self._portal_down else {}
+        # the first start of each knows the portal is down: `prepare` said so
+        env = {"DIVERT_PORTAL": self.config.portal_url}
+        env |= {PORTAL_DOWN_ENV: "1"} if self._portal_down else {}
         sync = [*cli, "sync", *state]
         features = [*cli, "features", "--listen", self.features_address, "--kamailio", host, *state]
-        self.supervisor.add(Child("sync", lambda: sync, quiet, run / "sync.pid"))
-        self.supervisor.add(Child("features", lambda: features, quiet, run / "features.pid"))
+        self.supervisor.add(Child("sync", lambda: sync, dict(env), run / "sync.pid"))
+        self.supervisor.add(Child("features", lambda: features, dict(env), run / "features.pid"))
         self.supervisor.add(
             Child(
                 "kamailio",
@@ -232,7 +250,8 @@ class Node:
             )
         )
         self.supervisor.start_all()
-        quiet.clear()  # a restarted worker says what it finds itself
+        for child in self.supervisor.children:  # a restarted child says what it finds
+            child.env.pop(PORTAL_DOWN_ENV, None)
 
     def _kamailio_stderr(self) -> tuple[int, Callable[[], None]]:
         """Kamailio's standard error, through the log filter; a pump per start."""
@@ -303,15 +322,14 @@ class Node:
                 if not kamailio.running:
                     self._ready = False
                 elif not self._ready:
-                    wait = min(wait, 0.2)
-                    self._ready = readiness.sip_answers(self.config.listen, timeout=0.2)
+                    # up to a second: a Kamailio restarted into a burst of
+                    # retransmissions may answer slowly
+                    self._ready = readiness.sip_answers(self.config.listen, timeout=1.0)
                     if self._ready:
-                        self._announce_ready(kamailio.starts)
+                        self._announce_ready()
                 current = self._current_dispatcher_list()
                 if current is not None and current != last_list and kamailio.running:
-                    self._write_dispatcher_list(current)
-                    self._reload_dispatcher()
-                    last_list = current
+                    last_list = self._apply_dispatcher_list(current, last_list)
                 if select.select([wakeup_fd], [], [], max(wait, 0.05))[0]:
                     drain(wakeup_fd)
         finally:
@@ -320,9 +338,10 @@ class Node:
             self.stop()
         return 0
 
-    def _announce_ready(self, starts: int) -> None:
+    def _announce_ready(self) -> None:
         status = f"STATUS=routing on {self.config.listen}"
-        if starts == 1:
+        if not self._announced:  # the first Kamailio may have died before answering
+            self._announced = True
             log.info("node ready: SIP answered on %s", self.config.listen)
             readiness.notify(f"READY=1\n{status}")
         else:
@@ -353,7 +372,18 @@ class Node:
         self._list_failure_logged = False
         return current
 
-    def _write_dispatcher_list(self, text: str | None = None) -> None:
+    def _apply_dispatcher_list(self, current: str, last: str) -> str:
+        """Write and reload `current`; the list now in force.  A failure is
+        retried at the next look, and logged once until it succeeds."""
+        quiet = self._apply_failed
+        self._apply_failed = not (
+            self._write_dispatcher_list(current, quiet) and self._reload_dispatcher(quiet)
+        )
+        return last if self._apply_failed else current
+
+    def _write_dispatcher_list(self, text: str | None = None, quiet: bool = False) -> bool:
+        """Write the list Kamailio's dispatcher loads; False if it could not
+        (a full disk), except at start, where a node without one cannot run."""
         content = (
             text
             if text is not None
@@ -367,9 +397,12 @@ class Node:
         except OSError as error:
             if not path.exists():
                 raise DivertError(f"cannot write {path}: {error.strerror}") from None
-            log.warning("trunk list not updated: cannot write %s (%s)", path, error.strerror)
+            if not quiet:
+                log.warning("trunk list not updated: cannot write %s (%s)", path, error.strerror)
+            return False
+        return True
 
-    def _reload_dispatcher(self) -> None:
+    def _reload_dispatcher(self, quiet: bool = False) -> bool:
         socket_path = f"unix:{self.config.run_dir / 'kamailio_ctl'}"
         try:
             result = subprocess.run(
@@ -379,14 +412,17 @@ class Node:
                 timeout=10,
             )
         except (OSError, subprocess.TimeoutExpired) as error:
-            log.warning("dispatcher reload failed: %s", error)
-            return
+            if not quiet:
+                log.warning("dispatcher reload failed: %s", error)
+            return False
         if result.returncode != 0:
-            log.warning(
-                "dispatcher reload failed: %s", result.stderr.strip() or result.stdout.strip()
-            )
-        else:
-            log.info("customer trunks changed: dispatcher reloaded")
+            if not quiet:
+                log.warning(
+                    "dispatcher reload failed: %s", result.stderr.strip() or result.stdout.strip()
+                )
+            return False
+        log.info("customer trunks changed: dispatcher reloaded")
+        return True
 
 
 def run_node(config: NodeConfig, portal_reachable: bool = True) -> int:

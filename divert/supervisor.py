@@ -67,6 +67,8 @@ def _stop_with(parent: int) -> Callable[[], None]:
     wait on a lock another thread of `divert run` held at the fork."""
 
     def in_child() -> None:
+        # `divert run`'s own SIGTERM handler would swallow the signal until exec
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
         if os.getppid() != parent:  # died before the line above took effect
             os._exit(1)
@@ -204,10 +206,27 @@ class Supervisor:
                     continue  # try again at the next check
             if child.restart_at is not None:
                 if now >= child.restart_at:
-                    self._start(child)
+                    self._restart(child, now)
                 else:
                     soonest = min(soonest, child.restart_at - now)
         return soonest
+
+    def _restart(self, child: Child, now: float) -> None:
+        """Start `child` again; a start that fails (no memory, no process
+        slot, a file gone) is retried later, never the end of the node."""
+        try:
+            self._start(child)
+        except Exception as error:  # anything: logged, and tried again later
+            child.quick_deaths += 1
+            delay = min(MOST_DELAY, FIRST_DELAY * 2 ** max(0, child.quick_deaths - 1))
+            child.restart_at = now + delay
+            log.error(
+                "%s could not be started (%s: %s); trying again in %.1f s",
+                child.name,
+                type(error).__name__,
+                error,
+                delay,
+            )
 
     def _died(self, child: Child, code: int, now: float) -> None:
         assert child.process is not None
@@ -235,6 +254,10 @@ class Supervisor:
         for child in self.children:
             if child.process is None:
                 continue
+            if child.restart_at is not None and not child.group_left:
+                # dead and dealt with: its group's number may be somebody else's by now
+                child.pid_file.unlink(missing_ok=True)
+                continue
             try:
                 child.process.wait(timeout=STOP_SECONDS)
             except subprocess.TimeoutExpired:
@@ -250,12 +273,19 @@ class Supervisor:
             child.pid_file.unlink(missing_ok=True)
 
 
+def names(command: bytes, folder: str) -> bool:
+    """Does a command line (NUL-separated) name `folder`, or a path in it?"""
+    wanted = folder.encode()
+    return any(argument == wanted or wanted + b"/" in argument for argument in command.split(b"\0"))
+
+
 def leftovers(pid_files: list[Path], marker: str) -> None:
     """Stop processes a previous `divert run` on this state folder left running.
 
     Only a double fault leaves any (see the module's docstring); a process
-    counts as ours when its PID is in our PID file and its command line names
-    `marker` (the state folder), so a PID reused by anything else is safe."""
+    counts as ours when its group is in our PID file and its command line
+    names `marker` (the state folder, or a path in it), so a PID reused by
+    anything else is safe."""
     for pid_file in pid_files:
         try:
             group = int(pid_file.read_text())
@@ -266,7 +296,7 @@ def leftovers(pid_files: list[Path], marker: str) -> None:
                 command = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if marker.encode() in command:
+            if names(command, marker):
                 log.warning(
                     "a previous node's %s (process group %d) still runs: stopping it",
                     pid_file.stem,

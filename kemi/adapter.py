@@ -177,7 +177,7 @@ class Router:
     def ksr_request_route(self, msg: object) -> int:
         try:
             self._request()
-            if self._store_down:
+            if self._store_down and self.reader.healthy:  # a read from SQLite succeeded
                 self._store_down = False
                 KSR.notice("divert: store readable again\n")
         except UnicodeDecodeError:

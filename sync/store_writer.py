@@ -19,6 +19,7 @@ import mmap
 import os
 import sqlite3
 import struct
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,15 +61,15 @@ class StoreWriter:
     `fresh`: a new generation, invisible to readers until `install`.
     Otherwise the current store, made (and installed) if there is none."""
 
-    def __init__(self, state_dir: str | os.PathLike[str], fresh: bool = False) -> None:
+    def __init__(
+        self, state_dir: str | os.PathLike[str], fresh: bool = False, after: Path | None = None
+    ) -> None:
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        link = self.dir / STORE_FILE
-        current = not fresh and (link.exists() or link.is_symlink())
-        self.file = (
-            link.resolve() if current else self.dir / f"store.{_next_generation(self.dir)}.sqlite"
-        )
-        self.installed = current
+        current = None if fresh else current_generation(self.dir)
+        first = current is None and not fresh and not _traces(self.dir)
+        self.file = current or self.dir / f"store.{_next_generation(self.dir, after)}.sqlite"
+        self.installed = current is not None
         self.db = sqlite3.connect(self.file, isolation_level=None, check_same_thread=False)
         stat = os.stat(self.file)
         self._identity = (stat.st_dev, stat.st_ino)
@@ -94,12 +95,13 @@ class StoreWriter:
                 self.db.execute("DELETE FROM meta WHERE name = ?", (META_POSITION,))
                 self.set_meta(META_SCHEMA, str(SCHEMA_VERSION))
             if self.meta(META_EPOCH) is None:
-                self.set_meta(META_EPOCH, str(_published_epoch(self.dir) + 1))
+                self.set_meta(META_EPOCH, str(_new_epoch(self.dir)))
         self._seq = self._open_seq()
-        if not fresh and not self.installed:
-            self.install()  # the node's first store: empty, until the first sync
+        if first:
+            self.install()  # the node's very first store: empty, until the first sync
         elif self.installed:
             self.publish()
+        # else: a store was here and is gone or unusable: rebuilt, then installed
 
     # -- transactions ------------------------------------------------------------
 
@@ -120,9 +122,11 @@ class StoreWriter:
 
     def install(self) -> None:
         """Make this generation the store readers open: swap the link in one
-        rename, then publish a new epoch (readers reopen), then remove the
-        generations before the one replaced."""
+        rename, then publish a new epoch (readers reopen), then remove every
+        generation but this one and the one it replaced.  OSError (a full
+        disk) leaves the old store in place; the caller tries again."""
         link = self.dir / STORE_FILE
+        previous = current_generation(self.dir)
         temporary = self.dir / f"{STORE_FILE}.new"
         temporary.unlink(missing_ok=True)
         os.symlink(self.file.name, temporary)
@@ -130,8 +134,8 @@ class StoreWriter:
         _sync_folder(self.dir)
         self.installed = True
         with self.transaction():
-            self.set_meta(META_EPOCH, str(_published_epoch(self.dir) + 1))
-        self._remove_old_generations()
+            self.set_meta(META_EPOCH, str(_new_epoch(self.dir)))
+        self._remove_old_generations(previous)
 
     def discard(self) -> None:
         """Close and delete a generation that was never installed."""
@@ -143,15 +147,15 @@ class StoreWriter:
     def problem(self) -> str | None:
         """What is wrong with the files readers open, if anything: the store
         deleted or replaced under the worker, or ``store.seq`` gone (that one
-        is made again here)."""
-        try:
-            stat = os.stat(self.dir / STORE_FILE)
-        except FileNotFoundError:
-            return "was deleted"
-        if (stat.st_dev, stat.st_ino) != self._identity:
-            return "was replaced by another file"
+        is made again here, whatever else is wrong)."""
         if not (self.dir / SEQ_FILE).exists():
             self._remake_seq()
+        current = current_generation(self.dir)
+        if current is None:
+            return "was deleted"
+        stat = os.stat(current)
+        if (stat.st_dev, stat.st_ino) != self._identity:
+            return "was replaced by another file"
         return None
 
     def quick_check(self) -> str | None:
@@ -180,20 +184,17 @@ class StoreWriter:
         _SEQ.pack_into(old, 0, epoch, seq)
         old.close()
 
-    def _remove_old_generations(self) -> None:
-        """Keep this generation and the newest other one (readers may still
-        have it open until their next lookup); delete the rest, and the -wal
-        and -shm a plain-file store left beside the link."""
-        others = sorted(
-            (int(found.group(1)), path)
-            for path in self.dir.iterdir()
-            if (found := GENERATION.fullmatch(path.name)) and path != self.file
-        )
-        stale = [path for _, path in others[:-1]]
-        stale += [self.dir / f"{STORE_FILE}-wal", self.dir / f"{STORE_FILE}-shm"]
-        for path in stale:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
+    def _remove_old_generations(self, previous: Path | None) -> None:
+        """Keep this generation and `previous`, the one it replaced (readers
+        may have it open until their next lookup); delete the others, and the
+        -wal and -shm a plain-file store of older versions left by the link."""
+        keep = {self.file, previous}
+        for path in self.dir.iterdir():
+            if GENERATION.fullmatch(path.name) and path not in keep:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+        for suffix in ("-wal", "-shm"):  # a plain-file store's, replaced by the link
+            Path(f"{self.dir / STORE_FILE}{suffix}").unlink(missing_ok=True)
 
     # -- meta --------------------------------------------------------------------
 
@@ -374,15 +375,51 @@ class StoreWriter:
         path = self.dir / SEQ_FILE
         with open(path, "a+b") as handle:
             if os.fstat(handle.fileno()).st_size < SEQ_SIZE:
-                handle.truncate(SEQ_SIZE)
+                # written, not truncated: a hole filled through the mapping on a
+                # full disk would be SIGBUS; this is an OSError instead
+                handle.write(bytes(SEQ_SIZE))
+                handle.flush()
             return mmap.mmap(handle.fileno(), SEQ_SIZE, access=mmap.ACCESS_WRITE)
 
 
-def _next_generation(folder: Path) -> int:
-    numbers = [
-        int(found.group(1)) for p in folder.iterdir() if (found := GENERATION.fullmatch(p.name))
-    ]
+def current_generation(folder: Path) -> Path | None:
+    """The file ``store.sqlite`` names: a ``store.<n>.sqlite`` of this folder
+    that exists, or a plain ``store.sqlite`` (older versions).  None for a
+    missing link, a dangling one, a loop, or one that points anywhere else."""
+    link = folder / STORE_FILE
+    if link.is_symlink():
+        try:
+            target = os.readlink(link)
+        except OSError:
+            return None
+        found = folder / target
+        return found if GENERATION.fullmatch(target) and found.is_file() else None
+    return link if link.is_file() else None
+
+
+def _traces(folder: Path) -> bool:
+    """Did this folder ever hold a store?  Then an empty one must not be
+    installed in its place: readers would route from nothing."""
+    return (
+        (folder / SEQ_FILE).exists()
+        or (folder / STORE_FILE).is_symlink()
+        or any(GENERATION.fullmatch(path.name) for path in folder.iterdir())
+    )
+
+
+def _next_generation(folder: Path, after: Path | None) -> int:
+    """A number no generation of this folder used, as far as anyone can tell:
+    readers may still hold a deleted one open, and must never find another
+    file under its name."""
+    names = [path.name for path in folder.iterdir()] + ([after.name] if after else [])
+    numbers = [int(found.group(1)) for name in names if (found := GENERATION.fullmatch(name))]
     return max(numbers, default=0) + 1
+
+
+def _new_epoch(folder: Path) -> int:
+    """An epoch no reader has seen: past the published one, and past the
+    clock in milliseconds, in case ``store.seq`` was lost with its count."""
+    return max(_published_epoch(folder) + 1, time.time_ns() // 1_000_000)
 
 
 def _published_epoch(folder: Path) -> int:
@@ -416,7 +453,8 @@ class _Transaction:
     def __exit__(self, kind: object, error: object, trace: object) -> None:
         db = self.writer.db
         if kind is not None:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite ends it by itself on some errors (a full disk)
+                db.execute("ROLLBACK")
             return
         self.writer._prune_changes()
         db.execute("COMMIT")

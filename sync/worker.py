@@ -37,11 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from divert.db import open_portal
+from divert.db import CONNECT_TIMEOUT, KEEPALIVES, open_portal
 from divert.signals import stop_on_signals
 from kemi.store.format import CHECK_REQUEST, META_LAST_ERROR, META_POSITION, STORE_FILE
 from schema.journal import NOTIFY_CHANNEL
@@ -56,6 +57,8 @@ log = logging.getLogger("divert.sync")
 META_PORTAL = "portal"
 PORTAL_ERRORS = (DBAPIError, SQLAlchemyError, psycopg.Error, OSError)
 STORE_DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+STORE_CANTOPEN = sqlite3.SQLITE_CANTOPEN
+STORE_UNUSABLE = {*STORE_DAMAGED, STORE_CANTOPEN}
 STORE_MAX_BACKOFF = 10.0
 
 
@@ -72,6 +75,11 @@ class WorkerConfig:
 PORTAL_DOWN_ENV = "DIVERT_PORTAL_DOWN_SAID"
 
 
+class StoreFault(Exception):
+    """The store's files cannot be changed (an OSError of the store, told
+    apart from the portal's, which are OSErrors too)."""
+
+
 class SyncWorker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
@@ -83,11 +91,14 @@ class SyncWorker:
         self._check_asked = False
         try:
             self.writer = StoreWriter(config.state_dir)
-        except sqlite3.DatabaseError as error:
-            if error.sqlite_errorcode & 0xFF not in STORE_DAMAGED:
+        except (sqlite3.DatabaseError, OSError) as error:  # unreadable: rebuilt in a new file
+            if getattr(error, "sqlite_errorcode", STORE_CANTOPEN) & 0xFF not in STORE_UNUSABLE:
                 raise
             self.writer = StoreWriter(config.state_dir, fresh=True)
-            self._rebuilding(f"cannot be read ({error})")
+            self._rebuilding(f"cannot be used ({error})")
+        else:
+            if not self.writer.installed:
+                self._rebuilding("is missing")
         self.codes = QueuedCodes(config.state_dir, self.writer)
 
     @property
@@ -132,6 +143,8 @@ class SyncWorker:
                         )
             position = onward
             if not more:
+                if not self.writer.installed:  # rebuilt, but the swap failed last time
+                    self._install()
                 return done
 
     def _full(self, identity: str) -> Applied:
@@ -147,8 +160,7 @@ class SyncWorker:
             applied.seconds,
         )
         if not self.writer.installed:
-            self.writer.install()
-            log.warning("store rebuilt as %s; readers switch to it", self.writer.file.name)
+            self._install()
         return applied
 
     # -- the store's own faults -----------------------------------------------------------
@@ -166,12 +178,22 @@ class SyncWorker:
         problem = self._damage or self.writer.problem()
         if problem is None:
             return
-        self._damage = None
-        fresh = StoreWriter(self.config.state_dir, fresh=True)
+        fresh = StoreWriter(self.config.state_dir, fresh=True, after=self.writer.file)
         old, self.writer = self.writer, fresh
         self.codes.writer = fresh
         old.close()
+        self._damage = None
         self._rebuilding(problem)
+
+    def _install(self) -> None:
+        """Swap a rebuilt generation in.  Tried after every pass until it
+        succeeds: a failed swap (a full disk) must not leave the portal's
+        changes going into a file no reader opens."""
+        try:
+            self.writer.install()
+        except OSError as error:
+            raise StoreFault(f"cannot swap the rebuilt store in: {error}") from None
+        log.warning("store rebuilt as %s; readers switch to it", self.writer.file.name)
 
     def _rebuilding(self, problem: str) -> None:
         log.warning(
@@ -180,16 +202,17 @@ class SyncWorker:
             problem,
         )
 
-    def _store_failed(self, error: sqlite3.Error) -> None:
-        """A store write or read failed: damaged means rebuild, anything else
-        (a full disk) means keep the last good store and retry."""
+    def _store_failed(self, error: sqlite3.Error | StoreFault) -> None:
+        """A store write or read failed: keep the last good store and retry
+        with backoff.  An error that says "damaged" has the store checked
+        before the next pass: it may come from another file (the feature
+        queue), and only a store that fails SQLite's check is rebuilt."""
         code = getattr(error, "sqlite_errorcode", 0) & 0xFF
         if code in STORE_DAMAGED:
-            self._damage = f"is damaged ({error})"
-            return
+            self._check_asked = True
         if self._store_failure is None:
             log.warning(
-                "cannot write the store (%s); routing goes on from the last good store, "
+                "store write failed (%s); routing goes on from the last good store, "
                 "retrying with backoff up to %.0f s",
                 error,
                 STORE_MAX_BACKOFF,
@@ -224,11 +247,10 @@ class SyncWorker:
                 self._store_recovered()
                 backoff = 0.0
                 self._wait_for_changes(stopping, wake_fds)
-            except sqlite3.Error as error:  # the store's, not the portal's (wrapped)
+            except (sqlite3.Error, StoreFault) as error:  # the store's (the portal's are wrapped)
                 backoff = min(STORE_MAX_BACKOFF, max(1.0, backoff * 2))
                 self._store_failed(error)
-                if self._damage is None or not self.writer.installed:
-                    self._sleep(backoff, stopping, wake_fds)  # else: rebuild at once
+                self._sleep(backoff, stopping, wake_fds)
             except PORTAL_ERRORS as error:
                 backoff = min(self.config.max_backoff, max(1.0, backoff * 2))
                 self._went_down(error)
@@ -305,9 +327,10 @@ class SyncWorker:
             return None
         if self._listener is None or self._listener.closed:
             url = make_url(self.engine.url).set(drivername="postgresql")
-            self._listener = psycopg.connect(
-                url.render_as_string(hide_password=False), autocommit=True
-            )
+            defaults = {"connect_timeout": CONNECT_TIMEOUT, **KEEPALIVES}
+            options = {k: v for k, v in defaults.items() if k not in url.query}
+            conninfo = make_conninfo(url.render_as_string(hide_password=False), **options)
+            self._listener = psycopg.connect(conninfo, autocommit=True)
             self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         return self._listener
 

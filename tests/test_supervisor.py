@@ -154,3 +154,31 @@ def test_exits_are_described_in_words():
     assert describe(-9) == "was killed by SIGKILL"
     assert describe(1) == "exited with status 1"
     assert supervisor.FIRST_DELAY == 0.5
+
+
+def test_a_restart_that_cannot_start_is_tried_again_not_the_end(
+    supervised: Supervisor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    program = tmp_path / "program"
+    program.write_text("#!/bin/sh\nexit 3\n")
+    program.chmod(0o755)
+    flaky = Child("flaky", lambda: [str(program)], {}, tmp_path / "flaky.pid")
+    supervised.add(flaky)
+    supervised.start_all()
+    wait_for(lambda: flaky.process is not None and flaky.process.poll() is not None)
+    supervised.check()
+    program.unlink()  # the next start fails: FileNotFoundError from Popen
+    assert flaky.restart_at is not None
+    flaky.restart_at = time.monotonic()
+    with caplog.at_level(logging.ERROR, logger="divert.run"):
+        supervised.check()
+    assert "flaky could not be started (FileNotFoundError" in caplog.records[-1].message
+    assert flaky.restart_at is not None and flaky.restart_at > time.monotonic()
+
+
+def test_leftovers_match_the_folder_exactly():
+    assert supervisor.names(b"divert\0--state-dir\0/var/lib/divert\0", "/var/lib/divert")
+    assert supervisor.names(
+        b'kamailio\0-A\0CTL="unix:/var/lib/divert/run/ctl"\0', "/var/lib/divert"
+    )
+    assert not supervisor.names(b"divert\0--state-dir\0/var/lib/divert2\0", "/var/lib/divert")

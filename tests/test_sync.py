@@ -644,10 +644,93 @@ def test_a_store_write_that_fails_keeps_the_last_store_and_is_logged_once(
         node.worker._store_failed(full)
         node.worker._store_recovered()
     messages = [r.message for r in caplog.records]
-    assert sum("cannot write the store" in m for m in messages) == 1
+    assert sum("store write failed" in m for m in messages) == 1
     assert sum("writable again" in m for m in messages) == 1
     damaged = sqlite3.DatabaseError("database disk image is malformed")
     damaged.sqlite_errorcode = sqlite3.SQLITE_CORRUPT  # type: ignore[attr-defined]
-    node.worker._store_failed(damaged)
-    node.sync()  # rebuilt before the pass
-    assert node.worker.writer.file.name == "store.2.sqlite"
+    node.worker._store_failed(damaged)  # from the feature queue, say: the store is checked
+    first = node.worker.writer.file
+    node.sync()
+    assert node.worker.writer.file == first  # sound: not rebuilt
+
+
+def test_every_store_file_deleted_is_rebuilt_and_old_readers_follow(node: Node, tmp_path: Path):
+    """`rm store.*` under a running node: no generation number or epoch a
+    reader has seen comes back, and a reader that maps the deleted
+    ``store.seq`` learns of the new one."""
+    node.reader.open()
+    assert node.table(A) is not None
+    for path in node.state_dir.glob("store.*"):
+        path.unlink()
+    node.divert("forward", "add", A, "--when", "busy", "--to", MOBILE)
+    node.sync()
+    assert (node.state_dir / "store.sqlite").resolve().name == "store.2.sqlite"
+    node.reader._next_seq_look = 0.0  # its once-a-second look, now
+    assert ("busy", MOBILE) in node.destinations(A)
+    fresh = StoreReader(node.state_dir, cache_size=10)
+    assert fresh.table(A) is not None
+
+
+def test_a_worker_restarted_with_the_store_gone_installs_nothing_until_rebuilt(
+    node: Node, caplog: pytest.LogCaptureFixture
+):
+    node.worker.close()
+    (node.state_dir / "store.sqlite").resolve().unlink()  # the link now dangles
+    with caplog.at_level(logging.WARNING, logger="divert.sync"):
+        restarted = Node(node.url, node.state_dir)
+    try:
+        assert not restarted.worker.writer.installed  # no empty store for readers to route from
+        assert [r.message for r in caplog.records if "is missing" in r.message]
+        restarted.sync()
+        assert restarted.worker.writer.installed and restarted.table(A) is not None
+    finally:
+        restarted.close()
+        node.worker = restarted.worker
+        node.worker.writer = restarted.worker.writer
+
+
+def test_a_link_that_loops_or_points_elsewhere_is_not_followed(node: Node, tmp_path: Path):
+    node.worker.close()
+    link = node.state_dir / "store.sqlite"
+    link.unlink()
+    link.symlink_to("/etc/passwd")
+    restarted = Node(node.url, node.state_dir)
+    try:
+        assert not restarted.worker.writer.installed
+        restarted.sync()
+        assert link.resolve().parent == node.state_dir.resolve()
+        assert restarted.table(A) is not None
+    finally:
+        restarted.close()
+        node.worker = restarted.worker
+        node.worker.writer = restarted.worker.writer
+
+
+def test_the_running_worker_keeps_the_last_store_through_a_full_disk_and_recovers(
+    node: Node, caplog: pytest.LogCaptureFixture
+):
+    """A real SQLITE_FULL in `run()`: the store is capped at the pages it has
+    (``max_page_count``, what a full disk looks like to SQLite)."""
+    writer = node.worker.writer
+    pages = writer.db.execute("PRAGMA page_count").fetchone()[0]
+    writer.db.execute(f"PRAGMA max_page_count = {pages}")
+    stop = threading.Event()
+    runner = threading.Thread(target=node.worker.run, args=(stop.is_set,))
+    with caplog.at_level(logging.WARNING, logger="divert.sync"):
+        runner.start()
+        try:
+            for index in range(40):  # more than the free pages can take
+                node.divert(
+                    "number", "add", f"+3902555{index:05d}", "--tenant", "acme", "--trunk", "pbx"
+                )
+            wait_for(lambda: any("store write failed" in r.message for r in caplog.records))
+            assert node.table("+390255500039") is None  # its batch rolled back whole
+            assert node.table(A) is not None  # the last good store serves on
+            writer.db.execute("PRAGMA max_page_count = 1073741823")  # space is back
+            wait_for(lambda: node.table("+390255500039") is not None)
+            wait_for(lambda: any("writable again" in r.message for r in caplog.records))
+        finally:
+            stop.set()
+            runner.join(timeout=10)
+    assert not runner.is_alive()
+    assert sum("store write failed" in r.message for r in caplog.records) == 1

@@ -108,6 +108,9 @@ class StoreReader:
         self._policy: PolicyRecord | None = None
         self._policy_epoch = -2  # never an epoch
         self._asked_check = 0.0
+        self._seq_inode = -1
+        self._next_seq_look = 0.0  # when to check that store.seq is still the file mapped
+        self.healthy = True  # False from a failed read until a read succeeds
         self.misses = 0  # rows read from SQLite, for tests and benchmarks
 
     # -- lookups ---------------------------------------------------------------
@@ -187,10 +190,23 @@ class StoreReader:
     def _refresh(self) -> None:
         seq_map = self._seq_map or self._open_seq()
         epoch, seq = _SEQ.unpack_from(seq_map)
-        if epoch != self._epoch:
+        if epoch != self._epoch or self._seq_replaced():
             self._reopen()
         elif seq != self._seen:
             self._catch_up(epoch, seq)
+
+    def _seq_replaced(self) -> bool:
+        """Is ``store.seq`` another file than the one mapped?  Looked at once a
+        second: a worker that made it again after it was deleted can only
+        reach readers that still map the old one this way."""
+        now = time.monotonic()
+        if now < self._next_seq_look:
+            return False
+        self._next_seq_look = now + 1.0
+        try:
+            return os.stat(self._dir / SEQ_FILE).st_ino != self._seq_inode
+        except OSError:
+            return False  # gone: keep what is mapped until a new one appears
 
     def _reopen(self) -> None:
         """A new epoch: drop the cache, open the store and its sequence anew."""
@@ -211,6 +227,7 @@ class StoreReader:
                     (self._seen, seq),
                 ).fetchall()
             except sqlite3.DatabaseError as error:
+                self.healthy = False
                 self._ask_check()
                 raise StoreUnavailable(f"cannot read the store: {error}") from None
             if rows and rows[0][1] > self._seen + 1:
@@ -237,8 +254,10 @@ class StoreReader:
                 params,
             ).fetchone()
         except sqlite3.DatabaseError as error:
+            self.healthy = False
             self._ask_check()
             raise StoreUnavailable(f"cannot read the store: {error}") from None
+        self.healthy = True
         latest, epoch = row[0], int(row[1])
         if latest is not None and (latest > self._seen or epoch != self._epoch):
             self._catch_up(epoch, latest)
@@ -258,22 +277,32 @@ class StoreReader:
             pass  # no worker listening: it checks when it starts
 
     def _connect(self) -> sqlite3.Connection:
+        """Open the store and read from it at once: the first read opens its
+        -wal and -shm, which then stay this connection's, whatever happens to
+        the names in the folder later."""
         path = self._dir / STORE_FILE
         if not path.is_file():
+            self.healthy = False
             raise StoreUnavailable(f"no store at {path}: has the sync worker run?")
         try:
-            self._db = sqlite3.connect(
+            db = sqlite3.connect(
                 f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
             )
+            db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
         except sqlite3.Error as error:
+            self.healthy = False
+            if isinstance(error, sqlite3.DatabaseError):
+                self._ask_check()
             raise StoreUnavailable(f"cannot open the store at {path}: {error}") from None
-        return self._db
+        self._db = db
+        return db
 
     def _open_seq(self) -> mmap.mmap:
         path = self._dir / SEQ_FILE
         try:
             with open(path, "rb") as handle:
                 self._seq_map = mmap.mmap(handle.fileno(), SEQ_SIZE, access=mmap.ACCESS_READ)
+                self._seq_inode = os.fstat(handle.fileno()).st_ino
         except FileNotFoundError:
             raise StoreUnavailable(f"no store at {self._dir}: has the sync worker run?") from None
         except (OSError, ValueError) as error:
