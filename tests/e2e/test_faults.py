@@ -409,3 +409,26 @@ def test_a_node_restarted_while_the_portal_is_down_routes_from_its_store(
         portal_reachable(pg_url, True)
         running.stop()
     assert ours(running) == []
+
+
+def test_divert_run_tells_systemd_it_is_ready_once_sip_is_answered(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+):
+    import socket
+
+    folder = tmp_path_factory.mktemp("notify")
+    systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    systemd.bind(str(folder / "notify.sock"))
+    systemd.settimeout(30)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(folder / "notify.sock"))
+    running = seeded_node(folder)
+    running.start()
+    try:
+        ready = systemd.recv(4096).decode()
+        assert ready.startswith("READY=1\n") and f"STATUS=routing on {LISTEN}" in ready
+        assert options_ping(LISTEN)
+    finally:
+        running.stop()
+        stopping = systemd.recv(4096).decode()
+        systemd.close()
+    assert stopping == "STOPPING=1"
