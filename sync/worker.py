@@ -20,9 +20,10 @@ The store's own faults, each logged once until it is over:
   generation (`StoreWriter(fresh=True)`), swapped in atomically; readers
   go on with the file they have open meanwhile.
 - not writable (a full disk): the batch rolls back, the last good store
-  stays, and the worker retries with backoff until the write succeeds.  SIGTERM or
-SIGINT stops it between batches (a batch in flight is committed whole or
-not at all).
+  stays, and the worker retries with backoff until the write succeeds.
+
+SIGTERM or SIGINT stops it between batches (a batch in flight is committed
+whole or not at all).
 """
 
 from __future__ import annotations
@@ -119,7 +120,10 @@ class SyncWorker:
 
     def sync_once(self) -> list[Applied]:
         """Bring the store up to date with the portal, then return."""
-        self._mend_store()
+        try:
+            self._mend_store()
+        except OSError as error:  # the store's files, not the portal: told apart
+            raise StoreFault(f"cannot check or start rebuilding the store: {error}") from None
         done: list[Applied] = []
         identity = make_url(self.engine.url).render_as_string(hide_password=True)
         position = self.writer.meta(META_POSITION)

@@ -284,12 +284,15 @@ class StoreReader:
         if not path.is_file():
             self.healthy = False
             raise StoreUnavailable(f"no store at {path}: has the sync worker run?")
+        db: sqlite3.Connection | None = None
         try:
             db = sqlite3.connect(
                 f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
             )
             db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
         except sqlite3.Error as error:
+            if db is not None:
+                db.close()
             self.healthy = False
             if isinstance(error, sqlite3.DatabaseError):
                 self._ask_check()
