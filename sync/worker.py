@@ -12,7 +12,8 @@ server's queue; the worker writes their effect into the store at once
 
 When the portal is unreachable the store keeps serving the last synced
 data; the worker retries with exponential backoff and logs one line when
-the portal goes away and one when it is back, not one per retry.
+the portal goes away and one when it is back, not one per retry; the
+retries are jittered, so that nodes do not all return to a portal at once.
 
 The store's own faults, each logged once until it is over:
 - deleted, replaced, or damaged (a write or a reader's read failed, and
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import select
 import sqlite3
 import time
@@ -241,6 +243,9 @@ class SyncWorker:
         backoff = 0.0
         while not stopping():
             try:
+                # LISTEN first: a change committed while this pass reads is
+                # notified, not left for the next poll
+                self._listen()
                 self.sync_once()
                 self.codes.replay()
                 if self.codes.unsettled:
@@ -254,12 +259,12 @@ class SyncWorker:
             except (sqlite3.Error, StoreFault) as error:  # the store's (the portal's are wrapped)
                 backoff = min(STORE_MAX_BACKOFF, max(1.0, backoff * 2))
                 self._store_failed(error)
-                self._sleep(backoff, stopping, wake_fds)
+                self._sleep(jittered(backoff), stopping, wake_fds)
             except PORTAL_ERRORS as error:
                 backoff = min(self.config.max_backoff, max(1.0, backoff * 2))
                 self._went_down(error)
                 self._replay_codes()
-                self._sleep(backoff, stopping, wake_fds)
+                self._sleep(jittered(backoff), stopping, wake_fds)
 
     def _replay_codes(self) -> None:
         """Queued codes into the store while the portal is down; a store that
@@ -364,6 +369,12 @@ def run_until_signalled(config: WorkerConfig) -> int:
             worker.close()
     log.info("sync worker stopped")
     return 0
+
+
+def jittered(seconds: float) -> float:
+    """Between half and all of `seconds`: nodes that lost the portal together
+    do not all come back to it in the same instant."""
+    return seconds * random.uniform(0.5, 1.0)
 
 
 def _one_line(error: BaseException) -> str:

@@ -19,11 +19,21 @@ from kemi.core.model import Condition, Endpoint, EndpointKind
 from kemi.signing import ensure_key
 from kemi.store.format import encode_table
 from sync.store_writer import StoreWriter
+from tests import kemi_api
 from tests.builders import rule, table
+
+KEMI_API = kemi_api.known()
+
+
+def _exists(name: str) -> None:
+    """Only what Kamailio's KSR has: a misspelled call fails here."""
+    if name not in KEMI_API:
+        raise AttributeError(f"KSR has no {name} (tests/kemi_api.txt)")
 
 
 class Stub(types.ModuleType):
-    """KSR as far as the adapter uses it: answers set per test, calls logged."""
+    """KSR as far as the adapter uses it: answers set per test, calls logged,
+    and only the functions the real KSR has (`tests.kemi_api`)."""
 
     def __init__(self, pv: dict[str, Any], answers: dict[str, Any]) -> None:
         super().__init__("KSR")
@@ -58,6 +68,7 @@ class Stub(types.ModuleType):
         """KSR's own functions (force_rport, is_myself, notice, ...)."""
         if function.startswith("__"):
             raise AttributeError(function)
+        _exists(function)
 
         def call(*args: Any) -> Any:
             self.calls.append((function, args))
@@ -75,6 +86,7 @@ class _Group:
 
     def __getattr__(self, function: str) -> Any:
         qualified = f"{self._name}.{function}"
+        _exists(qualified)
 
         def call(*args: Any) -> Any:
             self._stub.calls.append((qualified, args))

@@ -734,3 +734,42 @@ def test_the_running_worker_keeps_the_last_store_through_a_full_disk_and_recover
             runner.join(timeout=10)
     assert not runner.is_alive()
     assert sum("store write failed" in r.message for r in caplog.records) == 1
+
+
+@pytest.mark.postgres
+def test_a_change_committed_during_the_first_pass_is_notified_not_polled(
+    pg_url: str, tmp_path: Path
+):
+    """LISTEN comes before the first read: the poll (60 s here) is never needed."""
+    node = Node(pg_url, tmp_path / "state")
+    node.worker.config = node.worker.config.__class__(pg_url, tmp_path / "state", poll_interval=60)
+    seed(node)
+    first_pass = node.worker.sync_once
+    passes: list[object] = []
+
+    def sync_once():  # type: ignore[no-untyped-def]
+        done = first_pass()
+        if not passes:  # a change lands just after the first pass read the journal
+            node.divert("forward", "add", A, "--when", "busy", "--to", MOBILE)
+        passes.append(done)
+        return done
+
+    node.worker.sync_once = sync_once  # type: ignore[method-assign]
+    try:
+        with Running(node):
+            waited = wait_for(lambda: ("busy", MOBILE) in _rules(node.reader, A), timeout=10)
+        assert waited < 5.0 and len(passes) >= 2
+    finally:
+        node.close()
+
+
+def _rules(reader: StoreReader, key: str) -> list[tuple[str, str]]:
+    table = reader.table(key)
+    return [] if table is None else [(r.condition.value, r.destination.key) for r in table.rules]
+
+
+def test_retries_are_jittered_so_nodes_do_not_return_together():
+    from sync.worker import jittered
+
+    delays = {jittered(8.0) for _ in range(50)}
+    assert all(4.0 <= delay <= 8.0 for delay in delays) and len(delays) > 40
