@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from divert.db import open_portal  # noqa: E402
-from kemi.store.reader import StoreReader  # noqa: E402
-from schema.migrate import upgrade  # noqa: E402
+from divert.kemi.store.reader import StoreReader  # noqa: E402
+from divert.schema.migrate import upgrade  # noqa: E402
 
 ADMIN = os.environ.get(
     "DIVERT_TEST_PG", "postgresql+psycopg://divert:divert@127.0.0.1:5432/postgres"
@@ -171,7 +171,7 @@ def reader_memory(state: Path, count: int) -> dict[str, float]:
     """RSS of a fresh process before and after 200,000 distinct lookups."""
     script = (
         "import random, resource, sys\n"
-        "from kemi.store.reader import StoreReader\n"
+        "from divert.kemi.store.reader import StoreReader\n"
         f"reader = StoreReader({str(state)!r}, cache_size=10_000)\n"
         "def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20\n"
         f"keys = ['+3902' + str(10_000_000 + random.randrange({count})) for _ in range(200_000)]\n"

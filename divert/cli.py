@@ -26,6 +26,9 @@ from divert import explain as explaining
 from divert.db import open_portal, portal_url
 from divert.errors import DivertError, PortalUnavailable
 from divert.features.server import FeatureConfig, serve_until_signalled
+from divert.kemi.core.decide import Limits
+from divert.kemi.core.model import Outcome
+from divert.kemi.store.reader import CACHE_ENTRIES
 from divert.node import NodeConfig, run_node
 from divert.portal import (
     find,
@@ -37,14 +40,11 @@ from divert.portal import (
     tenants,
     trunks,
 )
-from kemi.core.decide import Limits
-from kemi.core.model import Outcome
-from kemi.store.reader import CACHE_ENTRIES
-from schema import migrate
-from schema.tables import CALLER_SCOPES, CONDITIONS, DIVERSION_STYLES
-from sync.status import as_text as status_text
-from sync.status import read_status
-from sync.worker import PORTAL_DOWN_ENV, SyncWorker, WorkerConfig, run_until_signalled
+from divert.schema import migrate
+from divert.schema.tables import CALLER_SCOPES, CONDITIONS, DIVERSION_STYLES
+from divert.sync.status import as_text as status_text
+from divert.sync.status import read_status
+from divert.sync.worker import PORTAL_DOWN_ENV, SyncWorker, WorkerConfig, run_until_signalled
 
 Handler = Callable[[Connection, argparse.Namespace], None]
 Standalone = Callable[[argparse.Namespace, str], int]

@@ -14,14 +14,14 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from divert.errors import DivertError
+from divert.kemi.core.decide import DEFAULT_LIMITS, Limits, decide
+from divert.kemi.core.model import Call, CallState, Decision, Outcome, Relay, Reply
+from divert.kemi.modes import tenant_mode
 from divert.numbering import normalise
 from divert.portal import find
 from divert.portal.tenants import EXTENSION
-from kemi.core.decide import DEFAULT_LIMITS, Limits, decide
-from kemi.core.model import Call, CallState, Decision, Outcome, Relay, Reply
-from kemi.modes import tenant_mode
-from schema.tables import numbers, subscribers
-from sync.portal_reader import KeyReader
+from divert.schema.tables import numbers, subscribers
+from divert.sync.portal_reader import KeyReader
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kemi.core.decide import Lookup
-from kemi.core.model import Condition, DestKind
+from divert.kemi.core.decide import Lookup
+from divert.kemi.core.model import Condition, DestKind
 
 Modes = frozenset[str] | None  # None: every mode
 

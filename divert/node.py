@@ -18,7 +18,7 @@ Trunks live in Kamailio's dispatcher: set 1 holds the carriers given with
 ``--carrier``, set 1000+id each customer trunk from the store.  The list is
 rewritten and reloaded when the store's trunks change.
 
-The first start makes the node key (`kemi.signing`) that signs the dialogs
+The first start makes the node key (`divert.kemi.signing`) that signs the dialogs
 the node sets up.  Kamailio's log reaches `divert run`'s standard error
 through `divert.logfilter`, which limits the lines about malformed
 messages per source.
@@ -39,6 +39,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
@@ -46,21 +47,24 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from divert import readiness, registrations
 from divert.errors import DivertError, PortalUnavailable
+from divert.kemi.signalling import CARRIER_SET, trunk_set
+from divert.kemi.signing import NodeKeyError, ensure_key
+from divert.kemi.store.format import META_POSITION, META_SYNCED_AT, STORE_FILE
+from divert.kemi.store.reader import CACHE_ENTRIES
 from divert.logfilter import log_socket, start_pump
 from divert.signals import drain, stop_on_signals
 from divert.supervisor import Child, Supervisor, leftovers
-from kemi.signalling import CARRIER_SET, trunk_set
-from kemi.signing import NodeKeyError, ensure_key
-from kemi.store.format import META_POSITION, META_SYNCED_AT, STORE_FILE
-from kemi.store.reader import CACHE_ENTRIES
-from sync.store_writer import current_generation
-from sync.worker import PORTAL_DOWN_ENV, PORTAL_ERRORS, StoreFault, SyncWorker, WorkerConfig
+from divert.sync.store_writer import current_generation
+from divert.sync.worker import PORTAL_DOWN_ENV, PORTAL_ERRORS, StoreFault, SyncWorker, WorkerConfig
 
 log = logging.getLogger("divert.run")
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "kamailio-cfg" / "kamailio.cfg"
-ENTRY = ROOT / "kemi" / "entry.py"
+# Package data, in a checkout as in an installed wheel.  Not resolved: in a
+# checkout divert/kemi links to kemi/, and the entry finds the `divert`
+# package two folders above the path it is given.
+PACKAGE = Path(str(resources.files("divert")))
+CONFIG = PACKAGE / "kamailio_cfg" / "kamailio.cfg"
+ENTRY = PACKAGE / "kemi" / "entry.py"
 DS_FLAGS_PROBE = 8  # dispatcher: OPTIONS-probe this destination
 # Kamailio's memory managers: TLSF allocates in constant time, where the
 # default (qm) searches its free lists and cost a seventh of a SIP worker's

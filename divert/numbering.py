@@ -13,8 +13,8 @@ import phonenumbers
 from phonenumbers import PhoneMetadata
 
 from divert.errors import DivertError
-from kemi.core.policy import DestinationPolicy as Rules
-from kemi.core.policy import NumberClass, classify_by
+from divert.kemi.core.policy import DestinationPolicy as Rules
+from divert.kemi.core.policy import NumberClass, classify_by
 
 __all__ = ["DestinationPolicy", "NumberClass", "classify", "normalise", "number_plan"]
 
@@ -57,7 +57,7 @@ _OTHER_TYPES = (
 def _patterns(country_code: int) -> tuple[re.Pattern[str], ...] | None:
     """One pattern per region of `country_code`, from phonenumbers' metadata:
     premium-rate, then shared-cost, then every other number type, as named
-    alternatives (`kemi.core.policy.GROUPS`), so one `fullmatch` classifies a
+    alternatives (`divert.kemi.core.policy.GROUPS`), so one `fullmatch` classifies a
     national number.  None: no country has this calling code."""
     regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code)
     if regions is None:

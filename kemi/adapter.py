@@ -34,9 +34,9 @@ from dataclasses import dataclass
 
 import KSR  # type: ignore[import-not-found]
 
-from kemi.core.decide import Limits, decide
-from kemi.core.keys import subscriber_key, voicemail_key, voicemail_uri
-from kemi.core.model import (
+from divert.kemi.core.decide import Limits, decide
+from divert.kemi.core.keys import subscriber_key, voicemail_key, voicemail_uri
+from divert.kemi.core.model import (
     Call,
     CallState,
     Decision,
@@ -46,12 +46,12 @@ from kemi.core.model import (
     Relay,
     Reply,
 )
-from kemi.core.state_codec import StateFormatError, decode_leg, encode_leg
-from kemi.modes import tenant_mode
-from kemi.signalling import CARRIER_SET, diversion_headers, outcome_of, trunk_set
-from kemi.signing import dialog_signature, load_key, subscriber_voucher
-from kemi.store.format import SubscriberRecord
-from kemi.store.reader import CACHE_ENTRIES, StoreReader, StoreUnavailable
+from divert.kemi.core.state_codec import StateFormatError, decode_leg, encode_leg
+from divert.kemi.modes import tenant_mode
+from divert.kemi.signalling import CARRIER_SET, diversion_headers, outcome_of, trunk_set
+from divert.kemi.signing import dialog_signature, load_key, subscriber_voucher
+from divert.kemi.store.format import SubscriberRecord
+from divert.kemi.store.reader import CACHE_ENTRIES, StoreReader, StoreUnavailable
 
 CALL_AVP = "$avp(divert_call)"
 HEADERS_AVP = "$avp(divert_headers)"

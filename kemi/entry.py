@@ -1,25 +1,33 @@
 """The script Kamailio's app_python3 loads (kamailio.cfg: DIVERT_ENTRY).
 
-Kamailio embeds /usr/bin/python3's libpython, not the project's virtual
-environment: put the environment's site-packages and the project root on
-the path before anything else is imported.  `divert run` passes the
-environment in DIVERT_VENV; the project root is this file's parent folder.
+Kamailio embeds /usr/bin/python3's libpython, not divert's virtual
+environment: put the environment's site-packages and the folder that holds
+the `divert` package on the path before anything else is imported.
+`divert run` passes the environment in DIVERT_VENV.  This file is
+``divert/kemi/entry.py`` in both layouts: installed (the folder is
+site-packages) and in a checkout (the folder is the checkout, where
+``divert/kemi`` links to ``kemi/``), so the folder is always two above it.
 """
 
 import os
 import site
 import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_VENV = os.environ.get("DIVERT_VENV", os.path.join(_ROOT, ".venv"))
-_SITE = os.path.join(
-    _VENV, "lib", f"python{sys.version_info.major}.{sys.version_info.minor}", "site-packages"
-)
-site.addsitedir(_SITE)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+_HOLDER = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_VENV = os.environ.get("DIVERT_VENV", "")
+if _VENV:
+    site.addsitedir(
+        os.path.join(
+            _VENV,
+            "lib",
+            f"python{sys.version_info.major}.{sys.version_info.minor}",
+            "site-packages",
+        )
+    )
+if _HOLDER not in sys.path:
+    sys.path.insert(0, _HOLDER)
 
-from kemi.adapter import Router  # noqa: E402
+from divert.kemi.adapter import Router  # noqa: E402
 
 
 def mod_init() -> Router:

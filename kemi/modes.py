@@ -8,8 +8,8 @@ from datetime import datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from kemi.core.schedule import ScheduleEntry, active_mode
-from kemi.store.format import TenantRecord
+from divert.kemi.core.schedule import ScheduleEntry, active_mode
+from divert.kemi.store.format import TenantRecord
 
 
 @lru_cache(maxsize=256)

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from kemi.core.model import Condition, EndpointKind, Outcome, Relay
+from divert.kemi.core.model import Condition, EndpointKind, Outcome, Relay
 
 CARRIER_SET = 1
 TRUNK_SET_BASE = 1000

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, inspect
 
-from schema.tables import JOURNALED
+from divert.schema.tables import JOURNALED
 
 NOTIFY_CHANNEL = "divert_changes"
 

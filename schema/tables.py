@@ -4,7 +4,7 @@ portal's data that the `divert` command and the sync worker both use.
 The migrations under `migrations/` create exactly these tables (a test
 compares them); change both together.
 
-Vocabulary (see `kemi.core.model` for how the sync worker compiles it):
+Vocabulary (see `divert.kemi.core.model` for how the sync worker compiles it):
 
 - tenant: a customer.  `region` (ISO 3166 alpha-2) reads national numbers,
   `domain` is the SIP domain and digest realm of its subscribers,

@@ -25,22 +25,22 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, select
 
-from divert.loops import find_loop
-from divert.numbering import number_plan
-from divert.portal.subscribers import caller_id
-from kemi.core.keys import subscriber_key, voicemail_key
-from kemi.core.model import Condition, ForwardTable
-from kemi.store.format import (
+from divert.kemi.core.keys import subscriber_key, voicemail_key
+from divert.kemi.core.model import Condition, ForwardTable
+from divert.kemi.store.format import (
     META_FULL_SYNC_AT,
     META_POLICY,
     META_POSITION,
     META_SYNCED_AT,
     encode_policy,
 )
-from schema.tables import forwards, numbers, schedules, subscribers, tenants, trunks
-from sync.compile import Compiled, Problem
-from sync.journal import Change, current_position
-from sync.portal_reader import (
+from divert.loops import find_loop
+from divert.numbering import number_plan
+from divert.portal.subscribers import caller_id
+from divert.schema.tables import forwards, numbers, schedules, subscribers, tenants, trunks
+from divert.sync.compile import Compiled, Problem
+from divert.sync.journal import Change, current_position
+from divert.sync.portal_reader import (
     KeyReader,
     mailbox_keys,
     owned_numbers,
@@ -48,7 +48,7 @@ from sync.portal_reader import (
     subscriber_record,
     trunk_record,
 )
-from sync.store_writer import StoreWriter
+from divert.sync.store_writer import StoreWriter
 
 
 @dataclass

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from divert.kemi.core.keys import is_number, subscriber_key, voicemail_key, voicemail_uri
+from divert.kemi.core.model import Condition, DestKind, EndpointKind, ForwardTable
+from divert.kemi.store.format import RuleTuple, decode_table, encode_parts
 from divert.numbering import DestinationPolicy
-from kemi.core.keys import is_number, subscriber_key, voicemail_key, voicemail_uri
-from kemi.core.model import Condition, DestKind, EndpointKind, ForwardTable
-from kemi.store.format import RuleTuple, decode_table, encode_parts
-from schema.tables import CALLER_SCOPES, CONDITIONS, DEST_KINDS, forwards
+from divert.schema.tables import CALLER_SCOPES, CONDITIONS, DEST_KINDS, forwards
 
 E164_SHAPE = re.compile(r"\+[1-9][0-9]{2,14}")
 KEY_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.@_-:")

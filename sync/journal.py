@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, text
 
-from schema.tables import change_journal
+from divert.schema.tables import change_journal
 
 
 @dataclass(frozen=True, slots=True)

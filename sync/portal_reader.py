@@ -17,15 +17,15 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from divert.kemi.core.decide import Lookup
+from divert.kemi.core.keys import SUBSCRIBER_PREFIX, VOICEMAIL_PREFIX, is_number
+from divert.kemi.core.model import DestKind, ForwardTable
+from divert.kemi.core.schedule import ScheduleEntry, parse_days, parse_minute
+from divert.kemi.store.format import SubscriberRecord, TenantRecord, TrunkRecord
 from divert.numbering import DestinationPolicy
 from divert.portal.policy import load_policy
-from kemi.core.decide import Lookup
-from kemi.core.keys import SUBSCRIBER_PREFIX, VOICEMAIL_PREFIX, is_number
-from kemi.core.model import DestKind, ForwardTable
-from kemi.core.schedule import ScheduleEntry, parse_days, parse_minute
-from kemi.store.format import SubscriberRecord, TenantRecord, TrunkRecord
-from schema.tables import forwards, numbers, schedules, subscribers, tenants, trunks
-from sync.compile import (
+from divert.schema.tables import forwards, numbers, schedules, subscribers, tenants, trunks
+from divert.sync.compile import (
     FORWARD_COLUMNS,
     Compiled,
     ForwardRow,

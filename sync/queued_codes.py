@@ -25,10 +25,10 @@ from sqlalchemy import Connection
 
 from divert.features.local import LocalNode, NotOnNode
 from divert.features.queue import QUEUE_FILE, FeatureQueue
-from kemi.core.keys import subscriber_key
-from kemi.store.format import SELECT_TENANT, decode_tenant, encode_table
-from sync.apply import recompile
-from sync.store_writer import StoreWriter
+from divert.kemi.core.keys import subscriber_key
+from divert.kemi.store.format import SELECT_TENANT, decode_tenant, encode_table
+from divert.sync.apply import recompile
+from divert.sync.store_writer import StoreWriter
 
 log = logging.getLogger("divert.sync")
 

@@ -10,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from divert.db import open_portal
 from divert.errors import DivertError
-from kemi.store.format import (
+from divert.kemi.store.format import (
     META_EPOCH,
     META_FULL_SYNC_AT,
     META_LAST_ERROR,
@@ -18,7 +18,7 @@ from kemi.store.format import (
     META_SYNCED_AT,
     STORE_FILE,
 )
-from sync.journal import pending
+from divert.sync.journal import pending
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kemi.store.format import (
+from divert.kemi.store.format import (
     CHANGED_TABLES,
     FORMAT,
     GENERATION,

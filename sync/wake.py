@@ -13,7 +13,7 @@ import os
 import socket
 from pathlib import Path
 
-from kemi.store.format import WAKE_SOCKET
+from divert.kemi.store.format import WAKE_SOCKET
 
 
 def listen(state_dir: Path) -> socket.socket:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kemi.core.model import (
+from divert.kemi.core.model import (
     Condition,
     Destination,
     DestKind,

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from divert.db import open_portal
-from schema.migrate import upgrade
+from divert.schema.migrate import upgrade
 
 PG_ADMIN_URL = os.environ.get(
     "DIVERT_TEST_PG", "postgresql+psycopg://divert:divert@127.0.0.1:5432/postgres"

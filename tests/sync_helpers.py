@@ -8,10 +8,10 @@ from sqlalchemy import text
 
 from divert.cli import main
 from divert.db import open_portal
-from kemi.core.model import ForwardTable
-from kemi.store.format import META_EPOCH, META_FULL_SYNC_AT
-from kemi.store.reader import StoreReader
-from sync.worker import SyncWorker, WorkerConfig
+from divert.kemi.core.model import ForwardTable
+from divert.kemi.store.format import META_EPOCH, META_FULL_SYNC_AT
+from divert.kemi.store.reader import StoreReader
+from divert.sync.worker import SyncWorker, WorkerConfig
 
 
 class Node:

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from kemi.core.model import Condition, Endpoint, EndpointKind
-from kemi.signing import ensure_key
-from kemi.store.format import encode_table
-from sync.store_writer import StoreWriter
+from divert.kemi.core.model import Condition, Endpoint, EndpointKind
+from divert.kemi.signing import ensure_key
+from divert.kemi.store.format import encode_table
+from divert.sync.store_writer import StoreWriter
 from tests import kemi_api
 from tests.builders import rule, table
 
@@ -119,7 +119,7 @@ INVITE = {
 def adapter() -> Iterator[Any]:
     yield None
     sys.modules.pop("KSR", None)
-    sys.modules.pop("kemi.adapter", None)
+    sys.modules.pop("divert.kemi.adapter", None)
 
 
 def router(state_dir: Path, pv: dict[str, Any], answers: dict[str, Any]) -> tuple[Any, Stub]:
@@ -130,7 +130,7 @@ def router(state_dir: Path, pv: dict[str, Any], answers: dict[str, Any]) -> tupl
     sys.modules["KSR"] = stub
     state_dir.mkdir(parents=True, exist_ok=True)
     ensure_key(state_dir)
-    module = importlib.import_module("kemi.adapter")
+    module = importlib.import_module("divert.kemi.adapter")
     module = importlib.reload(module)
     config = module.AdapterConfig(state_dir=str(state_dir), domain="node.test")
     return module.Router(config), stub

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from divert.cli import main
 from divert.db import open_portal
-from schema.tables import change_journal
+from divert.schema.tables import change_journal
 from tests.sync_helpers import ACME
 
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from kemi.core import (
+from divert.kemi.core import (
     DEFAULT_LIMITS,
     PRECEDENCE,
     Call,

@@ -11,8 +11,18 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kemi.core import Call, CallState, Condition, DestKind, Limits, Outcome, Relay, Reply, decide
-from kemi.core.model import ForwardTable
+from divert.kemi.core import (
+    Call,
+    CallState,
+    Condition,
+    DestKind,
+    Limits,
+    Outcome,
+    Relay,
+    Reply,
+    decide,
+)
+from divert.kemi.core.model import ForwardTable
 from tests.builders import rule, table
 
 OWNED = [f"+39020000{i:04d}" for i in range(6)]
@@ -71,7 +81,7 @@ def test_walks_respect_bound_and_history(store, called, internal, outcomes, boun
 @settings(max_examples=200, deadline=None)
 @given(store=forward_tables(), called=st.sampled_from(OWNED), internal=st.booleans())
 def test_state_round_trips_through_the_transaction_encoding(store, called, internal):
-    from kemi.core.state_codec import decode, encode
+    from divert.kemi.core.state_codec import decode, encode
 
     call = Call("caller", internal, now=0.0)
     decision = decide(call, CallState.begin(called), None, store.get)

@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, text
 
 from divert.cli import main
 from divert.features.server import FeatureConfig, FeatureServer
-from kemi.signing import ensure_key, load_key, subscriber_voucher
+from divert.kemi.signing import ensure_key, load_key, subscriber_voucher
 from tests.conftest import portal_reachable
 
 KAMAILIO = ("127.0.0.1", 5160)

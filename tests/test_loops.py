@@ -1,7 +1,7 @@
 """Save-time loop detection over compiled tables (pure)."""
 
+from divert.kemi.core import DestKind
 from divert.loops import find_loop
-from kemi.core import DestKind
 from tests.builders import rule, table, tables
 
 A, B, C = "+390200000001", "+390200000002", "+390200000003"

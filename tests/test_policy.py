@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from kemi.core.policy import DestinationPolicy, NumberClass, classify_by
+from divert.kemi.core.policy import DestinationPolicy, NumberClass, classify_by
 
 ITALY = (re.compile(r"(?P<premium>89\d{4,7})|(?P<shared>84\d{6})|(?P<valid>0\d{6,10}|3\d{8,9})"),)
 

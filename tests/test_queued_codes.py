@@ -13,7 +13,7 @@ import pytest
 from divert.features.local import LocalNode
 from divert.features.overlay import with_code
 from divert.features.queue import FeatureQueue
-from kemi.core.model import (
+from divert.kemi.core.model import (
     Condition,
     Destination,
     DestKind,

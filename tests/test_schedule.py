@@ -2,7 +2,7 @@
 
 import pytest
 
-from kemi.core.schedule import (
+from divert.kemi.core.schedule import (
     ScheduleEntry,
     active_mode,
     format_days,
@@ -12,7 +12,7 @@ from kemi.core.schedule import (
     parse_minute,
     toggled,
 )
-from kemi.modes import mode_at
+from divert.kemi.modes import mode_at
 
 MON, TUE, FRI, SAT, SUN = 0, 1, 4, 5, 6
 WEEKDAYS = parse_days("mon-fri")

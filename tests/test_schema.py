@@ -13,9 +13,9 @@ from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.engine import make_url
 
 from divert.db import open_portal
-from schema.journal import NOTIFY_CHANNEL
-from schema.migrate import current_revision, head_revision, upgrade
-from schema.tables import change_journal, metadata, tenants
+from divert.schema.journal import NOTIFY_CHANNEL
+from divert.schema.migrate import current_revision, head_revision, upgrade
+from divert.schema.tables import change_journal, metadata, tenants
 
 
 def test_migrations_reach_head(portal: Engine):

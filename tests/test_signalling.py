@@ -2,7 +2,7 @@
 
 import pytest
 
-from kemi.core.model import (
+from divert.kemi.core.model import (
     CallState,
     Condition,
     DiversionEntry,
@@ -11,7 +11,7 @@ from kemi.core.model import (
     Outcome,
     Relay,
 )
-from kemi.signalling import diversion_headers, outcome_of, trunk_set
+from divert.kemi.signalling import diversion_headers, outcome_of, trunk_set
 
 TRUNK, EXTERNAL, PHONE = EndpointKind.TRUNK, EndpointKind.EXTERNAL, EndpointKind.SUBSCRIBER
 

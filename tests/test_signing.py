@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kemi.signing import (
+from divert.kemi.signing import (
     KEY_BYTES,
     NodeKeyError,
     dialog_signature,

@@ -2,8 +2,8 @@
 
 import pytest
 
-from kemi.core.model import Call, CallState, Condition, EndpointKind, Hop
-from kemi.core.state_codec import StateFormatError, decode, decode_leg, encode, encode_leg
+from divert.kemi.core.model import Call, CallState, Condition, EndpointKind, Hop
+from divert.kemi.core.state_codec import StateFormatError, decode, decode_leg, encode, encode_leg
 
 
 def test_round_trip_of_a_state_with_hops():

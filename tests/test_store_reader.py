@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from kemi.core.model import DestKind
-from kemi.store.format import SCHEMA_VERSION, decode_table, encode_table
-from kemi.store.lru import Lru
-from kemi.store.reader import StoreReader, StoreUnavailable
-from sync.store_writer import StoreWriter
+from divert.kemi.core.model import DestKind
+from divert.kemi.store.format import SCHEMA_VERSION, decode_table, encode_table
+from divert.kemi.store.lru import Lru
+from divert.kemi.store.reader import StoreReader, StoreUnavailable
+from divert.sync.store_writer import StoreWriter
 from tests.builders import rule, table
 
 A, B = "+390200000001", "+390200000002"

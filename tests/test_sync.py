@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from divert.kemi.core.model import EndpointKind
+from divert.kemi.store.format import META_POSITION
+from divert.kemi.store.reader import StoreReader
 from divert.loops import find_loop
-from kemi.core.model import EndpointKind
-from kemi.store.format import META_POSITION
-from kemi.store.reader import StoreReader
-from sync.status import as_text, read_status
+from divert.sync.status import as_text, read_status
 from tests.conftest import PG_ADMIN_URL
 from tests.sync_helpers import Node, insert_forward, seed
 
@@ -569,7 +569,7 @@ def test_schedules_arrive_as_the_tenants_time_modes(node: Node):
 
 
 def test_a_wake_datagram_makes_the_worker_sync_at_once(sqlite_url: str, tmp_path: Path):
-    from sync import wake
+    from divert.sync import wake
 
     node = Node(sqlite_url, tmp_path / "state")
     node.worker.config = node.worker.config.__class__(
@@ -769,7 +769,7 @@ def _rules(reader: StoreReader, key: str) -> list[tuple[str, str]]:
 
 
 def test_retries_are_jittered_so_nodes_do_not_return_together():
-    from sync.worker import jittered
+    from divert.sync.worker import jittered
 
     delays = {jittered(8.0) for _ in range(50)}
     assert all(4.0 <= delay <= 8.0 for delay in delays) and len(delays) > 40

@@ -14,12 +14,12 @@ from sqlalchemy import Connection, delete, select, update
 
 from divert.errors import DivertError
 from divert.features.codes import parse
+from divert.kemi.core.schedule import ScheduleEntry, next_period, toggled
+from divert.kemi.modes import local_time
 from divert.portal import forwards as portal_forwards
-from kemi.core.schedule import ScheduleEntry, next_period, toggled
-from kemi.modes import local_time
-from schema.tables import forwards, schedules, subscribers, tenants
-from sync.compile import Problem
-from sync.portal_reader import tenant_record
+from divert.schema.tables import forwards, schedules, subscribers, tenants
+from divert.sync.compile import Problem
+from divert.sync.portal_reader import tenant_record
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,13 +26,9 @@ from divert.features.apply import (
 )
 from divert.features.codes import Request, parse
 from divert.features.overlay import with_code
-from divert.loops import find_loop, loop_refusal
-from divert.numbering import DestinationPolicy, normalise
-from divert.portal.forwards import destination_label
-from divert.portal.tenants import EXTENSION
-from kemi.core.keys import subscriber_key
-from kemi.core.model import Destination, DestKind, ForwardTable
-from kemi.store.format import (
+from divert.kemi.core.keys import subscriber_key
+from divert.kemi.core.model import Destination, DestKind, ForwardTable
+from divert.kemi.store.format import (
     META_POLICY,
     SELECT_TENANT,
     STORE_FILE,
@@ -41,6 +37,10 @@ from kemi.store.format import (
     decode_table,
     decode_tenant,
 )
+from divert.loops import find_loop, loop_refusal
+from divert.numbering import DestinationPolicy, normalise
+from divert.portal.forwards import destination_label
+from divert.portal.tenants import EXTENSION
 
 
 class NotOnNode(Exception):

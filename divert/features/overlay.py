@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from kemi.core.model import Condition, Destination, ForwardTable, Rule, Scope
+from divert.kemi.core.model import Condition, Destination, ForwardTable, Rule, Scope
 
 
 def with_code(

@@ -4,7 +4,7 @@ Kamailio authenticates the subscriber, adds ``X-Divert-Subscriber:
 user@domain;mac=...`` and relays the INVITE here (statefully, so
 retransmissions and the ACK are its business).  The server only accepts
 requests from Kamailio's own address that carry the node's voucher for the
-subscriber, the code and the Call-ID (`kemi.signing`; Kamailio removes the
+subscriber, the code and the Call-ID (`divert.kemi.signing`; Kamailio removes the
 header from everything that comes in), carries the code out against the
 portal and answers with one final reply whose reason phrase says what
 happened:
@@ -46,9 +46,9 @@ from divert.db import open_portal
 from divert.features.apply import ACTIVATED, Answer, Refused, carry_out
 from divert.features.local import LocalNode, NotOnNode
 from divert.features.queue import FeatureQueue, Queued
+from divert.kemi.signing import load_key, voucher_holds
 from divert.signals import drain, stop_on_signals
-from kemi.signing import load_key, voucher_holds
-from sync import wake
+from divert.sync import wake
 
 log = logging.getLogger("divert.features")
 

@@ -8,7 +8,7 @@ from sqlalchemy import Connection, CursorResult, Row, select
 
 from divert.errors import DivertError
 from divert.numbering import normalise
-from schema.tables import numbers, subscribers, tenants, trunks
+from divert.schema.tables import numbers, subscribers, tenants, trunks
 
 AnyRow = Row[tuple[object, ...]]
 

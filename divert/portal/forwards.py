@@ -11,15 +11,15 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, or_, select, update
 
 from divert.errors import DivertError
+from divert.kemi.core.decide import Lookup
+from divert.kemi.core.keys import subscriber_key
 from divert.loops import find_loop, loop_refusal
 from divert.numbering import normalise
 from divert.portal import find, schedules
 from divert.portal.policy import load_policy
 from divert.portal.tenants import EXTENSION
-from kemi.core.decide import Lookup
-from kemi.core.keys import subscriber_key
-from schema.tables import CALLER_SCOPES, CONDITIONS, forwards, numbers, subscribers, tenants
-from sync.portal_reader import KeyReader
+from divert.schema.tables import CALLER_SCOPES, CONDITIONS, forwards, numbers, subscribers, tenants
+from divert.sync.portal_reader import KeyReader
 
 REJECT_DEFAULT = 603
 

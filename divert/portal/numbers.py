@@ -9,7 +9,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 from divert.errors import DivertError
 from divert.numbering import normalise
 from divert.portal import find
-from schema.tables import forwards, numbers, subscribers, tenants, trunks
+from divert.schema.tables import forwards, numbers, subscribers, tenants, trunks
 
 
 def add(

@@ -6,7 +6,7 @@ from sqlalchemy import Connection, delete, insert, select
 
 from divert.errors import DivertError
 from divert.numbering import DestinationPolicy
-from schema.tables import settings
+from divert.schema.tables import settings
 
 ALLOWED_COUNTRIES = "policy.allowed_countries"
 DENIED_PREFIXES = "policy.denied_prefixes"

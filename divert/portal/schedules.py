@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, delete, insert, select
 
 from divert.errors import DivertError
+from divert.kemi.core.schedule import format_days, parse_days, parse_minute
 from divert.portal import find
-from kemi.core.schedule import format_days, parse_days, parse_minute
-from schema.tables import schedules, tenants
+from divert.schema.tables import schedules, tenants
 
 MODE = re.compile(r"^[a-z][a-z0-9_-]{0,15}$")
 

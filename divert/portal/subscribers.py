@@ -16,7 +16,7 @@ from divert.errors import DivertError
 from divert.numbering import normalise
 from divert.portal import find
 from divert.portal.tenants import EXTENSION
-from schema.tables import forwards, numbers, subscribers, tenants
+from divert.schema.tables import forwards, numbers, subscribers, tenants
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 

@@ -13,7 +13,7 @@ from divert.errors import DivertError
 from divert.features.codes import PROFILES
 from divert.numbering import normalise
 from divert.portal import find
-from schema.tables import numbers, subscribers, tenants, trunks
+from divert.schema.tables import numbers, subscribers, tenants, trunks
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 DOMAIN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?$")

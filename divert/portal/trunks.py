@@ -12,7 +12,7 @@ from divert.numbering import normalise
 from divert.portal import find
 from divert.portal.policy import load_policy
 from divert.portal.tenants import check_name
-from schema.tables import DIVERSION_STYLES, numbers, trunks
+from divert.schema.tables import DIVERSION_STYLES, numbers, trunks
 
 
 def parse_address(text: str) -> str:

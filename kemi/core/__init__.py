@@ -3,8 +3,8 @@
 No KSR, no I/O, no clock: see `decide` for the precedence table.
 """
 
-from kemi.core.decide import DEFAULT_LIMITS, PRECEDENCE, Limits, Lookup, decide
-from kemi.core.model import (
+from divert.kemi.core.decide import DEFAULT_LIMITS, PRECEDENCE, Limits, Lookup, decide
+from divert.kemi.core.model import (
     Call,
     CallState,
     Condition,

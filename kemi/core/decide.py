@@ -51,7 +51,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kemi.core.model import (
+from divert.kemi.core.model import (
     Call,
     CallState,
     Condition,

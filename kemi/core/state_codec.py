@@ -22,7 +22,7 @@ last; mode names are ``[a-z0-9_-]``.
 
 from __future__ import annotations
 
-from kemi.core.model import Call, CallState, Condition, EndpointKind, Hop
+from divert.kemi.core.model import Call, CallState, Condition, EndpointKind, Hop
 
 VERSION = "v1"
 

@@ -45,7 +45,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from kemi.core.model import (
+from divert.kemi.core.model import (
     Condition,
     Destination,
     DestKind,
@@ -55,8 +55,8 @@ from kemi.core.model import (
     Rule,
     Scope,
 )
-from kemi.core.policy import DestinationPolicy, NumberClass, classify_by
-from kemi.core.schedule import ScheduleEntry
+from divert.kemi.core.policy import DestinationPolicy, NumberClass, classify_by
+from divert.kemi.core.schedule import ScheduleEntry
 
 FORMAT = 1
 MARSHAL_VERSION = 4

@@ -33,8 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from kemi.core.model import ForwardTable
-from kemi.store.format import (
+from divert.kemi.core.model import ForwardTable
+from divert.kemi.store.format import (
     CHECK_REQUEST,
     META_POLICY,
     NS_ADDRESS,
@@ -56,7 +56,7 @@ from kemi.store.format import (
     decode_table,
     decode_tenant,
 )
-from kemi.store.lru import Lru
+from divert.kemi.store.lru import Lru
 
 _SEQ = struct.Struct("<QQ")
 # Entries each process caches by default (`divert run --cache`).  A number's

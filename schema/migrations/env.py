@@ -3,7 +3,7 @@ hands over (no alembic.ini, no URL of its own)."""
 
 from alembic import context
 
-from schema.tables import metadata
+from divert.schema.tables import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -21,7 +21,7 @@ import pytest
 
 from divert.cli import main
 from divert.db import open_portal
-from kemi.store.reader import StoreReader
+from divert.kemi.store.reader import StoreReader
 from tests.e2e.sip import Peer, subscriber_call
 
 NODE = "127.0.0.1:5160"
@@ -420,7 +420,7 @@ def wait_for_store(node: DivertNode, wanted: list[tuple[str, str]]) -> list[tupl
 
 
 def store_rules(node: DivertNode) -> list[tuple[str, str]]:
-    from kemi.store.reader import StoreReader
+    from divert.kemi.store.reader import StoreReader
 
     reader = StoreReader(node.state, cache_size=10)
     try:

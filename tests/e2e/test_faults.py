@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from kemi.store.format import STORE_FILE
+from divert.kemi.store.format import STORE_FILE
 from tests.conftest import portal_reachable
 from tests.e2e.conftest import (
     ALICE_PASSWORD,

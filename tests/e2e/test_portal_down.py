@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kemi.store.reader import StoreReader
+from divert.kemi.store.reader import StoreReader
 from tests.conftest import portal_reachable
 from tests.e2e.conftest import (
     CALLER,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kemi.signing import dialog_signature, load_key, subscriber_voucher
-from kemi.store.reader import StoreReader
+from divert.kemi.signing import dialog_signature, load_key, subscriber_voucher
+from divert.kemi.store.reader import StoreReader
 from tests.e2e.conftest import (
     ALICE_PASSWORD,
     CALLER,

@@ -7,7 +7,7 @@ Revision ID: 0001
 import sqlalchemy as sa
 from alembic import op
 
-from schema import journal
+from divert.schema import journal
 
 revision = "0001"
 down_revision = None

@@ -8,7 +8,7 @@ Revision ID: 0004
 import sqlalchemy as sa
 from alembic import op
 
-from schema import journal
+from divert.schema import journal
 
 revision = "0004"
 down_revision = "0003"

@@ -7,7 +7,7 @@ Revision ID: 0005
 import sqlalchemy as sa
 from alembic import op
 
-from schema import journal
+from divert.schema import journal
 
 revision = "0005"
 down_revision = "0004"

@@ -7,7 +7,7 @@ Revision ID: 0006
 import sqlalchemy as sa
 from alembic import op
 
-from schema import journal
+from divert.schema import journal
 
 revision = "0006"
 down_revision = "0005"
