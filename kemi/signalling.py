@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from divert.kemi.core.model import Condition, EndpointKind, Outcome, Relay
+from divert.kemi.core.model import Condition, DiversionStyle, EndpointKind, Outcome, Relay
 
 CARRIER_SET = 1
 TRUNK_SET_BASE = 1000
@@ -68,14 +68,14 @@ def diversion_headers(
     (``diversion``, ``history-info`` or ``both``), most recent first for
     Diversion as RFC 5806 orders them."""
     headers: list[tuple[str, str]] = []
-    if style in ("diversion", "both"):
+    if style in (DiversionStyle.DIVERSION, DiversionStyle.BOTH):
         entries = [
             f"<sip:{d.diverted_from}@{domain}>;reason={DIVERSION_REASONS[d.condition]};"
             f"counter={d.counter};privacy=off"
             for d in reversed(relay.diversions)
         ]
         headers.append(("Diversion", ", ".join(entries)))
-    if style in ("history-info", "both"):
+    if style in (DiversionStyle.HISTORY_INFO, DiversionStyle.BOTH):
         first = relay.diversions[0].diverted_from if relay.diversions else relay.target
         entries = [f"<{original_uri or f'sip:{first}@{domain}'}>;index=1"]
         index = "1"

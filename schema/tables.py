@@ -41,10 +41,14 @@ from sqlalchemy import (
     true,
 )
 
-CONDITIONS = ("always", "busy", "no-answer", "not-registered", "trunk-down")
-CALLER_SCOPES = ("any", "internal", "external")
-DEST_KINDS = ("number", "extension", "voicemail", "operator", "reject")
-DIVERSION_STYLES = ("diversion", "history-info", "both")
+from divert.kemi.core.model import Condition, DestKind, DiversionStyle, Scope
+
+# The vocabulary is the decision core's (one definition, used by the schema's
+# CHECKs, the CLI's choices, the sync worker's validation and the signalling)
+CONDITIONS = tuple(condition.value for condition in Condition)
+CALLER_SCOPES = tuple(scope.value for scope in Scope)
+DEST_KINDS = tuple(kind.value for kind in DestKind)
+DIVERSION_STYLES = tuple(style.value for style in DiversionStyle)
 
 # Autoincrementing 64-bit keys: BIGSERIAL on PostgreSQL, INTEGER PRIMARY KEY
 # (the rowid) on SQLite.

@@ -54,6 +54,14 @@ class DestKind(StrEnum):
     REJECT = "reject"
 
 
+class DiversionStyle(StrEnum):
+    """How a customer trunk wants a call's diversions announced."""
+
+    DIVERSION = "diversion"  # RFC 5806
+    HISTORY_INFO = "history-info"  # RFC 7044
+    BOTH = "both"
+
+
 class EndpointKind(StrEnum):
     """Where a relay physically goes."""
 
