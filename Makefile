@@ -29,6 +29,7 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 # Every test: unit, portal on SQLite and on the real PostgreSQL cluster.
 test: deps postgres lint

@@ -127,7 +127,7 @@ def _classify_fully(e164: str) -> NumberClass:
 
 class DestinationPolicy(Rules):
     """Where forwards may send calls, so that forwarding is no toll-fraud hole
-    (the rules: `kemi.core.policy`), with numbers classified by phonenumbers."""
+    (the rules: `divert.kemi.core.policy`), with numbers classified by phonenumbers."""
 
     __slots__ = ()
 

@@ -16,7 +16,7 @@ Every request is hostile until a check says otherwise (see the README's
 Security section): oversized and malformed requests are answered 513 and
 400; headers only this node may set are removed from everything that comes
 in; in-dialog requests are relayed only for dialogs this node signed
-(`kemi.signing`); a preloaded Route to anywhere but this node is refused
+(`divert.kemi.signing`); a preloaded Route to anywhere but this node is refused
 from all but trunks; unknown users are challenged exactly like known ones.
 
 Faults never leak: each route catches everything, logs one line and

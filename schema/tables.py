@@ -19,7 +19,7 @@ Vocabulary (see `divert.kemi.core.model` for how the sync worker compiles it):
 - forward: owned by a number or a subscriber; see the CHECKs for the values.
 - schedule: a tenant's time modes (day, night, holiday) by weekday and hour.
 - change_journal: one row per changed row, written by triggers (see
-  `schema.journal`), read by the sync worker in `id` order.
+  `divert.schema.journal`), read by the sync worker in `id` order.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ polls every `poll_interval` seconds as a fallback; on SQLite it polls.
 
 Feature codes dialled while the portal is down wait in the feature
 server's queue; the worker writes their effect into the store at once
-(`sync.queued_codes`) and lets the portal's data replace it once delivered.
+(`divert.sync.queued_codes`) and lets the portal's data replace it once delivered.
 
 When the portal is unreachable the store keeps serving the last synced
 data; the worker retries with exponential backoff and logs one line when

@@ -1,4 +1,4 @@
-"""The destination policy's rules (`kemi.core.policy`), apart from how
+"""The destination policy's rules (`divert.kemi.core.policy`), apart from how
 numbers are classified (tests/test_numbering.py compares that with
 phonenumbers)."""
 

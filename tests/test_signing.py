@@ -1,4 +1,4 @@
-"""The node key and what it signs (`kemi.signing`)."""
+"""The node key and what it signs (`divert.kemi.signing`)."""
 
 from __future__ import annotations
 

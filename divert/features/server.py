@@ -24,7 +24,7 @@ happened:
   answer when the node cannot check the code either (no store yet).
 
 After a change, or a queued code, it wakes this node's sync worker
-(`sync.wake`): the worker recompiles from the portal, or writes a queued
+(`divert.sync.wake`): the worker recompiles from the portal, or writes a queued
 code's effect into the store, so the next call routes by it at once.
 """
 

@@ -1,4 +1,4 @@
-"""How places a call can go to are named (see `kemi.core.model`).
+"""How places a call can go to are named (see `divert.kemi.core.model`).
 
 Built by the sync worker and the portal tools, parsed by nobody on the call
 path: the adapter only compares and looks keys up.

@@ -333,7 +333,7 @@ def encode_policy(
     """The portal's destination policy as the store's meta holds it (JSON):
     the operator's settings and each country's patterns that tell
     premium-rate and shared-cost numbers from others
-    (`kemi.core.policy.GROUPS`), so Kamailio's workers need no phonenumbers."""
+    (`divert.kemi.core.policy.GROUPS`), so Kamailio's workers need no phonenumbers."""
     return json.dumps(
         {
             "allowed_countries": sorted(allowed_countries),

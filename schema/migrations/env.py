@@ -1,4 +1,4 @@
-"""Alembic environment: runs migrations on the connection `schema.migrate`
+"""Alembic environment: runs migrations on the connection `divert.schema.migrate`
 hands over (no alembic.ini, no URL of its own)."""
 
 from alembic import context
