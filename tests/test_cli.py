@@ -662,3 +662,18 @@ def test_bad_schedule_input_is_one_line_and_exit_2(
     assert result.code == 2 and result.err.count("\n") == 1
     assert message in result.err
     assert journal_size(portal_url) == before
+
+
+def test_help_loads_no_database_library():
+    """`divert --help` starts fast: the commands import what they need when
+    they run (the command registry, issue 13)."""
+    probe = (
+        "import contextlib, io, sys\n"
+        "from divert.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    code = main(['--help'])\n"
+        "heavy = ('sqlalchemy', 'psycopg', 'alembic', 'phonenumbers')\n"
+        "print(code, [m for m in heavy if m in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.strip() == "0 []", result.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from divert import cli, node
+from divert import node
 from divert.cli import main
 from divert.errors import DivertError
 
@@ -101,7 +101,7 @@ def test_the_cache_size_reaches_each_sip_worker(
     sqlite_url: str, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ):
     started: list[node.NodeConfig] = []
-    monkeypatch.setattr(cli, "run_node", lambda config, _reachable: started.append(config) or 0)
+    monkeypatch.setattr(node, "run_node", lambda config, _reachable: started.append(config) or 0)
     code, _ = run(
         capsys, "--portal", sqlite_url, "run", "--cache", "200000", "--state-dir", str(tmp_path)
     )

@@ -732,7 +732,10 @@ def load(
         scenario = scenario.replace(key, value)
     seconds = calls // rate + 40
     args = [node, "-s", number, "-i", host, "-p", port, "-m", str(calls), "-r", str(rate)]
-    args += ["-timeout", f"{seconds}s", "-trace_stat", "-stf", str(workdir / f"{name}.stat.csv")]
+    # every wait of a call is bounded (a call in flight when Kamailio died may
+    # never hear back): it fails after 10 s rather than keep sipp running
+    args += ["-recv_timeout", "10000", "-timeout", f"{seconds}s"]
+    args += ["-trace_stat", "-stf", str(workdir / f"{name}.stat.csv")]
     return Peer(workdir, name, args, scenario)
 
 

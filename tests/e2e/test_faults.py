@@ -230,8 +230,10 @@ def test_killed_kamailio_restarts_losing_only_calls_in_flight(
     assert counted.failed <= RATE, (counted, caller.diagnostics())
     ending = "exited with status" if victim == "a SIP worker" else "was killed by SIGKILL"
     wait_logged(fault_node, rf"kamailio \(pid {main}\) {ending}.*restarting in")
-    assert [pid for pid in old_group if _stat(pid) is not None] == []  # reaped, no zombie
-    assert new_main not in old_group
+    # reaped, no zombie: nothing is left in the old group (a PID may be reused
+    # by now, pid_max is small here, but never with the old group's number)
+    assert group(main) == []
+    assert new_main != main
     assert strays(fault_node) == []
     one_call_routes(fault_node, workdir, "after")
 

@@ -1,0 +1,110 @@
+"""`divert forward`: call forwards."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from divert.commands.context import in_transaction
+from divert.commands.output import table
+from divert.errors import DivertError
+from divert.kemi.core.model import Condition, Scope
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from divert.commands import Groups
+
+
+def register(groups: Groups) -> None:
+    actions = groups.add_parser("forward", help="call forwards").add_subparsers(metavar="ACTION")
+    listing = actions.add_parser("list", help="every active forward of every number")
+    listing.add_argument("--tenant")
+    listing.set_defaults(handler=in_transaction(forward_list))
+    add = actions.add_parser("add", help="add a forward to a number or a subscriber")
+    add.add_argument("number", nargs="?", help="the number whose calls are forwarded")
+    add.add_argument(
+        "--subscriber", help="forward all of a subscriber's calls instead (needs --tenant)"
+    )
+    add.add_argument("--tenant")
+    add.add_argument("--when", required=True, choices=[c.value for c in Condition])
+    add.add_argument(
+        "--to",
+        required=True,
+        help="number, ext:NNN, voicemail, operator, reject or reject:CODE",
+    )
+    add.add_argument("--callers", default="any", choices=[s.value for s in Scope])
+    add.add_argument("--timeout", type=int, help="seconds to ring before a no-answer forward")
+    add.add_argument("--until", help="ISO 8601 expiry (tenant time zone if none given)")
+    add.add_argument("--modes", help="only in these time modes, e.g. night,holiday")
+    add.set_defaults(handler=in_transaction(forward_add))
+    change = actions.add_parser("set", help="change a forward's destination")
+    change.add_argument("id", type=int)
+    change.add_argument("--to", required=True)
+    change.add_argument("--timeout", type=int)
+    change.set_defaults(handler=in_transaction(forward_set))
+    remove = actions.add_parser("delete", help="delete a forward")
+    remove.add_argument("id", type=int)
+    remove.set_defaults(handler=in_transaction(forward_delete))
+
+
+def forward_list(connection: Connection, args: argparse.Namespace) -> None:
+    from divert.portal import forwards
+
+    rows = forwards.listing(connection, args.tenant)
+    table(
+        ("ID", "TENANT", "OWNER", "WHEN", "CALLERS", "TO", "TIMEOUT", "ORDER", "UNTIL", "MODES"),
+        [
+            (
+                str(f.id),
+                f.tenant,
+                f.e164 or f"subscriber {f.username}",
+                f.condition,
+                f.callers,
+                forwards.destination_label(f.dest_kind, f.dest_value),
+                f"{f.ring_timeout} s" if f.ring_timeout else "-",
+                str(f.position + 1),
+                f.expires_at.isoformat(timespec="minutes") if f.expires_at else "-",
+                f.modes or "any",
+            )
+            for f in rows
+        ],
+    )
+
+
+def forward_add(connection: Connection, args: argparse.Namespace) -> None:
+    from divert.portal import forwards
+
+    if (args.number is None) == (args.subscriber is None):
+        raise DivertError("give the NUMBER whose calls to forward, or --subscriber with --tenant")
+    if args.subscriber is not None:
+        if args.tenant is None:
+            raise DivertError("--subscriber needs --tenant")
+        owner = forwards.owner_of_subscriber(connection, args.tenant, args.subscriber)
+    else:
+        owner = forwards.owner_of_number(connection, args.number, args.tenant)
+    forward_id, label = forwards.add(
+        connection,
+        owner,
+        args.when,
+        args.to,
+        args.callers,
+        args.timeout,
+        args.until,
+        modes=args.modes,
+    )
+    print(f"forward {forward_id} added: {owner.keys[0]} {args.when} -> {label}")
+
+
+def forward_set(connection: Connection, args: argparse.Namespace) -> None:
+    from divert.portal import forwards
+
+    label = forwards.change_destination(connection, args.id, args.to, args.timeout)
+    print(f"forward {args.id} now goes to {label}")
+
+
+def forward_delete(connection: Connection, args: argparse.Namespace) -> None:
+    from divert.portal import forwards
+
+    forwards.remove(connection, args.id)
+    print(f"forward {args.id} deleted")
