@@ -677,3 +677,12 @@ def test_help_loads_no_database_library():
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.stdout.strip() == "0 []", result.stderr
+
+
+@pytest.mark.parametrize("command", [["sync", "status"], ["tenant", "list"], ["db", "upgrade"]])
+def test_a_portal_url_that_is_no_database_url_is_one_line_for_every_command(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+):
+    code = main(["--portal", "notaurl", *command])
+    err = capsys.readouterr().err
+    assert code == 2 and err == "divert: portal URL 'notaurl' is not a database URL\n"
