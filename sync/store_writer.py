@@ -59,7 +59,10 @@ class StoreWriter:
     """The store of one node, opened for writing.
 
     `fresh`: a new generation, invisible to readers until `install`.
-    Otherwise the current store, made (and installed) if there is none."""
+    Otherwise the current store; an empty one is made and installed only in
+    a folder that never held a store (else a rebuild is due: `installed` is
+    False, and a generation left by a failed rebuild goes at the next
+    `install`)."""
 
     def __init__(
         self, state_dir: str | os.PathLike[str], fresh: bool = False, after: Path | None = None
@@ -136,13 +139,6 @@ class StoreWriter:
         with self.transaction():
             self.set_meta(META_EPOCH, str(_new_epoch(self.dir)))
         self._remove_old_generations(previous)
-
-    def discard(self) -> None:
-        """Close and delete a generation that was never installed."""
-        assert not self.installed
-        self.close()
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{self.file}{suffix}").unlink(missing_ok=True)
 
     def problem(self) -> str | None:
         """What is wrong with the files readers open, if anything: the store
