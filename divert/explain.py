@@ -19,9 +19,9 @@ from divert.kemi.core.model import Call, CallState, Decision, Outcome, Relay, Re
 from divert.kemi.modes import tenant_mode
 from divert.numbering import normalise
 from divert.portal import find
+from divert.portal.reader import KeyReader
 from divert.portal.tenants import EXTENSION
 from divert.schema.tables import numbers, subscribers
-from divert.sync.portal_reader import KeyReader
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,11 +36,8 @@ from divert.kemi.store.format import (
 )
 from divert.loops import find_loop
 from divert.numbering import number_plan
-from divert.portal.subscribers import caller_id
-from divert.schema.tables import forwards, numbers, schedules, subscribers, tenants, trunks
-from divert.sync.compile import Compiled, Problem
-from divert.sync.journal import Change, current_position
-from divert.sync.portal_reader import (
+from divert.portal.compile import Compiled, Problem
+from divert.portal.reader import (
     KeyReader,
     mailbox_keys,
     owned_numbers,
@@ -48,6 +45,9 @@ from divert.sync.portal_reader import (
     subscriber_record,
     trunk_record,
 )
+from divert.portal.subscribers import caller_id
+from divert.schema.tables import forwards, numbers, schedules, subscribers, tenants, trunks
+from divert.sync.journal import Change, current_position
 from divert.sync.store_writer import StoreWriter
 
 

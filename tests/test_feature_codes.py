@@ -2,7 +2,7 @@
 
 import pytest
 
-from divert.features.codes import parse
+from divert.feature_codes import parse
 
 
 @pytest.mark.parametrize(

@@ -13,13 +13,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, delete, select, update
 
 from divert.errors import DivertError
-from divert.features.codes import parse
+from divert.feature_codes import parse
 from divert.kemi.core.schedule import ScheduleEntry, next_period, toggled
 from divert.kemi.modes import local_time
 from divert.portal import forwards as portal_forwards
+from divert.portal.compile import Problem
+from divert.portal.reader import tenant_record
 from divert.schema.tables import forwards, schedules, subscribers, tenants
-from divert.sync.compile import Problem
-from divert.sync.portal_reader import tenant_record
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from divert.errors import DivertError
+from divert.feature_codes import Request, parse
 from divert.features.apply import (
     ACTIVATED,
     REFUSED,
@@ -24,7 +25,6 @@ from divert.features.apply import (
     ModeChange,
     mode_change,
 )
-from divert.features.codes import Request, parse
 from divert.features.overlay import with_code
 from divert.kemi.core.keys import subscriber_key
 from divert.kemi.core.model import Destination, DestKind, ForwardTable

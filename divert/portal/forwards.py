@@ -17,9 +17,9 @@ from divert.loops import find_loop, loop_refusal
 from divert.numbering import normalise
 from divert.portal import find, schedules
 from divert.portal.policy import load_policy
+from divert.portal.reader import KeyReader
 from divert.portal.tenants import EXTENSION
 from divert.schema.tables import CALLER_SCOPES, CONDITIONS, forwards, numbers, subscribers, tenants
-from divert.sync.portal_reader import KeyReader
 
 REJECT_DEFAULT = 603
 

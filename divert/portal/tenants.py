@@ -10,7 +10,7 @@ import phonenumbers
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from divert.errors import DivertError
-from divert.features.codes import PROFILES
+from divert.feature_codes import PROFILES
 from divert.numbering import normalise
 from divert.portal import find
 from divert.schema.tables import numbers, subscribers, tenants, trunks

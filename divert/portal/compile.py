@@ -2,7 +2,7 @@
 
 Pure functions: rows in, `Compiled` tables and `Problem`s out.  The same
 functions serve the full sync (rows streamed in bulk), the incremental sync
-and the portal tools (rows read key by key, see `divert.sync.portal_reader`).
+and the portal tools (rows read key by key, see `divert.portal.reader`).
 
 What a key's table holds:
 

@@ -23,9 +23,7 @@ from divert.kemi.core.model import DestKind, ForwardTable
 from divert.kemi.core.schedule import ScheduleEntry, parse_days, parse_minute
 from divert.kemi.store.format import SubscriberRecord, TenantRecord, TrunkRecord
 from divert.numbering import DestinationPolicy
-from divert.portal.policy import load_policy
-from divert.schema.tables import forwards, numbers, schedules, subscribers, tenants, trunks
-from divert.sync.compile import (
+from divert.portal.compile import (
     FORWARD_COLUMNS,
     Compiled,
     ForwardRow,
@@ -38,6 +36,8 @@ from divert.sync.compile import (
     trunk_owner,
     voicemail_table,
 )
+from divert.portal.policy import load_policy
+from divert.schema.tables import forwards, numbers, schedules, subscribers, tenants, trunks
 
 
 def tenant_view(connection: Connection, row: Any) -> TenantView:
