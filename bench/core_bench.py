@@ -33,7 +33,7 @@ from divert.kemi.core.decide import decide  # noqa: E402
 from divert.kemi.core.model import Call, CallState, Outcome  # noqa: E402
 from divert.kemi.store.format import encode_parts  # noqa: E402
 from divert.kemi.store.reader import StoreReader  # noqa: E402
-from divert.sync.store_writer import StoreWriter  # noqa: E402
+from divert.kemi.store.writer import StoreWriter  # noqa: E402
 
 SIZES = (1_000, 1_000_000)
 COLD_SAMPLES = 1_000  # distinct keys read once each, at both sizes

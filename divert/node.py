@@ -51,10 +51,10 @@ from divert.kemi.signalling import CARRIER_SET, trunk_set
 from divert.kemi.signing import NodeKeyError, ensure_key
 from divert.kemi.store.format import META_POSITION, META_SYNCED_AT, STORE_FILE
 from divert.kemi.store.reader import CACHE_ENTRIES
+from divert.kemi.store.writer import current_generation
 from divert.logfilter import log_socket, start_pump
 from divert.signals import drain, stop_on_signals
 from divert.supervisor import Child, Supervisor, leftovers
-from divert.sync.store_writer import current_generation
 from divert.sync.worker import PORTAL_DOWN_ENV, PORTAL_ERRORS, StoreFault, SyncWorker, WorkerConfig
 
 log = logging.getLogger("divert.run")

@@ -34,6 +34,7 @@ from divert.kemi.store.format import (
     META_SYNCED_AT,
     encode_policy,
 )
+from divert.kemi.store.writer import StoreWriter
 from divert.loops import find_loop
 from divert.numbering import number_plan
 from divert.portal.compile import Compiled, Problem
@@ -48,7 +49,6 @@ from divert.portal.reader import (
 from divert.portal.subscribers import caller_id
 from divert.schema.tables import forwards, numbers, schedules, subscribers, tenants, trunks
 from divert.sync.journal import Change, current_position
-from divert.sync.store_writer import StoreWriter
 
 
 @dataclass

@@ -27,8 +27,8 @@ from divert.features.local import LocalNode, NotOnNode
 from divert.features.queue import QUEUE_FILE, FeatureQueue
 from divert.kemi.core.keys import subscriber_key
 from divert.kemi.store.format import SELECT_TENANT, decode_tenant, encode_table
+from divert.kemi.store.writer import StoreWriter
 from divert.sync.apply import recompile
-from divert.sync.store_writer import StoreWriter
 
 log = logging.getLogger("divert.sync")
 

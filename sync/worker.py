@@ -47,13 +47,13 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from divert.db import CONNECT_TIMEOUT, KEEPALIVES, open_portal
 from divert.kemi.store.format import CHECK_REQUEST, META_LAST_ERROR, META_POSITION, STORE_FILE
+from divert.kemi.store.writer import StoreWriter
 from divert.schema.journal import NOTIFY_CHANNEL
 from divert.signals import stop_on_signals
 from divert.sync import wake
 from divert.sync.apply import Applied, apply_batch, full_sync
 from divert.sync.journal import read_batch
 from divert.sync.queued_codes import QueuedCodes
-from divert.sync.store_writer import StoreWriter
 
 log = logging.getLogger("divert.sync")
 

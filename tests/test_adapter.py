@@ -18,7 +18,7 @@ import pytest
 from divert.kemi.core.model import Condition, Endpoint, EndpointKind
 from divert.kemi.signing import ensure_key
 from divert.kemi.store.format import encode_table
-from divert.sync.store_writer import StoreWriter
+from divert.kemi.store.writer import StoreWriter
 from tests import kemi_api
 from tests.builders import rule, table
 

@@ -13,7 +13,7 @@ from divert.kemi.core.model import DestKind
 from divert.kemi.store.format import SCHEMA_VERSION, decode_table, encode_table
 from divert.kemi.store.lru import Lru
 from divert.kemi.store.reader import StoreReader, StoreUnavailable
-from divert.sync.store_writer import StoreWriter
+from divert.kemi.store.writer import StoreWriter
 from tests.builders import rule, table
 
 A, B = "+390200000001", "+390200000002"

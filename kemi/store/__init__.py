@@ -1,2 +1,3 @@
-"""The node-local forward-table store: its format (`format`), read by Kamailio
-(`reader`), written only by the sync worker (`divert.sync.store_writer`)."""
+"""The node-local forward-table store, defined once for both sides: its
+format (`format`), the cached reader Kamailio uses (`reader`), and the
+writer only the sync worker uses (`writer`, with the store's generations)."""
