@@ -63,7 +63,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -73,6 +72,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from divert.readiness import sip_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 SOAK_DIR = ROOT / "var" / "soak"
@@ -86,7 +87,6 @@ CALLER_IP = "127.0.0.51"  # the carrier's address: the node trusts it, any port
 CALLER_PORT = 5290
 CARRIER_MEDIA_PORT = 16280  # sipp's media ports, away from other sipps' default 6000
 CALLER_MEDIA_PORT = 16290
-PROBE_PORT = 5299  # our own OPTIONS, to see the node answer
 
 NUMBER = "+390299990001"  # the customer's number, forwarded unconditionally to
 MOBILE = "+393359990001"  # an external number, through the carrier
@@ -320,31 +320,6 @@ def rpc_records(text: str) -> list[dict[str, str]]:
     return records
 
 
-def options_ok(address: str) -> bool:
-    """Does `address` answer an OPTIONS (sent from the carrier's address) 200?"""
-    host, port = address.split(":")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.settimeout(0.5)
-        try:
-            probe.bind((CALLER_IP, PROBE_PORT))
-        except OSError:
-            probe.bind((CALLER_IP, 0))
-        local = probe.getsockname()[1]
-        tag = time.monotonic_ns()
-        request = (
-            f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {CALLER_IP}:{local};branch=z9hG4bK-soak{tag}\r\n"
-            f"From: <sip:soak@{CALLER_IP}>;tag={tag}\r\nTo: <sip:soak@{host}>\r\n"
-            f"Call-ID: soak-{tag}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 5\r\n"
-            "Content-Length: 0\r\n\r\n"
-        )
-        try:
-            probe.sendto(request.encode(), (host, int(port)))
-            return probe.recv(4096).startswith(b"SIP/2.0 200")
-        except OSError:
-            return False
-
-
 # -- set-up -------------------------------------------------------------------------------
 
 
@@ -572,7 +547,11 @@ class Run:
             self.work,
         )
         wait_for(
-            "the node answering OPTIONS", lambda: options_ok(NODE), NODE_START_S, node, carrier
+            "the node answering OPTIONS",
+            lambda: sip_answers(NODE, 0.5),
+            NODE_START_S,
+            node,
+            carrier,
         )
         wait_for(
             "the carrier up in the node's dispatcher",
