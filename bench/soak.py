@@ -19,7 +19,7 @@ removed after a clean run unless --keep, kept when something failed):
   number (owned by a subscriber, so that no PBX trunk is probed) forwarded
   unconditionally to an external mobile number;
 - the node: `divert run --listen 127.0.0.50:5260 --state-dir <dir>/state
-  --carrier 127.0.0.51:5280` (feature server on 5261), PID in <dir>/node.pid;
+  --carrier 127.0.0.51:5280`, PID in <dir>/node.pid;
 - the carrier: sipp UAS on 127.0.0.51:5280 (bench/sipp/answer.xml), answering
   the forwarded INVITEs 200 and their BYEs, and with `-aa` Kamailio's OPTIONS
   probes (unanswered, the carrier would be marked down and calls get 503);
@@ -81,7 +81,7 @@ RESULTS = SOAK_DIR / "soak.json"
 DIVERT = ROOT / ".venv" / "bin" / "divert"
 ANSWER = ROOT / "bench" / "sipp" / "answer.xml"
 
-NODE = "127.0.0.50:5260"  # the feature server takes the next port up: 5261
+NODE = "127.0.0.50:5260"
 CARRIER = "127.0.0.51:5280"
 CALLER_IP = "127.0.0.51"  # the carrier's address: the node trusts it, any port
 CALLER_PORT = 5290

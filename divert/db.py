@@ -27,6 +27,19 @@ def portal_url(explicit: str | None) -> str:
     return explicit or os.environ.get("DIVERT_PORTAL") or DEFAULT_PORTAL
 
 
+def absolute_portal_url(url: str) -> str:
+    """`url` with a relative SQLite path made absolute, for a process that
+    runs in another folder (Kamailio's run in "/")."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return url
+    absolute = parsed.set(database=str(Path(parsed.database).resolve()))
+    return absolute.render_as_string(hide_password=False)
+
+
 CONNECT_TIMEOUT = 5  # seconds; a URL's own connect_timeout wins
 # a portal that vanishes mid-session (a half-open connection) is noticed in
 # about a minute rather than never
@@ -38,7 +51,11 @@ KEEPALIVES = {
 }
 
 
-def open_portal(url: str) -> Engine:
+def open_portal(url: str, limit: int | None = None) -> Engine:
+    """An engine for `url`.  `limit` (seconds) bounds how long one connect or
+    one statement may wait, for callers that answer someone meanwhile (a
+    feature code in Kamailio's async workers): PostgreSQL's connect and
+    statement timeouts, SQLite's busy timeout."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -53,17 +70,20 @@ def open_portal(url: str) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         # an unreachable portal must fail in seconds, not after TCP's two
         # minutes: `divert run` starts from its store meanwhile
-        connect_args = {"connect_timeout": CONNECT_TIMEOUT, **KEEPALIVES}
+        connect_args = {"connect_timeout": limit or CONNECT_TIMEOUT, **KEEPALIVES}
+        if limit is not None:
+            connect_args["options"] = f"-c statement_timeout={limit * 1000}"
         connect_args = {k: v for k, v in connect_args.items() if k not in parsed.query}
     engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        busy_ms = (limit or 5) * 1000
+        event.listen(engine, "connect", lambda connection, _: _sqlite_pragmas(connection, busy_ms))
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, busy_ms: int) -> None:
     if isinstance(dbapi_connection, sqlite3.Connection):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA busy_timeout = 5000")
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
         cursor.close()

@@ -1,4 +1,4 @@
-"""`divert run`: one node in the foreground: sync worker, feature server, Kamailio.
+"""`divert run`: one node in the foreground: the sync worker and Kamailio.
 
 Start-up checks say in one line what is wrong (Kamailio missing, the
 listen port taken, another `divert run` on the state folder, the portal
@@ -46,6 +46,7 @@ from typing import TextIO
 from sqlalchemy.exc import SQLAlchemyError
 
 from divert import readiness, registrations
+from divert.db import absolute_portal_url
 from divert.errors import DivertError, PortalUnavailable
 from divert.kemi.signalling import CARRIER_SET, trunk_set
 from divert.kemi.signing import NodeKeyError, ensure_key
@@ -152,12 +153,11 @@ class Node:
         kamailio_binary()
         self.config.run_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
-        leftovers(
+        leftovers(  # "features": the feature server older nodes ran
             [self.config.run_dir / f"{name}.pid" for name in ("kamailio", "features", "sync")],
             str(self.config.state_dir),
         )
         check_listen(self.config.listen)
-        check_listen(self.features_address)
         try:
             ensure_key(self.config.state_dir)
         except (OSError, NodeKeyError) as error:
@@ -224,26 +224,17 @@ class Node:
             synced_at,
         )
 
-    @property
-    def features_address(self) -> str:
-        """The feature server: on Kamailio's address, the next port up."""
-        host, port = self.config.listen.rsplit(":", 1)
-        return f"{host}:{int(port) + 1}"
-
     def start(self) -> None:
         # the portal's URL (its password) goes in the environment, not on a
         # command line that `ps` shows to every user
         cli = [sys.executable, "-m", "divert.cli"]
         state = ["--state-dir", str(self.config.state_dir)]
-        host = self.config.listen.rsplit(":", 1)[0]
         run = self.config.run_dir
         # the first start of each knows the portal is down: `prepare` said so
         env = {"DIVERT_PORTAL": self.config.portal_url}
         env |= {PORTAL_DOWN_ENV: "1"} if self._portal_down else {}
         sync = [*cli, "sync", *state]
-        features = [*cli, "features", "--listen", self.features_address, "--kamailio", host, *state]
         self.supervisor.add(Child("sync", lambda: sync, dict(env), run / "sync.pid"))
-        self.supervisor.add(Child("features", lambda: features, dict(env), run / "features.pid"))
         self.supervisor.add(
             Child(
                 "kamailio",
@@ -310,8 +301,9 @@ class Node:
             "DIVERT_STATE_DIR": str(self.config.state_dir.resolve()),
             "DIVERT_VENV": str(Path(sys.prefix)),
             "DIVERT_DOMAIN": self.config.domain,
-            "DIVERT_FEATURES": self.features_address,
             "DIVERT_CACHE_SIZE": str(self.config.cache_entries),
+            # feature codes, in Kamailio's async workers (which run in "/")
+            "DIVERT_PORTAL": absolute_portal_url(self.config.portal_url),
         }
 
     def watch(self, stopping: Callable[[], bool], wakeup_fd: int) -> int:

@@ -1,7 +1,7 @@
 """Keeping a node's processes running: restart with backoff, leave no orphan.
 
-`divert run` starts three children (the sync worker, the feature server,
-Kamailio) and keeps them running.  A child that dies is started again after
+`divert run` starts two children (the sync worker and Kamailio) and keeps
+them running.  A child that dies is started again after
 a delay that doubles with each quick death (0.5 s up to 30 s; a run of
 30 s forgets the count), with one log line saying what ended it.
 

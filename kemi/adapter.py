@@ -26,11 +26,14 @@ answers 500 (or 503 when the store cannot be read).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import KSR  # type: ignore[import-not-found]
 
@@ -49,7 +52,7 @@ from divert.kemi.core.model import (
 from divert.kemi.core.state_codec import StateFormatError, decode_leg, encode_leg
 from divert.kemi.modes import tenant_mode
 from divert.kemi.signalling import CARRIER_SET, diversion_headers, outcome_of, trunk_set
-from divert.kemi.signing import dialog_signature, load_key, subscriber_voucher
+from divert.kemi.signing import dialog_signature, load_key
 from divert.kemi.store.format import SubscriberRecord
 from divert.kemi.store.reader import CACHE_ENTRIES, StoreReader, StoreUnavailable
 
@@ -59,8 +62,6 @@ IDENTITY_AVP = "$avp(divert_identity)"  # a subscriber caller's P-Asserted-Ident
 PRIVATE = frozenset(("id", "user"))  # Privacy values that hide the caller
 ANONYMOUS_DISPLAY = '"Anonymous"'
 ANONYMOUS_URI = "sip:anonymous@anonymous.invalid"  # RFC 3323
-FEATURE_HEADER = "X-Divert-Subscriber"
-INTERNAL_HEADERS = (FEATURE_HEADER,)
 """Headers only this node sets: removed from every request that comes in."""
 ASSERTED_IDENTITY = (
     "P-Asserted-Identity",
@@ -105,6 +106,9 @@ AUTH_STALE_NONCE = -4
 # challenged and refused exactly like known users given a wrong password
 UNKNOWN_USER_HA1 = secrets.token_hex(16)
 EXTENSION = re.compile(r"[0-9]{2,3}")
+# how long a suspended feature code may wait for its answer: more than the
+# portal's limit for a code (divert.features.task) plus queueing it locally
+FEATURE_TIMER_MS = 10000
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +118,6 @@ class AdapterConfig:
     max_diversions: int = 5
     cache_size: int = CACHE_ENTRIES  # divert run passes --cache as DIVERT_CACHE_SIZE
     carrier_style: str = "diversion"
-    features: str = ""  # the feature server's IPv4:PORT ('' : none)
 
     @classmethod
     def from_environment(cls) -> AdapterConfig:
@@ -124,7 +127,6 @@ class AdapterConfig:
             max_diversions=int(os.environ.get("DIVERT_MAX_DIVERSIONS", "5")),
             cache_size=int(os.environ.get("DIVERT_CACHE_SIZE", str(CACHE_ENTRIES))),
             carrier_style=os.environ.get("DIVERT_CARRIER_STYLE", "diversion"),
-            features=os.environ.get("DIVERT_FEATURES", ""),
         )
 
 
@@ -134,19 +136,79 @@ def _plain(hop: str) -> bool:
     return found is not None and int(found.group(1) or 5060) <= 65535
 
 
+class Answer(Protocol):
+    @property
+    def code(self) -> int: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+class PendingCode(Protocol):
+    """A feature code carried out and not yet committed."""
+
+    def commit(self) -> Answer: ...
+
+    def rollback(self) -> None: ...
+
+
+class FeatureCodes(Protocol):
+    """What carries feature codes out (`divert.features.task`), made in an
+    async worker the first time one comes: SIP workers never load it."""
+
+    def begin(self, aor: str, dialled: str) -> PendingCode: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    code: int
+    reason: str
+
+
+class _Failed:
+    """A code whose work failed: answered 500, nothing to undo."""
+
+    def commit(self) -> Answer:
+        return _Reply(500, "Server Internal Error")
+
+    def rollback(self) -> None:
+        return None
+
+
+_FAILED = _Failed()
+
+
+class KamailioLog(logging.Handler):
+    """Python log records (the feature codes' own) as Kamailio log lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = f"divert: {record.getMessage()}\n"
+        if record.levelno >= logging.ERROR:
+            KSR.err(line)
+        elif record.levelno >= logging.WARNING:
+            KSR.warn(line)
+        else:
+            KSR.info(line)
+
+
 class Router:
     """The object app_python3 calls: one method per route."""
 
-    def __init__(self, config: AdapterConfig) -> None:
+    def __init__(
+        self, config: AdapterConfig, feature_codes: Callable[[], FeatureCodes] | None = None
+    ) -> None:
         self.config = config
         self.limits = Limits(max_diversions=config.max_diversions)
         self.key = load_key(config.state_dir)  # no key, no start: `divert run` makes it
         self._reader: StoreReader | None = None
         self._store_down = False
+        self._make_codes = feature_codes
+        self._codes: FeatureCodes | None = None
+        self._pending: PendingCode | None = None
 
     @classmethod
-    def from_environment(cls) -> Router:
-        return cls(AdapterConfig.from_environment())
+    def from_environment(cls, feature_codes: Callable[[], FeatureCodes] | None = None) -> Router:
+        return cls(AdapterConfig.from_environment(), feature_codes)
 
     @property
     def reader(self) -> StoreReader:
@@ -228,6 +290,56 @@ class Router:
             KSR.err(f"divert: phone reply route failed: {type(error).__name__}: {error}\n")
         return 1
 
+    def ksr_feature_code(self, msg: object, event: str | None = None) -> int:
+        """In an async worker: carry out the code `_feature_code` handed over
+        (``INDEX LABEL AOR DIALLED``), then resume its transaction.  Kamailio
+        resumes none that was cancelled or timed out meanwhile: the work is
+        rolled back."""
+        try:
+            index, label, aor, dialled = str(getattr(KSR, "async").get_data()).split(" ", 3)
+        except Exception as error:
+            KSR.err(f"divert: feature code task unreadable: {type(error).__name__}\n")
+            return 1
+        try:
+            self._pending = self.feature_codes().begin(aor, dialled)
+        except Exception as error:
+            KSR.err(f"divert: feature code failed: {type(error).__name__}: {error}\n")
+            self._pending = _FAILED
+        try:
+            KSR.tmx.t_continue(int(index), int(label), "ksr_feature_reply")
+        finally:
+            pending, self._pending = self._pending, None
+            if pending is not None:  # not resumed: the phone gave up, or the timer fired
+                KSR.info(f"divert: {aor} gave up on {dialled} before its answer: nothing changed\n")
+                with contextlib.suppress(Exception):
+                    pending.rollback()
+        return 1
+
+    def ksr_feature_reply(self, msg: object, event: str | None = None) -> int:
+        """The code's transaction, resumed: commit and answer.  A CANCEL
+        waits for this route, so it never sees a change it did not get."""
+        pending, self._pending = self._pending, None
+        try:
+            if pending is None:
+                KSR.tm.t_reply(500, "Server Internal Error")
+                return 1
+            answer = pending.commit()
+            reason = "".join(c for c in answer.reason if 32 <= ord(c) < 127)[:160]
+            KSR.tm.t_reply(answer.code, reason)
+        except Exception as error:
+            KSR.err(f"divert: feature code reply failed: {type(error).__name__}: {error}\n")
+            KSR.tm.t_reply(500, "Server Internal Error")
+        return 1
+
+    def feature_codes(self) -> FeatureCodes:
+        if self._codes is None:
+            assert self._make_codes is not None
+            handler = KamailioLog()
+            logging.getLogger("divert").addHandler(handler)
+            logging.getLogger("divert").setLevel(logging.INFO)
+            self._codes = self._make_codes()
+        return self._codes
+
     def ksr_reply_route(self, msg: object) -> int:
         return 1
 
@@ -256,8 +368,6 @@ class Router:
         if not carrier:
             for name in ASSERTED_IDENTITY:
                 KSR.hdr.remove(name)
-        for name in INTERNAL_HEADERS:
-            KSR.hdr.remove(name)
         method = KSR.pv.get("$rm")
         if KSR.siputils.has_totag() > 0:
             self._in_dialog(method, trusted)
@@ -460,17 +570,22 @@ class Router:
         self._relay(relay, Call(subscriber.username, False, time.time()))
 
     def _feature_code(self, subscriber: SubscriberRecord, dialled: str) -> None:
-        """Relay a `*` code to the feature server, vouching for who dialled it
-        (the voucher binds the subscriber to this code and this Call-ID)."""
-        if not self.config.features:
+        """Hand a `*` code to Kamailio's async workers (`ksr_feature_code`):
+        the portal write may block, a SIP worker must not.  The transaction
+        waits, suspended, for at most FEATURE_TIMER_MS; retransmissions and
+        a CANCEL meanwhile are tm's business."""
+        if self._make_codes is None:
             KSR.sl.sl_send_reply(404, "No Feature Codes Here")
             return
-        call_id = str(KSR.pv.get("$ci") or "")
-        voucher = subscriber_voucher(self.key, subscriber.aor, dialled, call_id)
-        KSR.hdr.append(f"{FEATURE_HEADER}: {subscriber.aor};mac={voucher}\r\n")
-        KSR.setdsturi(f"sip:{self.config.features}")
-        if KSR.tm.t_relay() < 0:
-            KSR.sl.sl_send_reply(500, "Server Internal Error")
+        KSR.tm.t_newtran()
+        KSR.tm.t_set_fr(FEATURE_TIMER_MS, FEATURE_TIMER_MS)
+        if KSR.tmx.t_suspend() < 0:
+            KSR.tm.t_reply(500, "Server Internal Error")
+            return
+        index, label = KSR.pv.get("$T(id_index)"), KSR.pv.get("$T(id_label)")
+        task = f"{index} {label} {subscriber.aor} {dialled}"
+        if getattr(KSR, "async").task_data("ksr_feature_code", task) < 0:
+            KSR.tm.t_reply(500, "Server Internal Error")
 
     def _mode(self, tenant: str, now: float) -> str | None:
         record = self.reader.tenant(tenant)

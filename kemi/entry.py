@@ -27,9 +27,17 @@ if _VENV:
 if _HOLDER not in sys.path:
     sys.path.insert(0, _HOLDER)
 
-from divert.kemi.adapter import Router  # noqa: E402
+from divert.kemi.adapter import FeatureCodes, Router  # noqa: E402
+
+
+def feature_codes() -> FeatureCodes:
+    """Made in an async worker when the first code comes: only those
+    processes load the portal's database drivers, never a SIP worker."""
+    from divert.features.task import FeatureCodes as PortalFeatureCodes
+
+    return PortalFeatureCodes.from_environment(os.environ.get("DIVERT_STATE_DIR", "var"))
 
 
 def mod_init() -> Router:
     """Called once in Kamailio's main process; workers inherit the object."""
-    return Router.from_environment()
+    return Router.from_environment(feature_codes)

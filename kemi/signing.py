@@ -1,8 +1,7 @@
 """The node's secret, and what it signs.
 
-A node proves to itself that it set a dialog up, and vouches for a
-subscriber to its own feature server, with one random key kept in the state
-folder (``<state-dir>/node.key``, 32 bytes, mode 0600).  `divert run`
+A node proves to itself that it set a dialog up with one random key kept
+in the state folder (``<state-dir>/node.key``, 32 bytes, mode 0600).  `divert run`
 creates it on first start; nodes that should honour each other's dialogs
 share it.
 
@@ -15,25 +14,18 @@ the node, and nobody can aim a forged "in-dialog" request at a carrier.
 Why a signature and not Kamailio's `dialog` module: it costs no shared
 memory or locking per call, survives a Kamailio restart (calls in progress
 can still be hung up), and holds across nodes that share the key.
-
-Feature codes: the node adds ``X-Divert-Subscriber: user@domain;mac=...``
-to an authenticated code it relays, the digest binding the subscriber to
-the code dialled and the Call-ID, and the feature server checks it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
-import re
 import secrets
 from pathlib import Path
 
 KEY_FILE = "node.key"
 KEY_BYTES = 32
 DIGEST_BYTES = 12  # 96 bits, as hex in a URI parameter
-_HEX_DIGEST = re.compile(f"[0-9a-f]{{{2 * DIGEST_BYTES}}}")
 
 
 class NodeKeyError(Exception):
@@ -86,16 +78,3 @@ def _digest(key: bytes, *parts: str) -> str:
 def dialog_signature(key: bytes, call_id: str, from_tag: str) -> str:
     """The ``sig`` Record-Route parameter of the dialog (`call_id`, `from_tag`)."""
     return _digest(key, "dialog", call_id, from_tag)
-
-
-def subscriber_voucher(key: bytes, aor: str, dialled: str, call_id: str) -> str:
-    """The digest with which the node vouches that `aor` dialled `dialled`."""
-    return _digest(key, "feature", aor, dialled, call_id)
-
-
-def voucher_holds(key: bytes, aor: str, dialled: str, call_id: str, mac: str) -> bool:
-    """Does `mac` (as the request carried it: anything) vouch for these?"""
-    if not _HEX_DIGEST.fullmatch(mac):
-        return False
-    expected = subscriber_voucher(key, aor, dialled, call_id)
-    return hmac.compare_digest(expected.encode(), mac.encode())

@@ -1,8 +1,8 @@
 """Keeping the effect of queued feature codes in the store until the portal
 has them.
 
-A code dialled while the portal is down waits in the feature server's
-queue; this node must route by it at once all the same.  After every pass
+A code dialled while the portal is down waits in the node's queue
+(`divert.features.queue`); this node must route by it at once all the same.  After every pass
 (and on every wake-up while the portal is down) the worker replays the
 queued codes, oldest first, on the store (`divert.features.local`), writing
 only tables and tenants that differ.  Replaying is idempotent: a forward
@@ -42,6 +42,11 @@ class QueuedCodes:
         self._tenants: set[str] = set()  # tenants whose mode carries one
         self._settled_aors: set[str] = set()  # effects whose codes left the queue
         self._settled_tenants: set[str] = set()
+
+    @property
+    def queue(self) -> FeatureQueue | None:
+        """The node's queue, once a code has been queued on this node."""
+        return self._open_queue()
 
     def replay(self) -> int:
         """Write the queued codes' effect into the store; returns how many

@@ -6,9 +6,11 @@ stopped, with no full resync and no missed change.  On PostgreSQL it sleeps
 on LISTEN divert_changes (one notification per portal transaction) and
 polls every `poll_interval` seconds as a fallback; on SQLite it polls.
 
-Feature codes dialled while the portal is down wait in the feature
-server's queue; the worker writes their effect into the store at once
-(`divert.sync.queued_codes`) and lets the portal's data replace it once delivered.
+Feature codes dialled while the portal is down wait in the node's queue;
+the worker writes their effect into the store at once
+(`divert.sync.queued_codes`), delivers them to the portal after the first
+pass that reaches it (`divert.features.delivery`), and lets the portal's
+data replace their effect.
 
 When the portal is unreachable the store keeps serving the last synced
 data; the worker retries with exponential backoff and logs one line when
@@ -46,6 +48,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from divert.db import CONNECT_TIMEOUT, KEEPALIVES, open_portal
+from divert.features.delivery import deliver
+from divert.features.queue import delivering
 from divert.kemi.store.format import CHECK_REQUEST, META_LAST_ERROR, META_POSITION, STORE_FILE
 from divert.kemi.store.writer import StoreWriter
 from divert.schema.journal import NOTIFY_CHANNEL
@@ -247,6 +251,7 @@ class SyncWorker:
                 # notified, not left for the next poll
                 self._listen()
                 self.sync_once()
+                self._deliver_codes()
                 self.codes.replay()
                 if self.codes.unsettled:
                     with self.engine.connect() as connection:
@@ -265,6 +270,16 @@ class SyncWorker:
                 self._went_down(error)
                 self._replay_codes()
                 self._sleep(jittered(backoff), stopping, wake_fds)
+
+    def _deliver_codes(self) -> None:
+        """Queued codes to the portal, unless an async worker is delivering
+        them now (then the next pass looks again)."""
+        queue = self.codes.queue
+        if queue is None or queue.count() == 0:
+            return
+        with delivering(self.config.state_dir, wait=False) as held:
+            if held:
+                deliver(queue, self.engine)
 
     def _replay_codes(self) -> None:
         """Queued codes into the store while the portal is down; a store that

@@ -7,9 +7,11 @@ Forwarding itself is tested end to end through a real Kamailio
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 import types
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,8 @@ class Stub(types.ModuleType):
             "nathelper",
             "auth",
             "uac",
+            "tmx",
+            "async",
         ):
             setattr(self, group, _Group(self, group))
 
@@ -98,6 +102,8 @@ class _Group:
             answer = self._stub.answers.get(qualified, 1)
             if isinstance(answer, BaseException):
                 raise answer
+            if callable(answer):  # what Kamailio would do meanwhile (resume a route)
+                return answer(*args)
             return answer
 
         return call
@@ -117,12 +123,20 @@ INVITE = {
 
 @pytest.fixture
 def adapter() -> Iterator[Any]:
+    logger = logging.getLogger("divert")
+    handlers, level = list(logger.handlers), logger.level
     yield None
     sys.modules.pop("KSR", None)
     sys.modules.pop("divert.kemi.adapter", None)
+    logger.handlers[:], logger.level = handlers, level  # an async worker's log setup
 
 
-def router(state_dir: Path, pv: dict[str, Any], answers: dict[str, Any]) -> tuple[Any, Stub]:
+def router(
+    state_dir: Path,
+    pv: dict[str, Any],
+    answers: dict[str, Any],
+    feature_codes: Any = None,
+) -> tuple[Any, Stub]:
     stub = Stub(
         dict(pv),
         {"siputils.has_totag": -1, "tm.t_check_trans": -1, "hdr.is_present": -1, **answers},
@@ -133,7 +147,7 @@ def router(state_dir: Path, pv: dict[str, Any], answers: dict[str, Any]) -> tupl
     module = importlib.import_module("divert.kemi.adapter")
     module = importlib.reload(module)
     config = module.AdapterConfig(state_dir=str(state_dir), domain="node.test")
-    return module.Router(config), stub
+    return module.Router(config, feature_codes), stub
 
 
 def test_a_store_that_cannot_be_opened_is_one_line_and_503(tmp_path: Path, adapter: None):
@@ -224,3 +238,88 @@ def test_an_unreadable_store_is_logged_once_per_worker_until_it_reads_again(
         route.ksr_request_route(None)
     assert stub.called("sl.send_reply") == [(503, "Service Unavailable")] * 3
     assert len(stub.called("err")) == 1
+
+
+@dataclass
+class FakeAnswer:
+    code: int
+    reason: str
+
+
+@dataclass
+class FakePending:
+    answer: FakeAnswer
+    done: list[str]
+
+    def commit(self) -> FakeAnswer:
+        self.done.append("commit")
+        return self.answer
+
+    def rollback(self) -> None:
+        self.done.append("rollback")
+
+
+class FakeCodes:
+    def __init__(self, answer: FakeAnswer | Exception) -> None:
+        self.answer = answer
+        self.done: list[str] = []
+        self.begun: list[tuple[str, str]] = []
+
+    def begin(self, aor: str, dialled: str) -> FakePending:
+        self.begun.append((aor, dialled))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return FakePending(self.answer, self.done)
+
+
+def feature_router(tmp_path: Path, codes: FakeCodes, resumed: bool) -> tuple[Any, Stub]:
+    """A router in an async worker, given task data for a code; `resumed`:
+    whether Kamailio runs the resume route (it does not for a cancelled
+    or timed-out transaction)."""
+    holder: list[Any] = []
+
+    def t_continue(index: int, label: int, route: str) -> int:
+        assert (index, label, route) == (12, 34, "ksr_feature_reply")
+        if resumed:
+            getattr(holder[0], route)(None, "tmx:continue")
+        return 1
+
+    StoreWriter(tmp_path).close()
+    answers = {"async.get_data": "12 34 alice@acme *72+393351000077", "tmx.t_continue": t_continue}
+    route, stub = router(tmp_path, {}, answers, lambda: codes)
+    holder.append(route)
+    return route, stub
+
+
+def test_a_code_in_an_async_worker_is_committed_and_answered(tmp_path: Path, adapter: None):
+    codes = FakeCodes(FakeAnswer(480, "Forwarding Activated (always) to +39 \u00e8"))
+    route, stub = feature_router(tmp_path, codes, resumed=True)
+    assert route.ksr_feature_code(None, "async:task-data") == 1
+    assert codes.begun == [("alice@acme", "*72+393351000077")]
+    assert codes.done == ["commit"]
+    assert stub.called("tm.t_reply") == [(480, "Forwarding Activated (always) to +39 ")]
+
+
+def test_a_code_not_resumed_is_rolled_back(tmp_path: Path, adapter: None):
+    codes = FakeCodes(FakeAnswer(480, "Forwarding Activated"))
+    route, stub = feature_router(tmp_path, codes, resumed=False)
+    route.ksr_feature_code(None, "async:task-data")
+    assert codes.done == ["rollback"]
+    assert stub.called("tm.t_reply") == []
+    (line,) = stub.called("info")
+    assert "gave up on *72+393351000077" in line[0]
+
+
+def test_a_code_whose_work_fails_is_answered_500(tmp_path: Path, adapter: None):
+    codes = FakeCodes(RuntimeError("disk"))
+    route, stub = feature_router(tmp_path, codes, resumed=True)
+    route.ksr_feature_code(None, "async:task-data")
+    assert stub.called("tm.t_reply") == [(500, "Server Internal Error")]
+    (line,) = stub.called("err")
+    assert "RuntimeError: disk" in line[0]
+
+
+def test_without_feature_codes_a_code_is_404(tmp_path: Path, adapter: None):
+    route, stub = router(tmp_path, {}, {})
+    route._feature_code(None, "*73")
+    assert stub.called("sl.sl_send_reply") == [(404, "No Feature Codes Here")]

@@ -32,7 +32,6 @@ GROUPS = (
     "schedule",
     "sync",
     "run",
-    "features",
     "explain",
 )
 

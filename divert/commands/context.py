@@ -2,7 +2,7 @@
 
 `transaction()` is where most commands work: the portal's schema checked,
 then one transaction that commits whole or not at all.  The long-running
-commands (the node, the sync worker, the feature server) use the other
+commands (the node, the sync worker) use the other
 methods: they ride out a portal outage instead of stopping on one.
 """
 
@@ -83,9 +83,9 @@ class Context:
             )
 
     def require_schema_if_reachable(self) -> None:
-        """For processes that outlive portal outages (the sync worker, the
-        feature server): an outage as they start, for instance when `divert
-        run` restarts one, must not stop them."""
+        """For processes that outlive portal outages (the sync worker): an
+        outage as they start, for instance when `divert run` restarts one,
+        must not stop them."""
         from sqlalchemy.exc import OperationalError
 
         from divert.sync.worker import PORTAL_DOWN_ENV

@@ -1,17 +1,26 @@
 """The node's queue of feature codes the portal could not take yet.
 
-One SQLite file, ``<state-dir>/feature-queue.sqlite``: the feature server
-appends and deletes (it delivers to the portal, oldest first); the sync
-worker reads it to keep the codes' effect in the store until delivery.
+One SQLite file, ``<state-dir>/feature-queue.sqlite``: Kamailio's async
+workers append (`divert.features.task`); whoever reaches the portal first,
+an async worker with the next code or the sync worker after a pass,
+delivers it, oldest first, and deletes what it delivered
+(`divert.features.delivery`); the sync worker reads it to keep the codes'
+effect in the store until delivery.  Delivery holds `delivering()`, so
+that no code is delivered twice and none overtakes another.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 QUEUE_FILE = "feature-queue.sqlite"
+LOCK_FILE = "feature-queue.lock"
 
 
 class Queued(NamedTuple):
@@ -35,10 +44,27 @@ class FeatureQueue:
             self.db.execute("ALTER TABLE queued ADD COLUMN chosen TEXT")
 
     def add(self, subscriber: str, dialled: str, received_at: float, chosen: str | None) -> None:
-        self.db.execute(
-            "INSERT INTO queued (subscriber, dialled, received_at, chosen) VALUES (?, ?, ?, ?)",
-            (subscriber, dialled, received_at, chosen),
-        )
+        self.hold(subscriber, dialled, received_at, chosen)
+        self.commit()
+
+    def hold(self, subscriber: str, dialled: str, received_at: float, chosen: str | None) -> None:
+        """Append a code without committing it: `commit()` or `rollback()` next."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute(
+                "INSERT INTO queued (subscriber, dialled, received_at, chosen) VALUES (?, ?, ?, ?)",
+                (subscriber, dialled, received_at, chosen),
+            )
+        except sqlite3.Error:
+            self.rollback()
+            raise
+
+    def commit(self) -> None:
+        self.db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
 
     def pending(self) -> list[Queued]:
         """Every queued code, oldest first."""
@@ -55,3 +81,20 @@ class FeatureQueue:
 
     def close(self) -> None:
         self.db.close()
+
+
+@contextlib.contextmanager
+def delivering(state_dir: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold the node's delivery lock; yields False (without it) when `wait`
+    is off and another process holds it."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing releases the lock

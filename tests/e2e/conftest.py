@@ -391,6 +391,7 @@ def dial(
     final: int,
     port: int,
     password: str = ALICE_PASSWORD,
+    compact: bool = False,
 ) -> str:
     """Alice dials `code`; returns the reply's status line."""
     phone = subscriber_call(
@@ -403,6 +404,7 @@ def dial(
         "alice",
         "acme",
         password,
+        compact=compact,
     )
     code_ = phone.wait()
     assert code_ == 0, f"{phone.diagnostics()}\n{node.tail()}"

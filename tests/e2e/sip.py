@@ -368,11 +368,15 @@ def subscriber_call(
     password: str,
     extra_headers: tuple[str, ...] = (),
     behind_nat: str = "",
+    compact: bool = False,
 ) -> Peer:
     """A subscriber's call; `behind_nat` names the address its Via and
-    Contact give instead of the one it sends from."""
+    Contact give instead of the one it sends from; `compact` sends the
+    compact header names (RFC 3261 7.3.3: v, f, t, i, m, l)."""
     host, port = source.split(":")
     scenario = (SCENARIOS / "uac-subscriber-call.xml").read_text()
+    if compact:
+        scenario = compact_headers(scenario)
     if not extra_headers:
         scenario = scenario.replace("      {extra_headers}\n", "")
     for key, value in {
@@ -401,6 +405,48 @@ def subscriber_call(
         "-timeout_error",
     ]
     return Peer(workdir, name, args, scenario)
+
+
+COMPACT = {
+    "Via": "v",
+    "From": "f",
+    "To": "t",
+    "Call-ID": "i",
+    "Contact": "m",
+    "Content-Length": "l",
+}
+
+
+def compact_headers(scenario: str) -> str:
+    """A scenario's header lines with their compact names."""
+    for name, short in COMPACT.items():
+        scenario = scenario.replace(f"\n      {name}: ", f"\n      {short}: ")
+    return scenario
+
+
+def subscriber_cancel(
+    workdir: Path,
+    name: str,
+    node: str,
+    called: str,
+    source: str,
+    user: str,
+    domain: str,
+    password: str,
+    pause_ms: int,
+) -> Peer:
+    """A subscriber who dials `called` and hangs up `pause_ms` after 100 Trying."""
+    host, port = source.split(":")
+    scenario = (SCENARIOS / "uac-subscriber-cancel.xml").read_text()
+    for key, value in {
+        "{user}": user,
+        "{domain}": domain,
+        "{password}": password,
+        "{pause_ms}": str(pause_ms),
+    }.items():
+        scenario = scenario.replace(key, value)
+    args = [node, "-s", called, "-i", host, "-p", port, "-m", "1", "-timeout", "30s"]
+    return Peer(workdir, name, [*args, "-timeout_error"], scenario)
 
 
 def cancel(workdir: Path, name: str, node: str, number: str, source: str, pause_ms: int) -> Peer:

@@ -179,20 +179,18 @@ def all_calls_route(node: DivertNode, workdir: Path, name: str, source: str, cal
 # -- the faults -----------------------------------------------------------------------
 
 
-def test_killed_sync_worker_and_feature_server_come_back_while_calls_route(
+def test_a_killed_sync_worker_comes_back_while_calls_route(
     fault_node: DivertNode, carriers: list[Peer], workdir: Path
 ):
     kamailio = pid_of(fault_node, "kamailio")
-    sync, features = pid_of(fault_node, "sync"), pid_of(fault_node, "features")
+    sync = pid_of(fault_node, "sync")
     caller = load(workdir, "load", LISTEN, FORWARDED, f"{CALLER}:7100", calls=60, rate=RATE)
     time.sleep(1.0)
     os.kill(sync, signal.SIGKILL)
-    os.kill(features, signal.SIGKILL)
     assert caller.wait() == 0, caller.diagnostics()
     assert tally(workdir, "load").failed == 0
 
     wait_logged(fault_node, rf"sync \(pid {sync}\) was killed by SIGKILL.*restarting in")
-    wait_logged(fault_node, rf"features \(pid {features}\) was killed by SIGKILL.*restarting in")
     wait_for("a new sync worker", lambda: pid_of(fault_node, "sync") != sync)
     assert pid_of(fault_node, "kamailio") == kamailio  # Kamailio kept routing throughout
     # the new worker syncs: a portal change reaches the store
@@ -274,7 +272,7 @@ def test_a_killed_supervisor_leaves_no_process_and_the_node_starts_again(
     assert fault_node.process is not None
     all_calls_route(fault_node, workdir, "before", f"{CALLER}:7105", 20)
     children = ours(fault_node)
-    assert len(children) > 6  # divert run, sync, features, Kamailio and its workers
+    assert len(children) > 6  # divert run, sync, Kamailio and its workers
     fault_node.process.kill()
     fault_node.process.wait()
     wait_for(f"no process of the node left, {ours(fault_node)}", lambda: not ours(fault_node))

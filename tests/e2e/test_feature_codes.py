@@ -1,4 +1,4 @@
-"""Phone feature codes through Kamailio and the feature server (seeds 000, 002)."""
+"""Phone feature codes through Kamailio and its async workers (seeds 000, 002)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tests.e2e.conftest import (
     store_rules,
     wait_for_store,
 )
-from tests.e2e.sip import call, callee, subscriber_call
+from tests.e2e.sip import call, callee, subscriber_call, subscriber_cancel
 
 TARGET = "+393351000077"
 
@@ -112,7 +112,7 @@ def test_unknown_code(clean: DivertNode, workdir: Path):
 
 
 def test_the_node_routes_by_a_code_at_once(clean: DivertNode, workdir: Path):
-    """The feature server wakes the sync worker: no poll interval to wait."""
+    """The async worker wakes the sync worker: no poll interval to wait."""
     dial(clean, workdir, f"*72{TARGET}", 480, 7060)
     started = time.monotonic()
     while time.monotonic() - started < 1.0:
@@ -121,6 +121,53 @@ def test_the_node_routes_by_a_code_at_once(clean: DivertNode, workdir: Path):
             break
         time.sleep(0.02)
     assert ("always", TARGET) in store_rules(clean)
+
+
+def test_codes_with_compact_header_names_are_each_carried_out(clean: DivertNode, workdir: Path):
+    """Two codes in a row, each with compact header names (i:, f:, t:, v:):
+    each gets its own answer and its own change."""
+    first = dial(clean, workdir, f"*90{TARGET}", 480, 7080, compact=True)
+    assert first == f"SIP/2.0 480 Forwarding Activated (busy) to {TARGET}"
+    second = dial(clean, workdir, f"*52{TARGET}", 480, 7081, compact=True)
+    assert second == f"SIP/2.0 480 Forwarding Activated (not-registered) to {TARGET}"
+    assert clean.subscriber_forwards("alice") == [("busy", TARGET), ("not-registered", TARGET)]
+
+
+def test_a_code_cancelled_before_its_answer_changes_nothing(clean: DivertNode, workdir: Path):
+    """The portal is slow (another writer holds it for 2 s): the phone
+    hangs up meanwhile, gets 200 for its CANCEL and 487 for the code, and
+    the code, carried out once the portal answers, is rolled back."""
+    import sqlite3
+
+    portal = sqlite3.connect(clean.portal.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        portal.execute("BEGIN IMMEDIATE")  # the portal's writer lock, as a long write holds it
+        phone = subscriber_cancel(
+            workdir,
+            "cancel-7090",
+            NODE,
+            f"*72{TARGET}",
+            f"{PHONE_SOURCE}:7090",
+            "alice",
+            "acme",
+            ALICE_PASSWORD,
+            pause_ms=300,
+        )
+        assert phone.wait() == 0, f"{phone.diagnostics()}\n{clean.tail()}"
+        time.sleep(2.0 - 0.3)
+    finally:
+        portal.execute("ROLLBACK")
+        portal.close()
+    replies = phone.replies()
+    assert [reply[:11] for reply in replies[-2:]] == ["SIP/2.0 487", "SIP/2.0 200"], replies
+    deadline = time.monotonic() + 10
+    while "gave up on *72" not in clean.tail() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert f"alice@acme gave up on *72{TARGET} before its answer: nothing changed" in clean.tail()
+    assert clean.subscriber_forwards("alice") == []
+    # the next code goes through as usual
+    assert dial(clean, workdir, f"*72{TARGET}", 480, 7091).startswith("SIP/2.0 480 Forwarding")
+    assert clean.subscriber_forwards("alice") == [("always", TARGET)]
 
 
 def test_star_97_reaches_the_callers_own_voicemail(node: DivertNode, workdir: Path):
