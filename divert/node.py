@@ -50,8 +50,9 @@ from divert.db import absolute_portal_url
 from divert.errors import DivertError, PortalUnavailable
 from divert.kemi.signalling import CARRIER_SET, trunk_set
 from divert.kemi.signing import NodeKeyError, ensure_key
-from divert.kemi.store.format import META_POSITION, META_SYNCED_AT, STORE_FILE
+from divert.kemi.store.format import META_POSITION, META_SYNCED_AT
 from divert.kemi.store.reader import CACHE_ENTRIES
+from divert.kemi.store.view import StoreView
 from divert.kemi.store.writer import current_generation
 from divert.logfilter import log_socket, start_pump
 from divert.signals import drain, stop_on_signals
@@ -123,13 +124,11 @@ def dispatcher_list(state_dir: Path, carriers: tuple[str, ...]) -> str:
         f"{CARRIER_SET} sip:{carrier} {DS_FLAGS_PROBE} {10 - i}"
         for i, carrier in enumerate(carriers)
     ]
-    store = sqlite3.connect(f"file:{state_dir / STORE_FILE}?mode=ro", uri=True)
+    store = StoreView.open(state_dir)
     try:  # sqlite3.Error when the store is gone or broken: the caller keeps its list
-        rows = store.execute(
-            "SELECT trunk_id, address FROM trunk_addresses ORDER BY trunk_id, address"
-        )
         lines += [
-            f"{trunk_set(trunk_id)} sip:{address} {DS_FLAGS_PROBE} 0" for trunk_id, address in rows
+            f"{trunk_set(trunk_id)} sip:{address} {DS_FLAGS_PROBE} 0"
+            for trunk_id, address in store.trunk_addresses()
         ]
     finally:
         store.close()

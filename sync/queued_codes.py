@@ -26,7 +26,7 @@ from sqlalchemy import Connection
 from divert.features.local import LocalNode, NotOnNode
 from divert.features.queue import QUEUE_FILE, FeatureQueue
 from divert.kemi.core.keys import subscriber_key
-from divert.kemi.store.format import SELECT_TENANT, decode_tenant, encode_table
+from divert.kemi.store.format import encode_table
 from divert.kemi.store.writer import StoreWriter
 from divert.sync.apply import recompile
 
@@ -55,7 +55,7 @@ class QueuedCodes:
         pending = queue.pending() if queue is not None else []
         if not pending and not self._aors and not self._tenants:
             return 0
-        node = LocalNode(self.writer.db, carry=True)
+        node = LocalNode(self.writer.view, carry=True)
         for row in pending:
             try:
                 node.effect(row.subscriber, row.dialled, row.received_at, row.chosen)
@@ -67,8 +67,7 @@ class QueuedCodes:
             for key, (table, owner) in node.changed_tables.items():
                 written += self._put_table(key, table.tenant, encode_table(table), owner)
             for name, tenant in node.changed_tenants.items():
-                stored = self.writer.db.execute(SELECT_TENANT, (name,)).fetchone()
-                if stored is None or decode_tenant(*stored) != tenant:
+                if self.writer.view.tenant(name) != tenant:
                     self.writer.put_tenant(tenant)
                     written += 1
         aors = {owner for _, owner in node.changed_tables.values()}
@@ -102,10 +101,7 @@ class QueuedCodes:
             self._queue.close()
 
     def _put_table(self, key: str, tenant: str, data: bytes, owner: str) -> int:
-        stored = self.writer.db.execute(
-            "SELECT data FROM forward_tables WHERE key = ?", (key,)
-        ).fetchone()
-        if stored is not None and bytes(stored[0]) == data:
+        if self.writer.view.table_data(key) == data:
             return 0
         self.writer.put_table(key, tenant, data, owner)
         return 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from divert.kemi.store.format import (
     META_SYNCED_AT,
     STORE_FILE,
 )
+from divert.kemi.store.view import COUNTED, StoreView
 from divert.sync.journal import pending
 
 
@@ -38,18 +38,11 @@ def read_status(state_dir: Path, portal_url: str | None) -> Status:
     path = state_dir / STORE_FILE
     if not path.is_file():
         raise DivertError(f"no store at {path}: run 'divert sync --once' (or 'divert sync') first")
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    view = StoreView.open(state_dir)
     try:
-        meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
-        counts = [
-            db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("forward_tables", "subscribers", "trunks")
-        ]
-        rejected = db.execute(
-            "SELECT source, reason, key, seen_at FROM rejected ORDER BY source"
-        ).fetchall()
+        meta, counts, rejected = view.meta(), view.counts(), view.rejected()
     finally:
-        db.close()
+        view.close()
     waiting, lag, error = None, None, None
     position = meta.get(META_POSITION)
     if portal_url and position:
@@ -61,7 +54,7 @@ def read_status(state_dir: Path, portal_url: str | None) -> Status:
             error = str(getattr(failure, "orig", failure)).strip().splitlines()[0]
         finally:
             engine.dispose()
-    tables, subscribers, trunks = counts
+    tables, subscribers, trunks = (counts[table] for table in COUNTED)
     return Status(path, meta, tables, subscribers, trunks, rejected, waiting, lag, error)
 
 

@@ -93,7 +93,7 @@ def node(sqlite_url: str, tmp_path: Path) -> Iterator[Node]:
 
 
 def local(node: Node) -> LocalNode:
-    return LocalNode(node.worker.writer.db)
+    return LocalNode(node.worker.writer.view)
 
 
 def test_a_code_is_checked_with_the_portals_rules_from_the_store(node: Node):

@@ -28,15 +28,8 @@ from divert.features.apply import (
 from divert.features.overlay import with_code
 from divert.kemi.core.keys import subscriber_key
 from divert.kemi.core.model import Destination, DestKind, ForwardTable
-from divert.kemi.store.format import (
-    META_POLICY,
-    SELECT_TENANT,
-    STORE_FILE,
-    TenantRecord,
-    decode_policy,
-    decode_table,
-    decode_tenant,
-)
+from divert.kemi.store.format import STORE_FILE, TenantRecord, decode_table
+from divert.kemi.store.view import StoreView
 from divert.loops import find_loop, loop_refusal
 from divert.numbering import DestinationPolicy, normalise
 from divert.portal.forwards import destination_label
@@ -65,16 +58,16 @@ class Effect:
 
 
 class LocalNode:
-    """The store as feature codes see it, through `db` (the worker's own
-    connection, or a read-only one of the feature server's).
+    """The store as feature codes see it, through `store` (the sync
+    worker's writer's view, or a read-only one of an async worker's).
 
     `carry` makes each accepted effect visible to the next `effect()` call
     without writing it (see `changed_tables` and `changed_tenants`), so
     that a run of codes is worked out in memory and written once.
     """
 
-    def __init__(self, db: sqlite3.Connection, carry: bool = False) -> None:
-        self.db = db
+    def __init__(self, store: StoreView, carry: bool = False) -> None:
+        self.store = store
         self.carry = carry
         self.changed_tables: dict[str, tuple[ForwardTable, str]] = {}  # key -> (table, owner)
         self.changed_tenants: dict[str, TenantRecord] = {}
@@ -84,10 +77,13 @@ class LocalNode:
         path = state_dir / STORE_FILE
         if not path.exists():
             raise NotOnNode(f"no store at {path}")
-        return cls(sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None))
+        try:
+            return cls(StoreView.open(state_dir))
+        except sqlite3.Error as error:
+            raise NotOnNode(f"store unreadable: {error}") from None
 
     def close(self) -> None:
-        self.db.close()
+        self.store.close()
 
     def effect(self, aor: str, dialled: str, now: float, chosen: str | None = None) -> Effect:
         """What `dialled` by subscriber `aor` does at `now`; refusals write nothing."""
@@ -103,9 +99,7 @@ class LocalNode:
         return effect
 
     def _effect(self, aor: str, dialled: str, now: float, chosen: str | None) -> Effect:
-        found = self.db.execute(
-            "SELECT tenant, username, domain FROM subscribers WHERE aor = ?", (aor,)
-        ).fetchone()
+        found = self.store.subscriber(aor)
         if found is None:
             return Effect(Answer(REFUSED, "Forwarding Refused: unknown subscriber"), aor)
         tenant_name, username, domain = found
@@ -162,13 +156,10 @@ class LocalNode:
         assert request.number is not None
         text = request.number
         if EXTENSION.match(text):
-            found = self.db.execute(
-                "SELECT username FROM subscribers WHERE domain = ? AND extension = ?",
-                (domain, text),
-            ).fetchone()
-            if found is None:
+            username = self.store.extension_user(domain, text)
+            if username is None:
                 raise DivertError(f"extension {text} does not exist in tenant {tenant.name}")
-            key = subscriber_key(found[0], domain)
+            key = subscriber_key(username, domain)
             destination = Destination(DestKind.EXTENSION, key, f"ext {text}")
             return destination, destination_label(DestKind.EXTENSION, text)
         e164 = normalise(text, tenant.region)
@@ -189,28 +180,25 @@ class LocalNode:
         return None if changed is None else changed[0]
 
     def _policy(self) -> DestinationPolicy:
-        row = self.db.execute("SELECT value FROM meta WHERE name = ?", (META_POLICY,)).fetchone()
-        if row is None:
+        policy = self.store.policy()
+        if policy is None:
             raise NotOnNode("the store has no destination policy yet")
-        rules = decode_policy(row[0]).rules
+        rules = policy.rules
         return DestinationPolicy(rules.allowed_countries, rules.denied_prefixes)
 
     def _tenant(self, name: str) -> TenantRecord:
         if name in self.changed_tenants:
             return self.changed_tenants[name]
-        row = self.db.execute(SELECT_TENANT, (name,)).fetchone()
-        if row is None:
+        tenant = self.store.tenant(name)
+        if tenant is None:
             raise NotOnNode(f"tenant {name} is not in the store")
-        return decode_tenant(*row)
+        return tenant
 
     def _owned(self, aor: str) -> list[ForwardTable]:
-        rows = self.db.execute(
-            "SELECT key, data FROM forward_tables WHERE owner = ? ORDER BY key", (aor,)
-        )
-        return [self._changed(key) or decode_table(data) for key, data in rows]
+        rows = self.store.owned_tables(aor)
+        return [self._changed(key) or decode_table(data) for key, _, data in rows]
 
     def _table(self, key: str) -> ForwardTable | None:
         if key in self.changed_tables:
             return self.changed_tables[key][0]
-        row = self.db.execute("SELECT data FROM forward_tables WHERE key = ?", (key,)).fetchone()
-        return None if row is None else decode_table(row[0])
+        return self.store.table(key)

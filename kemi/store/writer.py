@@ -50,6 +50,7 @@ from divert.kemi.store.format import (
     TrunkRecord,
     encode_schedule,
 )
+from divert.kemi.store.view import StoreView
 
 _SEQ = struct.Struct("<QQ")
 CHANGES_KEPT = 200_000
@@ -74,6 +75,7 @@ class StoreWriter:
         self.file = current or self.dir / f"store.{_next_generation(self.dir, after)}.sqlite"
         self.installed = current is not None
         self.db = sqlite3.connect(self.file, isolation_level=None, check_same_thread=False)
+        self.view = StoreView(self.db)  # the writer's look-ups, as every reader but Kamailio's
         stat = os.stat(self.file)
         self._identity = (stat.st_dev, stat.st_ino)
         self.db.execute("PRAGMA journal_mode = WAL")
@@ -253,10 +255,7 @@ class StoreWriter:
 
     def owned_tables(self, owner: str) -> list[tuple[str, str, bytes]]:
         """(key, tenant, data) of every table carrying `owner`'s forwards."""
-        rows = self.db.execute(
-            "SELECT key, tenant, data FROM forward_tables WHERE owner = ? ORDER BY key", (owner,)
-        )
-        return [(key, tenant, bytes(data)) for key, tenant, data in rows]
+        return self.view.owned_tables(owner)
 
     def delete_table(self, key: str) -> None:
         self.db.execute("DELETE FROM forward_tables WHERE key = ?", (key,))
