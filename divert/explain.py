@@ -14,14 +14,37 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from divert.errors import DivertError
-from divert.kemi.core.decide import DEFAULT_LIMITS, Limits, decide
-from divert.kemi.core.model import Call, CallState, Decision, Outcome, Relay, Reply
+from divert.kemi.core.decide import DEFAULT_LIMITS, Limits, decide, redirect
+from divert.kemi.core.model import (
+    Call,
+    CallState,
+    Decision,
+    EndpointKind,
+    Outcome,
+    Relay,
+    Reply,
+)
 from divert.kemi.modes import tenant_mode
-from divert.numbering import normalise
+from divert.numbering import classify, normalise
 from divert.portal import find
+from divert.portal.policy import load_policy
 from divert.portal.reader import KeyReader
 from divert.portal.tenants import EXTENSION
 from divert.schema.tables import numbers, subscribers
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """The rung phone or PBX answers 302 naming `target` (``--after redirect:N``)."""
+
+    target: str
+
+    @property
+    def value(self) -> str:
+        return f"redirect to {self.target}"
+
+
+After = Outcome | Redirect
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,14 +54,15 @@ class Explanation:
     internal: bool
     at: datetime
     mode: str | None
-    steps: tuple[tuple[Outcome | None, Decision], ...]
+    steps: tuple[tuple[After | None, Decision], ...]
+    away: str | None = None  # the called number's subscriber, when it is away
 
 
 def explain(
     connection: Connection,
     called: str,
     caller: str | None,
-    after: list[Outcome],
+    after: list[After],
     at: datetime,
     limits: Limits = DEFAULT_LIMITS,
 ) -> Explanation:
@@ -50,17 +74,30 @@ def explain(
     mode = tenant_mode(record, at.timestamp()) if record else None
     call = Call(caller_id, internal, at.timestamp(), mode)
     lookup = reader.lookup()
+    policy = load_policy(connection)
+
+    def refusal(e164: str) -> str | None:  # as the node words it (the store's policy)
+        return policy.why_not(e164, classify(e164))
+
     decision = decide(call, CallState.begin(str(number.e164)), None, lookup, limits)
-    steps: list[tuple[Outcome | None, Decision]] = [(None, decision)]
+    steps: list[tuple[After | None, Decision]] = [(None, decision)]
     for outcome in after:
         if not isinstance(decision, Relay):
             raise DivertError(
                 f"the call already ended with {decision.code} {decision.reason} after "
                 f"{len(steps)} step(s); drop the extra --after outcomes"
             )
-        decision = decide(call, decision.state, outcome, lookup, limits)
+        if isinstance(outcome, Redirect):
+            targets = (outcome.target,)
+            decision = redirect(call, decision.state, targets, lookup, refusal, limits)
+        else:
+            decision = decide(call, decision.state, outcome, lookup, limits)
         steps.append((outcome, decision))
-    return Explanation(str(number.e164), caller_id, internal, at, mode, tuple(steps))
+    table = lookup(str(number.e164))
+    away = None
+    if table is not None and table.away and table.endpoint.kind is EndpointKind.SUBSCRIBER:
+        away = table.endpoint.ref
+    return Explanation(str(number.e164), caller_id, internal, at, mode, tuple(steps), away)
 
 
 def _caller(connection: Connection, tenant: find.AnyRow, caller: str | None) -> tuple[str, bool]:
@@ -97,6 +134,8 @@ def as_text(explanation: Explanation) -> str:
         f"at {explanation.at.isoformat(timespec='seconds')}"
         + (f", mode {explanation.mode}" if explanation.mode else "")
     ]
+    if explanation.away:
+        lines.append(f"{explanation.away} is away: its not-present forwards apply")
     for number, (outcome, decision) in enumerate(explanation.steps, start=1):
         prefix = f"{number}. " + (f"after {outcome.value}: " if outcome else "")
         lines.append(prefix + _describe(decision))
@@ -148,5 +187,6 @@ def as_json(explanation: Explanation) -> dict[str, Any]:
         "internal": explanation.internal,
         "at": explanation.at.isoformat(),
         "mode": explanation.mode,
+        "away": explanation.away,
         "steps": steps,
     }

@@ -14,6 +14,9 @@ vpbx       ``*11``      step a manual time mode through the tenant's modes,
                         then back to the schedule
 carrier    ``*1<n>``    forward all of the phone's numbers to <n>
 carrier    ``*2``       cancel every forward
+any        ``*78``      away: the subscriber's not-present forwards apply
+                        (the do-not-disturb code of many PBXs; seed 004)
+any        ``*79``      present again
 =========  ===========  ================================================
 
 A tenant's profile is ``vpbx``, ``carrier`` or ``both``.  Codes that take a
@@ -26,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Action = Literal["set", "cancel", "cancel-all", "next-mode", "toggle-mode"]
+Action = Literal["set", "cancel", "cancel-all", "next-mode", "toggle-mode", "away", "present"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +54,14 @@ CARRIER = (
     Code("*1", "set", "always", True),
     Code("*2", "cancel-all", None, False),
 )
+PRESENCE = (
+    Code("*78", "away", None, False),
+    Code("*79", "present", None, False),
+)
 PROFILES: dict[str, tuple[Code, ...]] = {
-    "vpbx": VPBX,
-    "carrier": CARRIER,
-    "both": VPBX + CARRIER,
+    "vpbx": VPBX + PRESENCE,
+    "carrier": CARRIER + PRESENCE,
+    "both": VPBX + CARRIER + PRESENCE,
 }
 
 

@@ -37,7 +37,7 @@ from typing import Protocol
 
 import KSR  # type: ignore[import-not-found]
 
-from divert.kemi.core.decide import Limits, decide
+from divert.kemi.core.decide import Limits, decide, redirect
 from divert.kemi.core.keys import subscriber_key, voicemail_key, voicemail_uri
 from divert.kemi.core.model import (
     Call,
@@ -51,7 +51,13 @@ from divert.kemi.core.model import (
 )
 from divert.kemi.core.state_codec import StateFormatError, decode_leg, encode_leg
 from divert.kemi.modes import tenant_mode
-from divert.kemi.signalling import CARRIER_SET, diversion_headers, outcome_of, trunk_set
+from divert.kemi.signalling import (
+    CARRIER_SET,
+    diversion_headers,
+    outcome_of,
+    redirect_targets,
+    trunk_set,
+)
 from divert.kemi.signing import dialog_signature, load_key
 from divert.kemi.store.format import SubscriberRecord
 from divert.kemi.store.reader import CACHE_ENTRIES, StoreReader, StoreUnavailable
@@ -649,6 +655,9 @@ class Router:
             KSR.err(f"divert: {error}\n")
             return
         code = KSR.tm.t_get_status_code()
+        if 300 <= code < 400:
+            self._redirected(call, state, code)
+            return
         no_reply = KSR.tm.t_branch_replied() < 0
         outcome = outcome_of(code, KSR.tm.t_branch_timeout() > 0, no_reply, kind)
         if outcome is Outcome.TRUNK_DOWN and kind is EndpointKind.EXTERNAL:
@@ -663,6 +672,29 @@ class Router:
         if outcome is None:
             return  # a final answer of its own (404, 403, ...): the caller gets it
         self._carry_out(decide(call, state, outcome, self.reader.table, self.limits), call)
+
+    def _redirected(self, call: Call, state: CallState, code: int) -> None:
+        """The phone or PBX answered 3xx (seed 004's forward set on the phone):
+        divert follows it itself, under the destination policy, the call's
+        history and the diversion bound, and never relays a 3xx upstream."""
+        targets = redirect_targets(str(KSR.pv.get("$T_rpl($mb)") or ""))
+        policy = self.reader.policy()
+
+        def refusal(number: str) -> str | None:
+            return (
+                "the node has no destination policy yet"
+                if policy is None
+                else (policy.refusal(number))
+            )
+
+        decision = redirect(call, state, targets, self.reader.table, refusal, self.limits)
+        if isinstance(decision, Reply):
+            named = ", ".join(targets) or "no number in international form"
+            KSR.notice(
+                f"divert: {state.current} answered {code} naming {named}: "
+                f"{decision.code} {decision.reason}\n"
+            )
+        self._carry_out(decision, call)
 
     # -- carrying out decisions ------------------------------------------------------------
 

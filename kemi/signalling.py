@@ -6,18 +6,26 @@
   it is unreachable);
 - the Diversion (RFC 5806) and History-Info (RFC 7044, causes of RFC 4458)
   headers announcing a branch's diversions;
-- dispatcher set numbers: 1 for the carriers, 1000 + id for customer trunks.
+- dispatcher set numbers: 1 for the carriers, 1000 + id for customer trunks;
+- the numbers a 3xx redirect names (`redirect_targets`).
 """
 
 from __future__ import annotations
 
+import re
+
 from divert.kemi.core.model import Condition, DiversionStyle, EndpointKind, Outcome, Relay
+from divert.kemi.core.policy import E164
 
 CARRIER_SET = 1
 TRUNK_SET_BASE = 1000
 
 DIVERSION_REASONS = {
     Condition.ALWAYS: "unconditional",
+    Condition.NOT_PRESENT: "away",
+    # a phone's or PBX's 302: RFC 7544 maps History-Info's cause 302 to
+    # "unconditional", and a phone answers 302 for the forward set on it
+    Condition.REDIRECT: "unconditional",
     Condition.BUSY: "user-busy",
     Condition.NO_ANSWER: "no-answer",
     Condition.NOT_REGISTERED: "unavailable",
@@ -27,6 +35,8 @@ DIVERSION_REASONS = {
 
 HISTORY_CAUSES = {
     Condition.ALWAYS: 302,
+    Condition.NOT_PRESENT: 480,  # no RFC 4458 cause says "away": not available now
+    Condition.REDIRECT: 302,
     Condition.BUSY: 486,
     Condition.NO_ANSWER: 408,
     Condition.NOT_REGISTERED: 503,
@@ -87,3 +97,68 @@ def diversion_headers(
             entries.append(f"<sip:{onward}@{domain};cause={cause}>;index={index};mp={parent}")
         headers.append(("History-Info", ", ".join(entries)))
     return headers
+
+
+MAX_REDIRECT_CONTACTS = 3
+"""A redirect's Contacts followed at most: a phone names one, a PBX a few."""
+_CONTACT_HEADER = re.compile(r"(?im)^(?:contact|m)[ \t]*:[ \t]*(.*)$")
+_Q = re.compile(r";\s*q\s*=\s*([0-9.]+)", re.IGNORECASE)
+_VISUAL = str.maketrans("", "", "-.() ")
+
+
+def redirect_targets(message: str) -> tuple[str, ...]:
+    """The numbers (E.164 keys) a 3xx reply's Contacts name, best q first
+    (ties in the reply's order), at most `MAX_REDIRECT_CONTACTS`.  Only
+    numbers in international form count: ``sip:+39...@host``,
+    ``sip:0039...@host`` or ``tel:+39...``; other Contacts are dropped (a
+    national number cannot be read without the tenant's numbering plan)."""
+    head = message.split("\r\n\r\n", 1)[0].replace("\r\n ", " ").replace("\r\n\t", " ")
+    found: list[tuple[float, int, str]] = []
+    for header in _CONTACT_HEADER.findall(head):
+        for contact in _split_contacts(header):
+            number = _contact_number(contact)
+            if number is not None and number not in (n for _, _, n in found):
+                found.append((-_q_of(contact), len(found), number))
+    return tuple(number for _, _, number in sorted(found)[:MAX_REDIRECT_CONTACTS])
+
+
+def _split_contacts(value: str) -> list[str]:
+    """A Contact header's comma-separated values (commas inside <> or quotes kept)."""
+    parts, depth, quoted, start = [], 0, False, 0
+    for index, char in enumerate(value):
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char == "<":
+            depth += 1
+        elif not quoted and char == ">":
+            depth = max(0, depth - 1)
+        elif not quoted and depth == 0 and char == ",":
+            parts.append(value[start:index])
+            start = index + 1
+    parts.append(value[start:])
+    return [part.strip() for part in parts if part.strip()]
+
+
+def _q_of(contact: str) -> float:
+    params = contact.rsplit(">", 1)[-1] if ">" in contact else contact
+    found = _Q.search(params)
+    try:
+        return float(found.group(1)) if found else 1.0
+    except ValueError:
+        return 0.0
+
+
+def _contact_number(contact: str) -> str | None:
+    bracketed = "<" in contact
+    uri = contact.split("<", 1)[1].split(">", 1)[0] if bracketed else contact.split(";", 1)[0]
+    scheme, _, rest = uri.strip().partition(":")
+    if scheme.lower() in ("sip", "sips"):
+        user = rest.split("@", 1)[0] if "@" in rest else ""
+    elif scheme.lower() == "tel":
+        user = rest
+    else:
+        return None
+    digits = user.split(";", 1)[0].translate(_VISUAL)
+    if digits.startswith("00"):
+        digits = "+" + digits[2:]
+    return digits if E164.fullmatch(digits) else None

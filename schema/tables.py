@@ -14,7 +14,8 @@ Vocabulary (see `divert.kemi.core.model` for how the sync worker compiles it):
   announced (``diversion``, ``history-info`` or ``both``).
 - subscriber: a SIP account (HA1 only, never the password), with an optional
   2-3 digit extension unique in its tenant; `caller_id` is the number, of
-  those it owns, that its calls to the carriers assert (NULL: the first).
+  those it owns, that its calls to the carriers assert (NULL: the first);
+  `away` says it is not present (set by *78/*79 or the CLI).
 - number: an E.164 DID owned by exactly one trunk or one subscriber.
 - forward: owned by a number or a subscriber; see the CHECKs for the values.
 - schedule: a tenant's time modes (day, night, holiday) by weekday and hour.
@@ -37,15 +38,16 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     func,
     true,
 )
 
-from divert.kemi.core.model import Condition, DestKind, DiversionStyle, Scope
+from divert.kemi.core.model import FORWARD_CONDITIONS, DestKind, DiversionStyle, Scope
 
 # The vocabulary is the decision core's (one definition, used by the schema's
 # CHECKs, the CLI's choices, the sync worker's validation and the signalling)
-CONDITIONS = tuple(condition.value for condition in Condition)
+CONDITIONS = tuple(condition.value for condition in FORWARD_CONDITIONS)
 CALLER_SCOPES = tuple(scope.value for scope in Scope)
 DEST_KINDS = tuple(kind.value for kind in DestKind)
 DIVERSION_STYLES = tuple(style.value for style in DiversionStyle)
@@ -108,6 +110,8 @@ subscribers = Table(
     Column("extension", String(3)),
     Column("display_name", String(64), nullable=False, server_default=""),
     Column("caller_id", String(20)),
+    # seed 004's "not present": the subscriber is away (its not-present forwards apply)
+    Column("away", Boolean, nullable=False, server_default=false()),
     UniqueConstraint("tenant_id", "username", name="uq_subscribers_tenant_username"),
     UniqueConstraint("tenant_id", "extension", name="uq_subscribers_tenant_extension"),
 )

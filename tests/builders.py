@@ -43,6 +43,7 @@ def table(
     *rules: Rule,
     endpoint: Endpoint | None = None,
     ring_timeout: int | None = None,
+    away: bool = False,
 ) -> ForwardTable:
     return ForwardTable(
         key,
@@ -51,6 +52,7 @@ def table(
         endpoint or Endpoint(EndpointKind.TRUNK, f"trunk-of-{key}"),
         tuple(rules),
         ring_timeout=ring_timeout,
+        away=away,
     )
 
 

@@ -132,7 +132,7 @@ def test_subscriber_forward_applies_to_all_its_numbers(acme: Divert):
 def test_the_operator_chooses_a_subscribers_caller_id_among_its_numbers(acme: Divert):
     def shown() -> str:
         (alice,) = [line for line in acme("subscriber", "list").out.splitlines() if "alice" in line]
-        return alice.split()[-1]
+        return alice.split()[-2]  # CALLER ID, then PRESENCE
 
     assert shown() == "+390287654321"
     assert (
@@ -151,6 +151,28 @@ def test_the_operator_chooses_a_subscribers_caller_id_among_its_numbers(acme: Di
     assert (
         cleared.out
         == "subscriber alice: calls to the carriers show the number it was given first\n"
+    )
+
+
+def test_presence_is_set_listed_and_shown_with_not_present_forwards(acme: Divert):
+    added = acme(
+        "forward", "add", "--subscriber", "alice", "--tenant", "acme",
+        "--when", "not-present", "--to", "+393351112233",
+    )  # fmt: skip
+    assert added.code == 0, added.err
+    assert "not-present (present now)" in acme("forward", "list").out
+    away = acme("subscriber", "set", "alice", "--tenant", "acme", "--away")
+    assert away.out == "subscriber alice: away\n"
+    assert "not-present (away now)" in acme("forward", "list").out
+    (alice,) = [line for line in acme("subscriber", "list").out.splitlines() if "alice" in line]
+    assert alice.split()[-1] == "away"
+    assert acme("subscriber", "set", "alice", "--tenant", "acme", "--present").code == 0
+    both = acme("subscriber", "set", "alice", "--tenant", "acme", "--away", "--present")
+    assert both.code == 2 and "not allowed with argument" in both.err
+    nothing = acme("subscriber", "set", "alice", "--tenant", "acme")
+    assert (nothing.code, nothing.err) == (
+        2,
+        "divert: nothing to change: give --caller-id, --away or --present\n",
     )
 
 

@@ -20,6 +20,7 @@ from divert.kemi.core import (
     Relay,
     Reply,
     decide,
+    redirect,
 )
 from tests.builders import rule, table, tables
 
@@ -353,3 +354,124 @@ def test_rule_with_modes_applies_only_in_those_modes():
 def test_external_target_failing_without_a_path_gives_the_outcome_reply():
     relay = decide(EXTERNAL, CallState.begin(MOBILE), Outcome.TRUNK_DOWN, {}.get)
     assert relay == Reply(503, "Service Unavailable")
+
+
+# -- not present (seed 004) ------------------------------------------------------
+
+
+def test_an_away_subscriber_takes_its_not_present_forward_before_ringing():
+    store = tables(table(A, rule(Condition.NOT_PRESENT, MOBILE), away=True))
+    relay = start(store)
+    assert isinstance(relay, Relay)
+    assert relay.target == MOBILE
+    assert [d.condition for d in relay.diversions] == [Condition.NOT_PRESENT]
+
+
+def test_a_present_subscriber_rings_whatever_its_not_present_forwards():
+    store = tables(table(A, rule(Condition.NOT_PRESENT, MOBILE)))
+    relay = start(store)
+    assert isinstance(relay, Relay) and relay.target == A
+
+
+def test_an_away_subscriber_without_not_present_forwards_rings_as_usual():
+    store = tables(table(A, rule(Condition.BUSY, MOBILE), away=True))
+    relay = start(store)
+    assert isinstance(relay, Relay) and relay.target == A
+
+
+def test_always_comes_before_not_present():
+    store = tables(
+        table(A, rule(Condition.NOT_PRESENT, MOBILE), rule(Condition.ALWAYS, B), away=True),
+        table(B),
+    )
+    relay = start(store)
+    assert isinstance(relay, Relay) and relay.target == B
+
+
+def test_a_failed_not_present_target_backs_up_to_the_next_not_present_rule():
+    store = tables(
+        table(A, rule(Condition.NOT_PRESENT, B), rule(Condition.NOT_PRESENT, C), away=True),
+        table(B),
+        table(C),
+    )
+    relay = step(store, start(store), Outcome.BUSY)
+    assert isinstance(relay, Relay) and relay.target == C
+
+
+# -- redirects: the phone's own forward (seed 004's "from the phone") -------------------
+
+
+def allow_all(number: str) -> str | None:
+    return None
+
+
+def redirected(store: dict, relay, targets: tuple[str, ...], refusal=allow_all, limits=None):
+    assert isinstance(relay, Relay)
+    return redirect(EXTERNAL, relay.state, targets, store.get, refusal, limits or DEFAULT_LIMITS)
+
+
+def test_a_redirect_is_followed_to_its_first_contact_and_announced():
+    store = tables(table(A, rule(Condition.BUSY, B)), table(B))
+    relay = redirected(store, start(store), (MOBILE, C))
+    assert isinstance(relay, Relay)
+    assert relay.target == MOBILE and relay.endpoint.kind is EndpointKind.EXTERNAL
+    (entry,) = relay.diversions
+    assert (entry.diverted_from, entry.condition, entry.counter) == (A, Condition.REDIRECT, 1)
+
+
+def test_a_redirect_to_a_refused_number_ends_the_call_with_the_reason():
+    store = tables(table(A))
+
+    def refusal(number: str) -> str | None:
+        return "it is a premium-rate number" if number.startswith("+39899") else None
+
+    reply = redirected(store, start(store), ("+39899123456",), refusal)
+    assert reply == Reply(
+        403,
+        "Redirect Refused: forwarding to +39899123456 is not allowed: it is a premium-rate number",
+    )
+    # a refused Contact is skipped when a later one may be followed
+    relay = redirected(store, start(store), ("+39899123456", MOBILE), refusal)
+    assert isinstance(relay, Relay) and relay.target == MOBILE
+
+
+def test_divert_numbers_need_no_policy_check_and_take_their_own_rules():
+    store = tables(table(A), table(B, rule(Condition.ALWAYS, C)), table(C))
+
+    def refuse_all(number: str) -> str | None:
+        return "no"
+
+    relay = redirected(store, start(store), (B,), refuse_all)
+    assert isinstance(relay, Relay) and relay.target == C
+    assert [d.condition for d in relay.diversions] == [Condition.REDIRECT, Condition.ALWAYS]
+
+
+def test_a_redirect_target_that_is_busy_takes_the_owners_busy_forward():
+    store = tables(table(A, rule(Condition.BUSY, C)), table(B), table(C))
+    to_b = redirected(store, start(store), (B,))
+    relay = step(store, to_b, Outcome.BUSY)
+    assert isinstance(relay, Relay) and relay.target == C
+
+
+def test_a_redirect_back_into_the_history_is_a_loop():
+    store = tables(table(A), table(B))
+    to_b = redirected(store, start(store), (B,))
+    assert redirected(store, to_b, (A,)) == Reply(482, "Loop Detected")
+
+
+def test_redirects_stop_at_the_diversion_bound():
+    numbers = [f"+3902000001{i:02d}" for i in range(10)]
+    store = tables(*(table(n) for n in numbers))
+    limits = Limits(max_diversions=3)
+    relay = decide(EXTERNAL, CallState.begin(numbers[0]), None, store.get, limits)
+    for number in numbers[1:4]:
+        relay = redirected(store, relay, (number,), limits=limits)
+        assert isinstance(relay, Relay)
+    assert redirected(store, relay, (numbers[5],), limits=limits) == Reply(
+        480, "Too Many Diversions"
+    )
+
+
+def test_a_redirect_without_contacts_ends_the_call():
+    store = tables(table(A))
+    assert redirected(store, start(store), ()) == Reply(480, "Redirect Without A Usable Contact")

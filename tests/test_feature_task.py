@@ -178,3 +178,17 @@ def test_star_20_and_star_11_set_the_tenants_mode_override(portal_url: str):
         assert reasons == ["Mode open (manual)", "Mode closed (manual)", "Modes Automatic"]
     finally:
         engine.dispose()
+
+
+def test_star_78_and_star_79_set_the_subscribers_presence(codes: FeatureCodes, portal_url: str):
+    def away() -> bool:
+        engine = create_engine(portal_url.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.connect() as connection:
+            value = connection.execute(text("SELECT away FROM subscribers")).scalar_one()
+        engine.dispose()
+        return bool(value)
+
+    assert codes.begin("alice@acme", "*78").commit().reason == "Away"
+    assert away()
+    assert codes.begin("alice@acme", "*79").commit().reason == "Present"
+    assert not away()

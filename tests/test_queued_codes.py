@@ -184,3 +184,19 @@ def test_mode_codes_change_the_tenants_mode_on_the_node(node: Node):
     assert tenant.override_until == datetime(2026, 11, 24, 7, 0, tzinfo=UTC).timestamp()
     assert node.worker.codes.replay() == 0  # *11 replays to the mode it picked, not further
     queue.close()
+
+
+def test_presence_codes_mark_the_subscribers_tables_on_the_node(node: Node):
+    away = local(node).effect("alice@acme", "*78", NOW)
+    assert (away.answer.code, away.answer.reason) == (480, "Away")
+    assert {t.key for t in away.tables} == {ALICE, SUB} and all(t.away for t in away.tables)
+    queue = FeatureQueue(node.state_dir)
+    queue.add("alice@acme", "*78", NOW, None)
+    node.worker.codes.replay()
+    table = node.table(ALICE)
+    assert table is not None and table.away  # the next call takes her not-present forwards
+    queue.add("alice@acme", "*79", NOW + 1, None)
+    node.worker.codes.replay()
+    table = node.table(ALICE)
+    assert table is not None and not table.away
+    queue.close()

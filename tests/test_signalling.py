@@ -79,3 +79,30 @@ def test_both_styles_when_the_trunk_wants_both():
 
 def test_customer_trunks_have_their_own_dispatcher_sets():
     assert trunk_set("7") == 1007
+
+
+def test_redirect_targets_are_international_numbers_best_q_first():
+    from divert.kemi.signalling import redirect_targets
+
+    reply = (
+        "SIP/2.0 302 Moved Temporarily\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n"
+        'Contact: "Mobile, mine" <sip:+393351000001@pbx;user=phone>;q=0.5, '
+        "<sip:00393351000002@pbx>;q=0.9\r\n"
+        "m: <tel:+39-335-100-0003>\r\n"
+        "Contact: <sip:3351000004@pbx>, <sip:alice@pbx>, *\r\n"
+        "Max-Forwards: 70\r\n"
+        "Content-Length: 0\r\n\r\n"
+        "Contact: <sip:+393351000009@body>\r\n"
+    )
+    assert redirect_targets(reply) == ("+393351000003", "+393351000002", "+393351000001")
+
+
+def test_a_redirect_names_at_most_three_numbers_once_each():
+    from divert.kemi.signalling import redirect_targets
+
+    contacts = ", ".join(f"<sip:+3933510000{i:02d}@pbx>" for i in range(6))
+    reply = f"SIP/2.0 302 Moved\r\nContact: {contacts}\r\nContact: <sip:+393351000000@x>\r\n\r\n"
+    assert redirect_targets(reply) == ("+393351000000", "+393351000001", "+393351000002")
+    assert redirect_targets("SIP/2.0 302 Moved\r\n\r\n") == ()
+    assert redirect_targets("junk") == ()

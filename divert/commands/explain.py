@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from divert.commands import Groups
+    from divert.explain import After
 
 
 def register(groups: Groups) -> None:
@@ -28,8 +29,10 @@ def register(groups: Groups) -> None:
         nargs="+",
         action="extend",
         default=[],
-        choices=[o.value for o in Outcome],
-        help="how each ringing step ends, in order",
+        metavar="OUTCOME",
+        help="how each ringing step ends, in order: "
+        + ", ".join(o.value for o in Outcome)
+        + ", or redirect:NUMBER (the phone or PBX answers 302 naming NUMBER)",
     )
     explain.add_argument(
         "--at", help="ISO 8601 time of the call (default: now; tenant time zone if none given)"
@@ -49,7 +52,7 @@ def explain_call(connection: Connection, args: argparse.Namespace) -> None:
         connection,
         args.number,
         args.caller,
-        [Outcome(o) for o in args.after],
+        [_after(connection, args.number, text) for text in args.after],
         at,
         Limits(max_diversions=args.max_diversions),
     )
@@ -57,6 +60,23 @@ def explain_call(connection: Connection, args: argparse.Namespace) -> None:
         print(json.dumps(explaining.as_json(result), indent=2))
     else:
         print(explaining.as_text(result))
+
+
+def _after(connection: Connection, called: str, text: str) -> After:
+    """An --after item: an outcome, or redirect:NUMBER (read in the tenant's region)."""
+    from divert import explain as explaining
+    from divert.numbering import normalise
+    from divert.portal import find
+
+    kind, colon, number = text.partition(":")
+    if kind == "redirect" and colon:
+        tenant = find.tenant_by_id(connection, find.number(connection, called).tenant_id)
+        return explaining.Redirect(normalise(number, str(tenant.region)))
+    try:
+        return Outcome(text)
+    except ValueError:
+        choices = ", ".join(o.value for o in Outcome)
+        raise DivertError(f"--after {text!r}: give one of {choices}, or redirect:NUMBER") from None
 
 
 def _parse_time(connection: Connection, text: str, called: str) -> datetime:

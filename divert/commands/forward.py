@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from divert.commands.context import in_transaction
 from divert.commands.output import table
 from divert.errors import DivertError
-from divert.kemi.core.model import Condition, Scope
+from divert.kemi.core.model import FORWARD_CONDITIONS, Scope
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -27,7 +27,7 @@ def register(groups: Groups) -> None:
         "--subscriber", help="forward all of a subscriber's calls instead (needs --tenant)"
     )
     add.add_argument("--tenant")
-    add.add_argument("--when", required=True, choices=[c.value for c in Condition])
+    add.add_argument("--when", required=True, choices=[c.value for c in FORWARD_CONDITIONS])
     add.add_argument(
         "--to",
         required=True,
@@ -59,7 +59,7 @@ def forward_list(connection: Connection, args: argparse.Namespace) -> None:
                 str(f.id),
                 f.tenant,
                 f.e164 or f"subscriber {f.username}",
-                f.condition,
+                when(f.condition, f.away),
                 f.callers,
                 forwards.destination_label(f.dest_kind, f.dest_value),
                 f"{f.ring_timeout} s" if f.ring_timeout else "-",
@@ -70,6 +70,13 @@ def forward_list(connection: Connection, args: argparse.Namespace) -> None:
             for f in rows
         ],
     )
+
+
+def when(condition: str, away: bool | None) -> str:
+    """A forward's condition; a not-present one says whether it is in force."""
+    if condition != "not-present":
+        return condition
+    return "not-present (away now)" if away else "not-present (present now)"
 
 
 def forward_add(connection: Connection, args: argparse.Namespace) -> None:

@@ -34,8 +34,22 @@ def register(groups: Groups) -> None:
     change.add_argument("--tenant", required=True)
     change.add_argument(
         "--caller-id",
-        required=True,
         help="which of its numbers its calls to the carriers show ('' : the first given)",
+    )
+    presence = change.add_mutually_exclusive_group()
+    presence.add_argument(
+        "--away",
+        dest="away",
+        action="store_const",
+        const=True,
+        help="not present: its not-present forwards apply (as *78 from the phone)",
+    )
+    presence.add_argument(
+        "--present",
+        dest="away",
+        action="store_const",
+        const=False,
+        help="present again: it rings as usual (as *79)",
     )
     change.set_defaults(handler=in_transaction(subscriber_set))
     remove = actions.add_parser("delete", help="delete a subscriber and its forwards")
@@ -57,20 +71,34 @@ def subscriber_list(connection: Connection, args: argparse.Namespace) -> None:
 
     asserted = subscribers.caller_ids(connection, args.tenant)
     table(
-        ("TENANT", "USERNAME", "EXTENSION", "NAME", "CALLER ID"),
+        ("TENANT", "USERNAME", "EXTENSION", "NAME", "CALLER ID", "PRESENCE"),
         [
-            (s.tenant, s.username, s.extension or "-", s.display_name, asserted.get(s.id, "-"))
+            (
+                s.tenant,
+                s.username,
+                s.extension or "-",
+                s.display_name,
+                asserted.get(s.id, "-"),
+                "away" if s.away else "present",
+            )
             for s in subscribers.listing(connection, args.tenant)
         ],
     )
 
 
 def subscriber_set(connection: Connection, args: argparse.Namespace) -> None:
+    from divert.errors import DivertError
     from divert.portal import subscribers
 
-    chosen = subscribers.set_caller_id(connection, args.tenant, args.username, args.caller_id)
-    shown = chosen or "the number it was given first"
-    print(f"subscriber {args.username}: calls to the carriers show {shown}")
+    if args.caller_id is None and args.away is None:
+        raise DivertError("nothing to change: give --caller-id, --away or --present")
+    if args.caller_id is not None:
+        chosen = subscribers.set_caller_id(connection, args.tenant, args.username, args.caller_id)
+        shown = chosen or "the number it was given first"
+        print(f"subscriber {args.username}: calls to the carriers show {shown}")
+    if args.away is not None:
+        subscribers.set_presence(connection, args.tenant, args.username, args.away)
+        print(f"subscriber {args.username}: {'away' if args.away else 'present'}")
 
 
 def subscriber_delete(connection: Connection, args: argparse.Namespace) -> None:

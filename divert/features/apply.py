@@ -65,6 +65,10 @@ def carry_out(
     if code.action in ("next-mode", "toggle-mode"):
         moment = time.time() if now is None else now
         return change_mode(connection, row.tenant_id, code.action, moment, chosen)
+    if code.action in ("away", "present"):
+        away = code.action == "away"
+        connection.execute(update(subscribers).where(subscribers.c.id == row.id).values(away=away))
+        return presence_answer(away)
     owned = forwards.c.subscriber_id == row.id
     if code.action == "cancel-all":
         connection.execute(delete(forwards).where(owned))
@@ -79,6 +83,11 @@ def carry_out(
     except DivertError as error:
         raise Refused(str(error)) from None
     return Answer(ACTIVATED, f"Forwarding Activated ({code.condition}) to {label}")
+
+
+def presence_answer(away: bool) -> Answer:
+    """*78 / *79: what the phone is told."""
+    return Answer(ACTIVATED, "Away" if away else "Present")
 
 
 def change_mode(

@@ -24,6 +24,7 @@ from divert.features.apply import (
     Answer,
     ModeChange,
     mode_change,
+    presence_answer,
 )
 from divert.features.overlay import with_code
 from divert.kemi.core.keys import subscriber_key
@@ -114,6 +115,10 @@ class LocalNode:
         mine = self._owned(aor)
         if key not in {table.key for table in mine}:
             raise NotOnNode(f"{aor} has no table {key} in the store")
+        if code.action in ("away", "present"):
+            away = code.action == "away"
+            tables = tuple(replace(table, away=away) for table in mine)
+            return Effect(presence_answer(away), aor, tables)
         destination, label = None, ""
         if code.action == "set":
             try:

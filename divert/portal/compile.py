@@ -81,7 +81,7 @@ class Owner(NamedTuple):
     `mailbox` is the voicemail box of the number's own forwards (None: the
     number itself); `shared` are rules every number of the owner gets after
     its own (a subscriber's forwards); `tail` come last (a trunk's emergency
-    number).
+    number); `away`: a subscriber who is not present (seed 004).
     """
 
     endpoint_kind: str
@@ -89,6 +89,7 @@ class Owner(NamedTuple):
     mailbox: str | None
     shared: tuple[RuleTuple, ...]
     tail: tuple[RuleTuple, ...]
+    away: bool = False
 
 
 def trunk_owner(trunk: Any, policy: DestinationPolicy, problems: list[Problem]) -> Owner:
@@ -111,7 +112,7 @@ def subscriber_owner(
 ) -> Owner:
     aor = f"{subscriber.username}@{tenant.domain}"
     shared = forward_rules(forwards_of_subscriber, tenant, aor, policy, problems)
-    return Owner(EndpointKind.SUBSCRIBER.value, aor, aor, tuple(shared), ())
+    return Owner(EndpointKind.SUBSCRIBER.value, aor, aor, tuple(shared), (), bool(subscriber.away))
 
 
 class Compiled(NamedTuple):
@@ -121,6 +122,7 @@ class Compiled(NamedTuple):
     endpoint_kind: str
     endpoint_ref: str
     rules: tuple[RuleTuple, ...]
+    away: bool = False
 
     def encode(self) -> bytes:
         return encode_parts(
@@ -131,6 +133,7 @@ class Compiled(NamedTuple):
             self.endpoint_ref,
             None,
             self.rules,
+            self.away,
         )
 
     def table(self) -> ForwardTable:
@@ -164,6 +167,7 @@ def number_table(
         owner.endpoint_kind,
         owner.endpoint_ref,
         (*rules, *owner.shared, *owner.tail),
+        owner.away,
     )
 
 
@@ -179,6 +183,7 @@ def subscriber_table(
         owner.endpoint_kind,
         owner.endpoint_ref,
         owner.shared,
+        owner.away,
     )
 
 

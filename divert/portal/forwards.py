@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, Connection, delete, func, insert, or_, sel
 from divert.errors import DivertError
 from divert.kemi.core.decide import Lookup
 from divert.kemi.core.keys import subscriber_key
+from divert.kemi.core.model import Condition
 from divert.loops import find_loop, loop_refusal
 from divert.numbering import normalise
 from divert.portal import find, schedules
@@ -139,6 +140,15 @@ def add(
     if callers not in CALLER_SCOPES:
         raise DivertError(f"--callers must be one of {', '.join(CALLER_SCOPES)}")
     _check_timeout(condition, ring_timeout)
+    if condition == Condition.NOT_PRESENT and owner.number_id is not None:
+        trunk_id = connection.scalar(
+            select(numbers.c.trunk_id).where(numbers.c.id == owner.number_id)
+        )
+        if trunk_id is not None:
+            raise DivertError(
+                "--when not-present applies to subscribers' numbers: this number is "
+                "answered by a PBX trunk, which has no presence"
+            )
     kind, value = parse_destination(connection, owner.tenant, destination)
     position = connection.scalar(
         select(func.coalesce(func.max(forwards.c.position) + 1, 0)).where(
@@ -189,16 +199,19 @@ def listing(
 ) -> Sequence[find.AnyRow]:
     """Every active forward (enabled, not expired), by tenant and owner."""
     moment = now or datetime.now(UTC)
+    answering = subscribers.alias("answering")  # the subscriber who owns a forward's number
     query = (
         select(
             forwards,
             tenants.c.name.label("tenant"),
             numbers.c.e164,
             subscribers.c.username,
+            func.coalesce(subscribers.c.away, answering.c.away).label("away"),
         )
         .join(tenants, tenants.c.id == forwards.c.tenant_id)
         .outerjoin(numbers, numbers.c.id == forwards.c.number_id)
         .outerjoin(subscribers, subscribers.c.id == forwards.c.subscriber_id)
+        .outerjoin(answering, answering.c.id == numbers.c.subscriber_id)
         .where(
             forwards.c.enabled.is_(True),
             or_(forwards.c.expires_at.is_(None), forwards.c.expires_at > moment),

@@ -93,6 +93,13 @@ def set_caller_id(connection: Connection, tenant_name: str, username: str, raw: 
     return chosen
 
 
+def set_presence(connection: Connection, tenant_name: str, username: str, away: bool) -> None:
+    """Seed 004's "not present": while away, the subscriber's not-present
+    forwards apply before its phones ring."""
+    row = find.subscriber(connection, find.tenant(connection, tenant_name), username)
+    connection.execute(update(subscribers).where(subscribers.c.id == row.id).values(away=away))
+
+
 def caller_id(chosen: str | None, owned: Sequence[str]) -> str | None:
     """The number a subscriber's calls to the carriers assert: the operator's
     choice while the subscriber owns it, else the number it was given first

@@ -3,7 +3,7 @@
 No KSR, no I/O, no clock: see `decide` for the precedence table.
 """
 
-from divert.kemi.core.decide import DEFAULT_LIMITS, PRECEDENCE, Limits, Lookup, decide
+from divert.kemi.core.decide import DEFAULT_LIMITS, PRECEDENCE, Limits, Lookup, decide, redirect
 from divert.kemi.core.model import (
     Call,
     CallState,
@@ -45,4 +45,5 @@ __all__ = [
     "Rule",
     "Scope",
     "decide",
+    "redirect",
 ]

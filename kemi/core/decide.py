@@ -15,9 +15,15 @@ Precedence (the data below is this table; tests walk every row):
 =====================  ==================  ==============================
 event at the target    rules considered    when no rule applies
 =====================  ==================  ==============================
-arrival (new call or   ``always``          ring the target's endpoint,
-forwarded to it)                           ring timer from its first
-                                           usable ``no-answer`` rule
+arrival (new call or   ``always``, then    ring the target's endpoint,
+forwarded to it)       ``not-present``     ring timer from its first
+                       while the key's     usable ``no-answer`` rule
+                       subscriber is away
+redirect (3xx from     the redirect's      403 Redirect Refused (the
+the phone or PBX:      Contacts, in q      destination policy), 482 (all
+seed 004's "from the   order: the first    in the history), 480 (bound),
+phone")                usable one          else 480 Redirect Without A
+                                           Usable Contact
 busy (486/600/603)     ``busy``            back up, else 486 Busy Here
 no answer (ring timer) ``no-answer``       back up, else 480 No Answer
 not registered /       ``not-registered``  back up, else 480 Temporarily
@@ -36,7 +42,16 @@ the first usable rule wins.  A ``reject`` rule ends the call with its code.
 
 *Back up*: when the target reached by a forward fails and has no rule of its
 own for the outcome, the forward's owner tries its next rule of the same
-condition (its ordered alternatives), and so on up the chain.
+condition (its ordered alternatives), and so on up the chain.  A target the
+phone redirected to that fails counts as the phone's own failure: its
+owner's rules for that outcome apply (a 302 to a busy number takes the
+owner's busy forward).
+
+A redirect is the phone's own forward: it needs no rule, and it wins over
+every rule of the owner but the ``always`` and ``not-present`` ones already
+passed on arrival.  Its Contacts are checked like forwards (the history,
+the bound) and, because the phone chose them, against the destination
+policy too (`refusal`), since nobody checked them when they were saved.
 
 If ``always`` rules applied on arrival but none was usable, the call ends
 with 482 Loop Detected (history) or 480 Too Many Diversions (bound): that is
@@ -80,6 +95,8 @@ PRECEDENCE: dict[Outcome, tuple[Condition, Reply]] = {
 """Failure outcome -> (condition whose rules apply, reply when none does)."""
 
 ARRIVAL_CONDITION = Condition.ALWAYS
+ARRIVAL_CONDITIONS = (Condition.ALWAYS, Condition.NOT_PRESENT)
+"""On arrival at a key whose subscriber is away; at others `always` only."""
 
 REASON_PHRASES: dict[int, str] = {
     403: "Forbidden",
@@ -111,6 +128,7 @@ DEFAULT_LIMITS = Limits()
 
 _LOOP = "loop"
 _BOUND = "bound"
+NO_CONTACT_REPLY = Reply(480, "Redirect Without A Usable Contact")
 
 
 def decide(
@@ -131,6 +149,44 @@ def decide(
             return limits.unknown_reply
         return _arrive(table, state.current, call, state, lookup, limits, None)
     return _after_failure(call, state, outcome, lookup, limits)
+
+
+def redirect(
+    call: Call,
+    state: CallState,
+    targets: tuple[str, ...],
+    lookup: Lookup,
+    refusal: Callable[[str], str | None],
+    limits: Limits = DEFAULT_LIMITS,
+) -> Decision:
+    """The endpoint of `state.current` answered 3xx naming `targets` (keys, in
+    q order): follow the first that may be followed.  `refusal(number)` says
+    why the destination policy refuses a number divert does not own (None:
+    allowed)."""
+    table = lookup(state.current)
+    identity = table.identity if table is not None else state.current
+    refused: Reply | None = None
+    looped = False
+    for target in targets:
+        if state.prior + len(state.path) >= limits.max_diversions:
+            return limits.bound_reply
+        if target in state.visited:
+            looped = True
+            continue
+        found = lookup(target)
+        if found is None:
+            why = refusal(target)
+            if why is not None:
+                refused = refused or Reply(
+                    403, f"Redirect Refused: forwarding to {target} is not allowed: {why}"
+                )
+                continue
+        hop = Hop(state.current, identity, Condition.REDIRECT, 0, target)
+        onward = CallState(target, (*state.path, hop), state.visited | {target}, state.prior)
+        return _arrive(found, target, call, onward, lookup, limits, None)
+    if refused is not None:
+        return refused
+    return limits.loop_reply if looped else NO_CONTACT_REPLY
 
 
 def reply_for_code(code: int) -> Reply:
@@ -157,11 +213,12 @@ def _arrive(
     forward, or ring it."""
     if table is None:
         return _relay(key, Endpoint(EndpointKind.EXTERNAL, key), None, state, via)
-    decision, blocked = _follow(table, ARRIVAL_CONDITION, 0, call, state, lookup, limits)
-    if decision is not None:
-        return decision
-    if blocked is not None:
-        return _blocked_reply(blocked, limits)
+    for condition in ARRIVAL_CONDITIONS if table.away else (ARRIVAL_CONDITION,):
+        decision, blocked = _follow(table, condition, 0, call, state, lookup, limits)
+        if decision is not None:
+            return decision
+        if blocked is not None:
+            return _blocked_reply(blocked, limits)
     return _relay(key, table.endpoint, _ring_timeout(table, call, state, limits), state, via)
 
 
@@ -183,7 +240,12 @@ def _after_failure(
         if owner is None:
             continue
         back = CallState(hop.owner, path, state.visited, state.prior)
-        decision, _ = _follow(owner, hop.condition, hop.rule_index + 1, call, back, lookup, limits)
+        if hop.condition is Condition.REDIRECT:  # the phone's own forward failed
+            decision, _ = _follow(owner, condition, 0, call, back, lookup, limits)
+        else:
+            decision, _ = _follow(
+                owner, hop.condition, hop.rule_index + 1, call, back, lookup, limits
+            )
         if decision is not None:
             return decision
     return no_rule_reply

@@ -18,13 +18,21 @@ from enum import StrEnum
 
 
 class Condition(StrEnum):
-    """When a forward applies (the portal's `forwards.condition`)."""
+    """When a forward applies (the portal's `forwards.condition`), and
+    `REDIRECT`: a diversion the called phone or PBX made itself (a 3xx),
+    which no forward of the portal has (see `FORWARD_CONDITIONS`)."""
 
     ALWAYS = "always"
+    NOT_PRESENT = "not-present"
     BUSY = "busy"
     NO_ANSWER = "no-answer"
     NOT_REGISTERED = "not-registered"
     TRUNK_DOWN = "trunk-down"
+    REDIRECT = "redirect"
+
+
+FORWARD_CONDITIONS = tuple(c for c in Condition if c is not Condition.REDIRECT)
+"""The conditions a forward of the portal may have."""
 
 
 class Outcome(StrEnum):
@@ -126,7 +134,8 @@ class ForwardTable:
     `identity` is what Diversion/History-Info name as the diverting party
     (the E.164 number, or the extension for subscriber-only keys).  `rules`
     are ordered by the portal's order within each condition; `decide()` only
-    relies on that relative order.
+    relies on that relative order.  `away`: the subscriber who answers the
+    key is not present (its ``not-present`` rules apply on arrival).
     """
 
     key: str
@@ -135,6 +144,7 @@ class ForwardTable:
     endpoint: Endpoint
     rules: tuple[Rule, ...] = ()
     ring_timeout: int | None = None
+    away: bool = False
     by_condition: dict[tuple[Condition, bool], tuple[Rule, ...]] = field(
         init=False, repr=False, compare=False
     )

@@ -154,6 +154,7 @@ def encode_table(table: ForwardTable) -> bytes:
         table.endpoint.ref,
         table.ring_timeout,
         tuple(rule_tuple(r) for r in table.rules),
+        table.away,
     )
 
 
@@ -165,8 +166,11 @@ def encode_parts(
     endpoint_ref: str,
     ring_timeout: int | None,
     rules: tuple[RuleTuple, ...],
+    away: bool = False,
 ) -> bytes:
-    """Encode a table from plain values (the bulk sync path builds no objects)."""
+    """Encode a table from plain values (the bulk sync path builds no objects).
+    `away` is appended only when set: a present subscriber's table is the
+    same bytes as before presence existed."""
     parts: TableTuple = (
         FORMAT,
         key,
@@ -177,7 +181,7 @@ def encode_parts(
         ring_timeout,
         rules,
     )
-    return marshal.dumps(parts, MARSHAL_VERSION)
+    return marshal.dumps((*parts, True) if away else parts, MARSHAL_VERSION)
 
 
 # Enum members by value, looked up directly: EnumMeta.__call__ costs ~1 us.
@@ -192,7 +196,7 @@ def decode_table(data: bytes) -> ForwardTable:
     parts: Any = marshal.loads(data)
     if parts[0] != FORMAT:
         raise ValueError(f"forward table format {parts[0]} is not {FORMAT}; resync the store")
-    _, key, tenant, identity, endpoint_kind, endpoint_ref, ring_timeout, rules = parts
+    _, key, tenant, identity, endpoint_kind, endpoint_ref, ring_timeout, rules, *away = parts
     return ForwardTable(
         key,
         tenant,
@@ -211,6 +215,7 @@ def decode_table(data: bytes) -> ForwardTable:
             for r in rules
         ),
         ring_timeout,
+        bool(away),
     )
 
 

@@ -289,9 +289,11 @@ def callee(
     calls: int = 1,
     timeout: int = 60,
     behind_nat: str = "",
+    contact: str = "",
 ) -> Peer:
     """A called party; `behind_nat` names the address its Contact gives
-    instead of the one it answers from."""
+    instead of the one it answers from; `contact` replaces its Contact
+    header's value (a 3xx's targets: ``reply`` with code 302)."""
     host, port = address.split(":")
     body = (
         UAS_BODIES[behaviour].format(code=code, reason=reason)
@@ -300,6 +302,8 @@ def callee(
     )
     if behind_nat:
         body = body.replace("[local_ip]:[local_port]>", f"{behind_nat}>")
+    if contact:
+        body = body.replace("Contact: <sip:callee@[local_ip]:[local_port]>", f"Contact: {contact}")
     scenario = (SCENARIOS / "uas.xml").read_text().replace("{body}", body)
     # Dispatcher OPTIONS probes, answered by -aa, count as calls too: the
     # budget is generous and the test stops the peer by PID when done.
