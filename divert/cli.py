@@ -18,12 +18,29 @@ from divert.commands import register_all
 from divert.commands.context import Context, first_line
 from divert.errors import DivertError, PortalUnavailable
 
+PORTAL_HELP = "portal database URL (default: $DIVERT_PORTAL or sqlite:///var/portal.db)"
+
 
 class Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line and exit 2."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"divert: {message} (see '{self.prog} --help')\n")
+
+
+class DefaultsShown(argparse.HelpFormatter):
+    """Help that names each option's default, when it has a useful one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default in (None, False, [], argparse.SUPPRESS)
+            or action.option_strings == []
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the parsed command's handler; the portal's errors become one line."""
     from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-    context = Context(args.portal)
+    context = Context(args.portal, create=getattr(args, "creates_portal", False))
     try:
         code: int | None = args.handler(context, args)
         return code or 0
@@ -72,12 +89,39 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="divert", description="Call diversion for carrier SIP networks.")
-    parser.add_argument(
-        "--portal", help="portal database URL (default: $DIVERT_PORTAL or sqlite:///var/portal.db)"
+    parser = Parser(
+        prog="divert",
+        description="Call diversion for carrier SIP networks.",
+        formatter_class=DefaultsShown,
     )
+    parser.add_argument("--portal", help=PORTAL_HELP)
+    parser.add_argument("--version", action="version", version=f"divert {_version()}")
     register_all(parser.add_subparsers(title="commands", metavar="COMMAND"))
+    for command in _subparsers(parser):
+        command.formatter_class = DefaultsShown
+        # after the command too (`divert run --portal URL`): SUPPRESS keeps
+        # the value given before it when none is given here
+        command.add_argument("--portal", default=argparse.SUPPRESS, help=PORTAL_HELP)
     return parser
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every command and subcommand parser under `parser`."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                found += [command, *_subparsers(command)]
+    return found
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("divert")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 if __name__ == "__main__":

@@ -51,11 +51,13 @@ KEEPALIVES = {
 }
 
 
-def open_portal(url: str, limit: int | None = None) -> Engine:
+def open_portal(url: str, limit: int | None = None, create: bool = True) -> Engine:
     """An engine for `url`.  `limit` (seconds) bounds how long one connect or
     one statement may wait, for callers that answer someone meanwhile (a
     feature code in Kamailio's async workers): PostgreSQL's connect and
-    statement timeouts, SQLite's busy timeout."""
+    statement timeouts, SQLite's busy timeout.  Without `create`, a SQLite
+    portal file that does not exist is an OperationalError on connect
+    (like an unreachable server), never an empty file made by mistake."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -64,8 +66,13 @@ def open_portal(url: str, limit: int | None = None) -> Engine:
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in ("postgresql", "sqlite"):
         raise DivertError(f"portal URL {url!r}: only postgresql:// and sqlite:// are supported")
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    sqlite_file = (
+        parsed.database
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+        else None
+    )
+    if sqlite_file is not None and create:
+        Path(sqlite_file).parent.mkdir(parents=True, exist_ok=True)
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql":
         # an unreachable portal must fail in seconds, not after TCP's two
@@ -73,12 +80,23 @@ def open_portal(url: str, limit: int | None = None) -> Engine:
         connect_args = {"connect_timeout": limit or CONNECT_TIMEOUT, **KEEPALIVES}
         if limit is not None:
             connect_args["options"] = f"-c statement_timeout={limit * 1000}"
+            # a peer that vanished mid-commit: the kernel gives up in `limit` s
+            connect_args["tcp_user_timeout"] = limit * 1000
         connect_args = {k: v for k, v in connect_args.items() if k not in parsed.query}
     engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         busy_ms = (limit or 5) * 1000
         event.listen(engine, "connect", lambda connection, _: _sqlite_pragmas(connection, busy_ms))
+        if sqlite_file is not None and not create:
+            event.listen(engine, "do_connect", lambda *_: _must_exist(sqlite_file))
     return engine
+
+
+def _must_exist(path: str) -> None:
+    if not Path(path).is_file():
+        raise sqlite3.OperationalError(
+            f"no portal file {path}; make it with 'divert --portal sqlite:///{path} db upgrade'"
+        )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, busy_ms: int) -> None:

@@ -5,7 +5,9 @@ every call round in circles until the diversion bound stops it: nobody ever
 rings.  Such a chain is refused at save time, across tenants (through E.164
 numbers) and through extensions.  Conditional forwards that point at each
 other (A busy -> B, B busy -> A: colleagues covering for each other) are
-legitimate; the call's history stops them at call time.
+legitimate; the call's history stops them at call time.  ``not-present``
+forwards act on arrival too (whenever the subscriber is away, which can
+change from the phone at any moment), so they count as unconditional here.
 
 Two unconditional forwards only form a loop if they can be in force for the
 same call: same kind of caller, overlapping time modes.  Expiry dates are
@@ -49,7 +51,11 @@ def _cycle_from(lookup: Lookup, start: str, internal: bool, now: float) -> tuple
         table = lookup(key)
         if table is None:
             continue
-        for rule in table.candidates(Condition.ALWAYS, internal):
+        arrival = (
+            *table.candidates(Condition.ALWAYS, internal),
+            *table.candidates(Condition.NOT_PRESENT, internal),
+        )
+        for rule in arrival:
             if rule.expires_at is not None and now >= rule.expires_at:
                 continue
             if rule.destination.kind is DestKind.REJECT:

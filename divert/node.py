@@ -27,6 +27,7 @@ messages per source.
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import logging
 import os
 import select
@@ -100,17 +101,28 @@ def kamailio_binary() -> str:
     return found
 
 
-def check_listen(listen: str) -> tuple[str, int]:
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``IPv4:PORT`` as Kamailio's ``listen`` takes it (a literal address: no
+    name to resolve), or a one-line DivertError."""
     host, _, port = listen.rpartition(":")
     try:
-        address = (host, int(port))
+        ipaddress.IPv4Address(host)
+        number = int(port)
+    except ValueError:
+        raise DivertError(f"--listen {listen!r} must be IPv4:PORT, e.g. 127.0.0.1:5060") from None
+    if not 0 < number < 65536:
+        raise DivertError(f"--listen {listen!r}: the port must be 1-65535")
+    return host, number
+
+
+def check_listen(listen: str) -> tuple[str, int]:
+    address = parse_listen(listen)
+    try:
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             probe.bind(address)
         finally:
             probe.close()
-    except ValueError:
-        raise DivertError(f"--listen {listen!r} must be IPv4:PORT, e.g. 127.0.0.1:5060") from None
     except OSError as error:
         raise DivertError(
             f"cannot listen on {listen}: {error.strerror}; is another node running?"

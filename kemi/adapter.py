@@ -583,7 +583,8 @@ class Router:
         if self._make_codes is None:
             KSR.sl.sl_send_reply(404, "No Feature Codes Here")
             return
-        KSR.tm.t_newtran()
+        if KSR.tm.t_newtran() <= 0:
+            return  # another worker has the transaction (a retransmission raced us)
         KSR.tm.t_set_fr(FEATURE_TIMER_MS, FEATURE_TIMER_MS)
         if KSR.tmx.t_suspend() < 0:
             KSR.tm.t_reply(500, "Server Internal Error")
@@ -591,7 +592,8 @@ class Router:
         index, label = KSR.pv.get("$T(id_index)"), KSR.pv.get("$T(id_label)")
         task = f"{index} {label} {subscriber.aor} {dialled}"
         if getattr(KSR, "async").task_data("ksr_feature_code", task) < 0:
-            KSR.tm.t_reply(500, "Server Internal Error")
+            KSR.err("divert: async workers busy: feature code answered 503\n")
+            KSR.tm.t_reply(503, "Service Unavailable")
 
     def _mode(self, tenant: str, now: float) -> str | None:
         record = self.reader.tenant(tenant)
@@ -645,18 +647,24 @@ class Router:
     def _failure(self) -> None:
         if KSR.tm.t_is_canceled() > 0:
             return  # the caller hung up: tm answers 487, nothing else rings
+        code = KSR.tm.t_get_status_code()
         carried = KSR.pv.get(CALL_AVP)
         if not carried:
+            self._no_redirect_upstream(code)
             return
         try:
             # the call keeps the mode it started in
             kind, call, state = decode_leg(str(carried), time.time())
         except StateFormatError as error:
             KSR.err(f"divert: {error}\n")
+            self._no_redirect_upstream(code)
             return
-        code = KSR.tm.t_get_status_code()
         if 300 <= code < 400:
-            self._redirected(call, state, code)
+            if kind in (EndpointKind.SUBSCRIBER, EndpointKind.TRUNK):
+                self._redirected(call, state, code)
+            else:  # a carrier's or voicemail's: not a forward set by one of ours
+                KSR.notice(f"divert: {state.current} answered {code}: not followed\n")
+                self._final(480, "Temporarily Unavailable")
             return
         no_reply = KSR.tm.t_branch_replied() < 0
         outcome = outcome_of(code, KSR.tm.t_branch_timeout() > 0, no_reply, kind)
@@ -672,6 +680,12 @@ class Router:
         if outcome is None:
             return  # a final answer of its own (404, 403, ...): the caller gets it
         self._carry_out(decide(call, state, outcome, self.reader.table, self.limits), call)
+
+    def _no_redirect_upstream(self, code: int) -> None:
+        """A 3xx is never relayed to the caller, even on a path that cannot
+        follow it."""
+        if 300 <= code < 400:
+            self._final(480, "Temporarily Unavailable")
 
     def _redirected(self, call: Call, state: CallState, code: int) -> None:
         """The phone or PBX answered 3xx (seed 004's forward set on the phone):

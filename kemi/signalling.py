@@ -35,7 +35,7 @@ DIVERSION_REASONS = {
 
 HISTORY_CAUSES = {
     Condition.ALWAYS: 302,
-    Condition.NOT_PRESENT: 480,  # no RFC 4458 cause says "away": not available now
+    Condition.NOT_PRESENT: 404,  # RFC 6044 maps "away" to 404 (unknown/not available)
     Condition.REDIRECT: 302,
     Condition.BUSY: 486,
     Condition.NO_ANSWER: 408,
@@ -101,6 +101,8 @@ def diversion_headers(
 
 MAX_REDIRECT_CONTACTS = 3
 """A redirect's Contacts followed at most: a phone names one, a PBX a few."""
+CONTACTS_READ = 16
+"""Contact values read at most, in the order the reply lists them."""
 _CONTACT_HEADER = re.compile(r"(?im)^(?:contact|m)[ \t]*:[ \t]*(.*)$")
 _Q = re.compile(r";\s*q\s*=\s*([0-9.]+)", re.IGNORECASE)
 _VISUAL = str.maketrans("", "", "-.() ")
@@ -108,16 +110,23 @@ _VISUAL = str.maketrans("", "", "-.() ")
 
 def redirect_targets(message: str) -> tuple[str, ...]:
     """The numbers (E.164 keys) a 3xx reply's Contacts name, best q first
-    (ties in the reply's order), at most `MAX_REDIRECT_CONTACTS`.  Only
+    (ties in the reply's order), at most `MAX_REDIRECT_CONTACTS` of the first
+    `CONTACTS_READ` values.  Only
     numbers in international form count: ``sip:+39...@host``,
     ``sip:0039...@host`` or ``tel:+39...``; other Contacts are dropped (a
     national number cannot be read without the tenant's numbering plan)."""
     head = message.split("\r\n\r\n", 1)[0].replace("\r\n ", " ").replace("\r\n\t", " ")
     found: list[tuple[float, int, str]] = []
+    seen: set[str] = set()
+    read = 0
     for header in _CONTACT_HEADER.findall(head):
         for contact in _split_contacts(header):
+            read += 1
+            if read > CONTACTS_READ:  # a hostile far end's thousands: not our CPU
+                break
             number = _contact_number(contact)
-            if number is not None and number not in (n for _, _, n in found):
+            if number is not None and number not in seen:
+                seen.add(number)
                 found.append((-_q_of(contact), len(found), number))
     return tuple(number for _, _, number in sorted(found)[:MAX_REDIRECT_CONTACTS])
 

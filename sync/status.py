@@ -46,7 +46,7 @@ def read_status(state_dir: Path, portal_url: str | None) -> Status:
     waiting, lag, error = None, None, None
     position = meta.get(META_POSITION)
     if portal_url and position:
-        engine = open_portal(portal_url)
+        engine = open_portal(portal_url, create=False)
         try:
             with engine.connect() as connection:
                 waiting, lag = pending(connection, position)

@@ -1,5 +1,6 @@
-"""Waking this node's sync worker from another process (the feature server
-after a change), so the change routes without waiting for the next poll.
+"""Waking this node's sync worker from another process (an async worker
+after a feature code), so the change routes without waiting for the next
+poll.
 
 A datagram to a Unix socket in the state folder: harmless when no worker
 listens, and unlike a signal it can never kill a process that is still

@@ -111,7 +111,7 @@ class SyncWorker:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = open_portal(self.config.portal_url)
+            self._engine = open_portal(self.config.portal_url, create=False)
         return self._engine
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -524,6 +525,7 @@ def test_unreachable_portal_is_exit_1_with_what_to_do(capsys: pytest.CaptureFixt
 
 
 def test_unmigrated_portal_says_to_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    sqlite3.connect(tmp_path / "empty.db").close()  # a file, but no schema
     code = main(["--portal", f"sqlite:///{tmp_path / 'empty.db'}", "forward", "list"])
     err = capsys.readouterr().err
     assert code == 1
@@ -708,3 +710,45 @@ def test_a_portal_url_that_is_no_database_url_is_one_line_for_every_command(
     code = main(["--portal", "notaurl", *command])
     err = capsys.readouterr().err
     assert code == 2 and err == "divert: portal URL 'notaurl' is not a database URL\n"
+
+
+def test_every_option_of_every_command_has_help_text():
+    from divert.cli import _subparsers, build_parser
+
+    parser = build_parser()
+    missing = [
+        f"{command.prog} {action.option_strings[-1]}"
+        for command in [parser, *_subparsers(parser)]
+        for action in command._actions
+        if action.option_strings and not action.help
+    ]
+    assert missing == []
+
+
+def test_portal_is_taken_before_or_after_the_command(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    assert main(["db", "upgrade", "--portal", url]) == 0
+    assert main(["tenant", "add", "acme", "--region", "IT", "--portal", url]) == 0
+    assert main(["--portal", url, "tenant", "list"]) == 0
+    assert main(["--portal", "sqlite:////nonexistent/x.db", "tenant", "list", "--portal", url]) == 0
+
+
+def test_a_missing_sqlite_portal_is_one_line_and_never_made(tmp_path: Path, capsys):
+    url = f"sqlite:///{tmp_path / 'none' / 'p.db'}"
+    assert main(["--portal", url, "tenant", "list"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no portal file" in err and "db upgrade" in err
+    assert not (tmp_path / "none").exists()
+
+
+def test_version_and_bad_listen_are_one_line(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("divert ")
+    for listen, said in [
+        ("127.0.0.1:99999", "the port must be 1-65535"),
+        ("localhost:5060", "must be IPv4:PORT"),
+        ("127.0.0.1", "must be IPv4:PORT"),
+    ]:
+        assert main(["run", "--listen", listen]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and said in err, err

@@ -475,3 +475,12 @@ def test_redirects_stop_at_the_diversion_bound():
 def test_a_redirect_without_contacts_ends_the_call():
     store = tables(table(A))
     assert redirected(store, start(store), ()) == Reply(480, "Redirect Without A Usable Contact")
+
+
+def test_an_unreachable_redirect_target_does_not_take_the_owners_emergency_forward():
+    store = tables(table(A, rule(Condition.TRUNK_DOWN, C), rule(Condition.BUSY, D)), table(C))
+    to_mobile = redirected(store, start(store), (MOBILE,))
+    assert step(store, to_mobile, Outcome.TRUNK_DOWN) == Reply(503, "Service Unavailable")
+    assert step(store, to_mobile, Outcome.NOT_REGISTERED) == Reply(480, "Temporarily Unavailable")
+    relay = step(store, to_mobile, Outcome.BUSY)
+    assert isinstance(relay, Relay) and relay.target == D

@@ -106,6 +106,7 @@ def test_codes_dialled_while_the_portal_is_down_are_delivered_in_order(pg_url: s
             deliver(codes.queue, codes.engine)  # still down: nothing lost
         assert codes.queue.count() == 3
         portal_reachable(pg_url, True)
+        codes._portal_rests_until = 0.0  # as PORTAL_REST seconds after the failure
         # the next code first delivers the queue, then is carried out itself
         after = codes.begin("alice@acme", f"*52{TARGET}")
         assert after.commit().reason == f"Forwarding Activated (not-registered) to {TARGET}"
@@ -192,3 +193,51 @@ def test_star_78_and_star_79_set_the_subscribers_presence(codes: FeatureCodes, p
     assert away()
     assert codes.begin("alice@acme", "*79").commit().reason == "Present"
     assert not away()
+
+
+def test_a_code_the_portal_errs_on_is_set_aside_and_the_rest_delivered(
+    codes: FeatureCodes, portal_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    from sqlalchemy.exc import ProgrammingError
+
+    from divert.features import delivery
+
+    codes.queue.add("alice@acme", "*78", 1.0, None)
+    codes.queue.add("alice@acme", f"*72{TARGET}", 2.0, None)
+    real = delivery._deliver
+
+    def poisoned(row, engine):  # type: ignore[no-untyped-def]
+        if row.dialled == "*78":
+            raise ProgrammingError("UPDATE subscribers", {}, Exception("column away missing"))
+        return real(row, engine)
+
+    monkeypatch.setattr(delivery, "_deliver", poisoned)
+    assert deliver(codes.queue, codes.engine) is True
+    assert forwards_of_alice(portal_url) == [("always", TARGET)]
+    failed = codes.queue.db.execute("SELECT dialled, reason FROM failed").fetchall()
+    assert [(d, r.split(":")[0]) for d, r in failed] == [("*78", "ProgrammingError")]
+
+
+def test_a_queue_commit_that_fails_leaves_no_transaction_open(codes: FeatureCodes):
+    import sqlite3
+
+    real = codes.queue.db
+
+    class FullDisk:
+        """The queue's connection, whose COMMIT fails as on a full disk."""
+
+        in_transaction = property(lambda self: real.in_transaction)
+
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            if sql == "COMMIT":
+                raise sqlite3.OperationalError("database or disk is full")
+            return real.execute(sql, *args)
+
+    codes.queue.hold("alice@acme", "*73", 1.0, None)
+    codes.queue.db = FullDisk()  # type: ignore[assignment]
+    with pytest.raises(sqlite3.OperationalError):
+        codes.queue.commit()
+    assert not real.in_transaction  # rolled back: the next code can be queued
+    codes.queue.db = real
+    codes.queue.add("alice@acme", "*73", 2.0, None)
+    assert [row.received_at for row in codes.queue.pending()] == [2.0]

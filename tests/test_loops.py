@@ -57,3 +57,8 @@ def test_reject_and_scope_are_taken_into_account():
         table(B, rule("always", A, kind=DestKind.NUMBER)),
     )
     assert find_loop(store.get, [A], now=0.0) == ((A, B, A), True)
+
+
+def test_a_not_present_forward_closes_a_loop_whether_or_not_its_owner_is_away():
+    store = tables(table(A, rule("not-present", B)), table(B, rule("always", A)))
+    assert find_loop(store.get, [A], 0.0) == ((A, B, A), False)

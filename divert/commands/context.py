@@ -27,17 +27,18 @@ def first_line(error: BaseException | None) -> str:
 
 
 class Context:
-    def __init__(self, portal_option: str | None) -> None:
+    def __init__(self, portal_option: str | None, create: bool = False) -> None:
         from divert.db import portal_url  # SQLAlchemy: loaded to run a command, not for --help
 
         self.url = portal_url(portal_option)
+        self.create = create  # only `db upgrade` makes a SQLite portal file
         self._engine: Engine | None = None
 
     @cached_property
     def engine(self) -> Engine:
         from divert.db import open_portal
 
-        self._engine = open_portal(self.url)
+        self._engine = open_portal(self.url, create=self.create)
         return self._engine
 
     @property

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 def register(groups: Groups) -> None:
     actions = groups.add_parser("db", help="portal schema").add_subparsers(metavar="ACTION")
     actions.add_parser("upgrade", help="create or upgrade the portal schema").set_defaults(
-        handler=upgrade
+        handler=upgrade, creates_portal=True
     )
 
 

@@ -37,7 +37,12 @@ def register(groups: Groups) -> None:
     explain.add_argument(
         "--at", help="ISO 8601 time of the call (default: now; tenant time zone if none given)"
     )
-    explain.add_argument("--max-diversions", type=int, default=Limits().max_diversions)
+    explain.add_argument(
+        "--max-diversions",
+        type=int,
+        default=Limits().max_diversions,
+        help="the diversion bound the node applies",
+    )
     explain.add_argument("--json", action="store_true", help="print JSON")
     explain.set_defaults(handler=in_transaction(explain_call))
 
@@ -52,7 +57,7 @@ def explain_call(connection: Connection, args: argparse.Namespace) -> None:
         connection,
         args.number,
         args.caller,
-        [_after(connection, args.number, text) for text in args.after],
+        [_after(text) for text in args.after],
         at,
         Limits(max_diversions=args.max_diversions),
     )
@@ -62,16 +67,21 @@ def explain_call(connection: Connection, args: argparse.Namespace) -> None:
         print(explaining.as_text(result))
 
 
-def _after(connection: Connection, called: str, text: str) -> After:
-    """An --after item: an outcome, or redirect:NUMBER (read in the tenant's region)."""
+def _after(text: str) -> After:
+    """An --after item: an outcome, or redirect:NUMBER (international form)."""
     from divert import explain as explaining
-    from divert.numbering import normalise
-    from divert.portal import find
+    from divert.kemi.signalling import redirect_targets
 
     kind, colon, number = text.partition(":")
     if kind == "redirect" and colon:
-        tenant = find.tenant_by_id(connection, find.number(connection, called).tenant_id)
-        return explaining.Redirect(normalise(number, str(tenant.region)))
+        # as the node reads a Contact: international form only
+        read = redirect_targets(f"SIP/2.0 302 Moved\r\nContact: <tel:{number}>\r\n\r\n")
+        if not read:
+            raise DivertError(
+                f"--after {text!r}: the node follows redirects to numbers in international "
+                "form only (+39..., 0039...)"
+            )
+        return explaining.Redirect(read[0])
     try:
         return Outcome(text)
     except ValueError:

@@ -19,29 +19,39 @@ if TYPE_CHECKING:
 def register(groups: Groups) -> None:
     actions = groups.add_parser("forward", help="call forwards").add_subparsers(metavar="ACTION")
     listing = actions.add_parser("list", help="every active forward of every number")
-    listing.add_argument("--tenant")
+    listing.add_argument("--tenant", help="only this tenant's")
     listing.set_defaults(handler=in_transaction(forward_list))
     add = actions.add_parser("add", help="add a forward to a number or a subscriber")
     add.add_argument("number", nargs="?", help="the number whose calls are forwarded")
     add.add_argument(
         "--subscriber", help="forward all of a subscriber's calls instead (needs --tenant)"
     )
-    add.add_argument("--tenant")
-    add.add_argument("--when", required=True, choices=[c.value for c in FORWARD_CONDITIONS])
+    add.add_argument("--tenant", help="the tenant of --subscriber, or to read a national NUMBER")
+    add.add_argument(
+        "--when",
+        required=True,
+        choices=[c.value for c in FORWARD_CONDITIONS],
+        help="the condition that makes the forward take the call",
+    )
     add.add_argument(
         "--to",
         required=True,
         help="number, ext:NNN, voicemail, operator, reject or reject:CODE",
     )
-    add.add_argument("--callers", default="any", choices=[s.value for s in Scope])
+    add.add_argument(
+        "--callers",
+        default="any",
+        choices=[s.value for s in Scope],
+        help="whose calls: the tenant's own subscribers (internal), others (external), any",
+    )
     add.add_argument("--timeout", type=int, help="seconds to ring before a no-answer forward")
     add.add_argument("--until", help="ISO 8601 expiry (tenant time zone if none given)")
     add.add_argument("--modes", help="only in these time modes, e.g. night,holiday")
     add.set_defaults(handler=in_transaction(forward_add))
     change = actions.add_parser("set", help="change a forward's destination")
     change.add_argument("id", type=int)
-    change.add_argument("--to", required=True)
-    change.add_argument("--timeout", type=int)
+    change.add_argument("--to", required=True, help="the new destination (as forward add --to)")
+    change.add_argument("--timeout", type=int, help="seconds to ring before a no-answer forward")
     change.set_defaults(handler=in_transaction(forward_set))
     remove = actions.add_parser("delete", help="delete a forward")
     remove.add_argument("id", type=int)

@@ -48,13 +48,21 @@ def node_run(context: Context, args: argparse.Namespace) -> int:
     from divert import node
     from divert.portal import trunks
 
+    node.parse_listen(args.listen)  # before anything is made: a typo costs nothing
     reachable = context.reachable()
     if reachable:
         context.require_schema()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s divert %(levelname)s %(message)s")
+    if not args.carrier:
+        logging.getLogger("divert").warning(
+            "no --carrier given: calls to numbers outside divert (forwards to mobiles, "
+            "subscribers' calls out) get 503"
+        )
     carriers = tuple(trunks.parse_address(c) for c in args.carrier)
-    if not 1 <= args.children <= 64 or not 1 <= args.probe_interval <= 600:
-        raise DivertError("--children must be 1-64 and --probe-interval 1-600 seconds")
+    if not 1 <= args.children <= 64:
+        raise DivertError("--children must be 1-64")
+    if not 1 <= args.probe_interval <= 600:
+        raise DivertError("--probe-interval must be 1-600 seconds")
     if not 32 <= args.shm <= 65536:
         raise DivertError("--shm must be 32-65536 MB")
     if not 100 <= args.cache <= 10_000_000:

@@ -21,17 +21,17 @@ def register(groups: Groups) -> None:
     )
     add = actions.add_parser("add", help="add a subscriber")
     add.add_argument("username")
-    add.add_argument("--tenant", required=True)
+    add.add_argument("--tenant", required=True, help="the tenant, by name")
     add.add_argument("--password", required=True, help="'-' reads it from standard input")
     add.add_argument("--extension", help="2 or 3 digits, unique in the tenant")
     add.add_argument("--name", default="", help="display name")
     add.set_defaults(handler=in_transaction(subscriber_add))
     listing = actions.add_parser("list", help="list subscribers")
-    listing.add_argument("--tenant")
+    listing.add_argument("--tenant", help="only this tenant's")
     listing.set_defaults(handler=in_transaction(subscriber_list))
     change = actions.add_parser("set", help="change a subscriber")
     change.add_argument("username")
-    change.add_argument("--tenant", required=True)
+    change.add_argument("--tenant", required=True, help="the tenant, by name")
     change.add_argument(
         "--caller-id",
         help="which of its numbers its calls to the carriers show ('' : the first given)",
@@ -54,7 +54,7 @@ def register(groups: Groups) -> None:
     change.set_defaults(handler=in_transaction(subscriber_set))
     remove = actions.add_parser("delete", help="delete a subscriber and its forwards")
     remove.add_argument("username")
-    remove.add_argument("--tenant", required=True)
+    remove.add_argument("--tenant", required=True, help="the tenant, by name")
     remove.set_defaults(handler=in_transaction(subscriber_delete))
 
 

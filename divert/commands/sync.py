@@ -16,13 +16,13 @@ if TYPE_CHECKING:
 
 def register(groups: Groups) -> None:
     sync = groups.add_parser("sync", help="run the sync worker (portal -> this node's store)")
-    sync.add_argument("--state-dir", default="var", help="where the store lives (default: var)")
+    sync.add_argument("--state-dir", default="var", help="where the store lives")
     sync.add_argument("--once", action="store_true", help="sync what is there, then exit")
     sync.add_argument("--poll", type=float, default=1.0, help="seconds between journal polls")
     sync.set_defaults(handler=sync_run)
-    actions = sync.add_subparsers(metavar="ACTION")
+    actions = sync.add_subparsers(metavar="[ACTION]", title="actions (none: run the worker)")
     status = actions.add_parser("status", help="journal position, lag, errors, rejected rows")
-    status.add_argument("--state-dir", default="var")
+    status.add_argument("--state-dir", default="var", help="where the store lives")
     status.set_defaults(handler=sync_status)
 
 

@@ -21,7 +21,7 @@ def register(groups: Groups) -> None:
     add.add_argument(
         "--region", required=True, help="ISO country code for national numbers, e.g. IT"
     )
-    add.add_argument("--timezone", default="UTC")
+    add.add_argument("--timezone", default="UTC", help="IANA zone of its schedules")
     add.add_argument("--domain", help="SIP domain and digest realm (default: the name)")
     add.add_argument("--voicemail-uri", help="e.g. sip:{mailbox}@vm.example.net")
     add.add_argument(
@@ -30,8 +30,8 @@ def register(groups: Groups) -> None:
     add.set_defaults(handler=in_transaction(tenant_add))
     change = actions.add_parser("set", help="change a tenant")
     change.add_argument("name")
-    change.add_argument("--region")
-    change.add_argument("--timezone")
+    change.add_argument("--region", help="ISO 3166 code that reads national numbers")
+    change.add_argument("--timezone", help="IANA zone of its schedules, e.g. Europe/Rome")
     change.add_argument(
         "--operator", help="return-to-operator destination: extension or number ('' clears)"
     )

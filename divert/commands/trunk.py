@@ -21,19 +21,22 @@ def register(groups: Groups) -> None:
     )
     add = actions.add_parser("add", help="add a trunk")
     add.add_argument("name")
-    add.add_argument("--tenant", required=True)
+    add.add_argument("--tenant", required=True, help="the tenant, by name")
     add.add_argument("--address", action="append", default=[], help="IPv4[:port]; repeat for more")
     add.add_argument("--emergency", help="number to take the trunk's calls when it is down")
     add.add_argument(
-        "--diversion-style", default="diversion", choices=[s.value for s in DiversionStyle]
+        "--diversion-style",
+        default="diversion",
+        choices=[s.value for s in DiversionStyle],
+        help="how the PBX wants diversions announced (RFC 5806 Diversion, RFC 7044 History-Info)",
     )
     add.set_defaults(handler=in_transaction(trunk_add))
     listing = actions.add_parser("list", help="list trunks")
-    listing.add_argument("--tenant")
+    listing.add_argument("--tenant", help="only this tenant's")
     listing.set_defaults(handler=in_transaction(trunk_list))
     remove = actions.add_parser("delete", help="delete a trunk without numbers")
     remove.add_argument("name")
-    remove.add_argument("--tenant", required=True)
+    remove.add_argument("--tenant", required=True, help="the tenant, by name")
     remove.set_defaults(handler=in_transaction(trunk_delete))
 
 

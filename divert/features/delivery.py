@@ -9,24 +9,46 @@ even if nobody dials).  Both hold the queue's delivery lock meanwhile.
 from __future__ import annotations
 
 import logging
+import time
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from divert.features.apply import ACTIVATED, Answer, Refused, carry_out
 from divert.features.queue import FeatureQueue, Queued
 
 log = logging.getLogger("divert.features")
 
+PORTAL_GONE = (OperationalError, InterfaceError)
+"""The portal cannot be reached: delivery stops, the queue waits.  Any
+other error belongs to one code, which is set aside (`FeatureQueue.fail`)."""
 
-def deliver(queue: FeatureQueue, engine: Engine) -> bool:
-    """Deliver every queued code that the portal takes; True when the queue
-    is empty.  A code the portal refuses leaves the queue, logged with the
-    reason.  A portal error (SQLAlchemyError) is raised after the codes
-    delivered before it have left the queue."""
+
+def deliver(queue: FeatureQueue, engine: Engine, deadline: float | None = None) -> bool:
+    """Deliver queued codes, oldest first, until the queue is empty (True)
+    or `deadline` (monotonic) passes (False).  A code the portal refuses
+    leaves the queue, logged with the reason; one it fails on with an error
+    of its own is set aside, logged.  A lost portal (`PORTAL_GONE`) is
+    raised after the codes delivered before it have left the queue."""
     delivered = 0
     try:
         for row in queue.pending():
-            answer = _deliver(row, engine)
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            try:
+                answer = _deliver(row, engine)
+            except PORTAL_GONE:
+                raise
+            except (SQLAlchemyError, ValueError, LookupError) as error:
+                log.error(
+                    "queued code %s of %s failed in the portal (%s: %s); set aside",
+                    row.dialled,
+                    row.subscriber,
+                    type(error).__name__,
+                    str(error).strip().splitlines()[0] if str(error).strip() else "",
+                )
+                queue.fail(row, f"{type(error).__name__}: {error}")
+                continue
             if answer.code == ACTIVATED:
                 delivered += 1
             else:

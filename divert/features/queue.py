@@ -34,10 +34,17 @@ class Queued(NamedTuple):
 class FeatureQueue:
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(state_dir / QUEUE_FILE, isolation_level=None, timeout=5.0)
+        # short waits: an async worker commits a code while tm holds the
+        # code's transaction (a CANCEL for it waits that long)
+        self.db = sqlite3.connect(state_dir / QUEUE_FILE, isolation_level=None, timeout=2.0)
+        self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS queued (id INTEGER PRIMARY KEY, subscriber TEXT NOT NULL, "
             "dialled TEXT NOT NULL, received_at REAL NOT NULL)"
+        )
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS failed (id INTEGER PRIMARY KEY, subscriber TEXT NOT NULL, "
+            "dialled TEXT NOT NULL, received_at REAL NOT NULL, reason TEXT NOT NULL)"
         )
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(queued)")}
         if "chosen" not in columns:  # a queue written before *11 was carried out locally
@@ -60,7 +67,11 @@ class FeatureQueue:
             raise
 
     def commit(self) -> None:
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error:
+            self.rollback()  # never leave the connection inside a transaction
+            raise
 
     def rollback(self) -> None:
         if self.db.in_transaction:
@@ -78,6 +89,23 @@ class FeatureQueue:
 
     def remove(self, row_id: int) -> None:
         self.db.execute("DELETE FROM queued WHERE id = ?", (row_id,))
+
+    def fail(self, row: Queued, reason: str) -> None:
+        """Set aside a code the portal fails on every time (not a refusal, an
+        error): kept with its reason in `failed`, so that it neither blocks
+        the codes behind it nor is lost."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute(
+                "INSERT INTO failed (id, subscriber, dialled, received_at, reason) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (row.id, row.subscriber, row.dialled, row.received_at, reason),
+            )
+            self.db.execute("DELETE FROM queued WHERE id = ?", (row.id,))
+            self.commit()
+        except sqlite3.Error:
+            self.rollback()
+            raise
 
     def close(self) -> None:
         self.db.close()

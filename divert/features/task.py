@@ -50,6 +50,8 @@ from divert.sync import wake
 log = logging.getLogger("divert.features")
 
 PORTAL_LIMIT = 3  # seconds a connect or a statement may take before the code is queued
+DELIVERY_BUDGET = 3.0  # seconds of queued codes delivered before a new code is queued behind
+PORTAL_REST = 10.0  # seconds after a portal failure when codes are queued without trying it
 QUEUED_BLIND = Answer(
     ACTIVATED, "Forwarding Queued: the portal is unavailable, it applies when back"
 )
@@ -85,6 +87,7 @@ class FeatureCodes:
         self._engine: Engine | None = None
         self._queue: FeatureQueue | None = None
         self._portal_said = 0.0  # monotonic time before which portal faults go unlogged
+        self._portal_rests_until = 0.0  # monotonic: codes go straight to the queue till then
 
     @classmethod
     def from_environment(cls, state_dir: str) -> FeatureCodes:
@@ -93,7 +96,7 @@ class FeatureCodes:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = open_portal(self.portal, limit=PORTAL_LIMIT)
+            self._engine = open_portal(self.portal, limit=PORTAL_LIMIT, create=False)
         return self._engine
 
     @property
@@ -103,15 +106,22 @@ class FeatureCodes:
         return self._queue
 
     def begin(self, aor: str, dialled: str, now: float | None = None) -> Pending:
-        """Carry out `dialled` for `aor` (user@domain), uncommitted."""
+        """Carry out `dialled` for `aor` (user@domain), uncommitted.  Bounded:
+        a portal that failed lately is not tried; queued codes are delivered
+        for at most DELIVERY_BUDGET seconds, and while another process
+        delivers them the new code queues behind at once."""
         when = time.time() if now is None else now
-        with delivering(self.state_dir):
-            try:
-                if self.queue.count() == 0 or deliver(self.queue, self.engine):
-                    return self._in_portal(aor, dialled, when)
-            except SQLAlchemyError as error:
-                self._portal_failed(error)
+        if time.monotonic() < self._portal_rests_until:
             return self._queued(aor, dialled, when)
+        with delivering(self.state_dir, wait=False) as held:
+            if held:
+                try:
+                    deadline = time.monotonic() + DELIVERY_BUDGET
+                    if self.queue.count() == 0 or deliver(self.queue, self.engine, deadline):
+                        return self._in_portal(aor, dialled, when)
+                except SQLAlchemyError as error:
+                    self._portal_failed(error)
+        return self._queued(aor, dialled, when)
 
     def close(self) -> None:
         if self._queue is not None:
@@ -123,6 +133,10 @@ class FeatureCodes:
         connection = self.engine.connect()
         try:
             transaction = connection.begin()
+            if connection.dialect.name == "postgresql":
+                # the commit runs while tm holds the code's transaction: no
+                # wait for a synchronous standby
+                connection.exec_driver_sql("SET LOCAL synchronous_commit = local")
             answer = carry_out(connection, aor, dialled, now)
         except Refused as refused:
             connection.close()  # rolls back
@@ -193,6 +207,7 @@ class FeatureCodes:
         if now >= self._portal_said:  # one line a minute, however many codes come
             log.warning("portal unavailable for feature codes: %s", type(error).__name__)
             self._portal_said = now + 60
+        self._portal_rests_until = now + PORTAL_REST
         if self._engine is not None:
             self._engine.dispose()
 

@@ -43,9 +43,10 @@ the first usable rule wins.  A ``reject`` rule ends the call with its code.
 *Back up*: when the target reached by a forward fails and has no rule of its
 own for the outcome, the forward's owner tries its next rule of the same
 condition (its ordered alternatives), and so on up the chain.  A target the
-phone redirected to that fails counts as the phone's own failure: its
-owner's rules for that outcome apply (a 302 to a busy number takes the
-owner's busy forward).
+phone redirected to that is busy or does not answer counts as the phone's
+own: its owner's rules for that outcome apply (a 302 to a busy number takes
+the owner's busy forward); one that is unreachable (trunk down, not
+registered) does not, since the owner's phone has just answered.
 
 A redirect is the phone's own forward: it needs no rule, and it wins over
 every rule of the owner but the ``always`` and ``not-present`` ones already
@@ -96,6 +97,11 @@ PRECEDENCE: dict[Outcome, tuple[Condition, Reply]] = {
 
 ARRIVAL_CONDITION = Condition.ALWAYS
 ARRIVAL_CONDITIONS = (Condition.ALWAYS, Condition.NOT_PRESENT)
+REDIRECT_FAILURES = frozenset((Condition.BUSY, Condition.NO_ANSWER))
+"""Failures of a redirect's target that the redirecting owner's rules take:
+a busy or unanswered target is like the owner being busy or away from the
+phone; a target that is unreachable says nothing about the owner, whose
+phone or PBX has just answered (no trunk-down emergency forward for it)."""
 """On arrival at a key whose subscriber is away; at others `always` only."""
 
 REASON_PHRASES: dict[int, str] = {
@@ -241,6 +247,8 @@ def _after_failure(
             continue
         back = CallState(hop.owner, path, state.visited, state.prior)
         if hop.condition is Condition.REDIRECT:  # the phone's own forward failed
+            if condition not in REDIRECT_FAILURES:
+                continue  # the phone answered: its trunk is neither down nor unregistered
             decision, _ = _follow(owner, condition, 0, call, back, lookup, limits)
         else:
             decision, _ = _follow(

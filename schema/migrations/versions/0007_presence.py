@@ -19,19 +19,26 @@ AFTER = "'always', 'not-present', 'busy', 'no-answer', 'not-registered', 'trunk-
 
 
 def upgrade() -> None:
-    op.add_column(
-        "subscribers",
-        sa.Column("away", sa.Boolean, nullable=False, server_default=sa.false()),
-    )
+    # SQLite commits each DDL statement: every step can be run again after
+    # a failure part way (the CHECK first: it is the one that can refuse)
     _conditions(BEFORE, AFTER)
+    columns = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("subscribers")}
+    if "away" not in columns:
+        op.add_column(
+            "subscribers",
+            sa.Column("away", sa.Boolean, nullable=False, server_default=sa.false()),
+        )
     journal.install(op.get_bind())  # SQLite triggers list the subscribers' columns
 
 
 def downgrade() -> None:
+    bind = op.get_bind()
+    for statement in journal.drop_statements(bind.dialect.name):
+        bind.exec_driver_sql(statement)  # SQLite's triggers name the column to drop
     op.execute("DELETE FROM forwards WHERE condition = 'not-present'")
     _conditions(AFTER, BEFORE)
     op.drop_column("subscribers", "away")
-    journal.install(op.get_bind())
+    journal.install(bind)
 
 
 def _conditions(old: str, new: str) -> None:
@@ -48,6 +55,8 @@ def _conditions(old: str, new: str) -> None:
     (sql,) = bind.exec_driver_sql(
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'forwards'"
     ).one()
+    if f"condition IN ({new})" in sql:
+        return  # done by an earlier run
     if f"condition IN ({old})" not in sql:
         raise RuntimeError("forwards' CHECK on condition is not the one this migration knows")
     (version,) = bind.exec_driver_sql("PRAGMA schema_version").one()
