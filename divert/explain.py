@@ -7,14 +7,21 @@ what a call would do with that data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, select
 
 from divert.errors import DivertError
-from divert.kemi.core.decide import DEFAULT_LIMITS, Limits, decide, redirect
+from divert.kemi.core.decide import (
+    DEFAULT_LIMITS,
+    DEFAULT_RING_SECONDS,
+    Limits,
+    decide,
+    redirect,
+)
 from divert.kemi.core.model import (
     Call,
     CallState,
@@ -30,7 +37,7 @@ from divert.portal import find
 from divert.portal.policy import load_policy
 from divert.portal.reader import KeyReader
 from divert.portal.tenants import EXTENSION
-from divert.schema.tables import numbers, subscribers
+from divert.schema.tables import numbers, subscribers, trunks
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,8 @@ class Explanation:
     mode: str | None
     steps: tuple[tuple[After | None, Decision], ...]
     away: str | None = None  # the called number's subscriber, when it is away
+    zone: str = "UTC"  # the tenant's time zone: times are shown in it
+    trunks: dict[str, str] = field(default_factory=dict)  # trunk id -> name
 
 
 def explain(
@@ -97,7 +106,18 @@ def explain(
     away = None
     if table is not None and table.away and table.endpoint.kind is EndpointKind.SUBSCRIBER:
         away = table.endpoint.ref
-    return Explanation(str(number.e164), caller_id, internal, at, mode, tuple(steps), away)
+    names = {str(row.id): str(row.name) for row in connection.execute(select(trunks))}
+    return Explanation(
+        str(number.e164),
+        caller_id,
+        internal,
+        at,
+        mode,
+        tuple(steps),
+        away,
+        str(tenant.timezone),
+        names,
+    )
 
 
 def _caller(connection: Connection, tenant: find.AnyRow, caller: str | None) -> tuple[str, bool]:
@@ -129,16 +149,17 @@ def _caller(connection: Connection, tenant: find.AnyRow, caller: str | None) -> 
 
 def as_text(explanation: Explanation) -> str:
     kind = "internal" if explanation.internal else "external"
+    local = explanation.at.astimezone(ZoneInfo(explanation.zone))
     lines = [
         f"call to {explanation.called} from {explanation.caller} ({kind} caller) "
-        f"at {explanation.at.isoformat(timespec='seconds')}"
+        f"at {local.isoformat(timespec='seconds')} ({explanation.zone})"
         + (f", mode {explanation.mode}" if explanation.mode else "")
     ]
     if explanation.away:
         lines.append(f"{explanation.away} is away: its not-present forwards apply")
     for number, (outcome, decision) in enumerate(explanation.steps, start=1):
         prefix = f"{number}. " + (f"after {outcome.value}: " if outcome else "")
-        lines.append(prefix + _describe(decision))
+        lines.append(prefix + _describe(decision, explanation.trunks))
         if isinstance(decision, Relay):
             lines.extend(
                 f"   diversion {d.counter}: from {d.diverted_from} ({d.condition.value})"
@@ -147,7 +168,7 @@ def as_text(explanation: Explanation) -> str:
     return "\n".join(lines)
 
 
-def _describe(decision: Decision) -> str:
+def _describe(decision: Decision, trunk_names: dict[str, str]) -> str:
     if isinstance(decision, Reply):
         return f"reply {decision.code} {decision.reason}"
     via = (
@@ -156,11 +177,18 @@ def _describe(decision: Decision) -> str:
         if decision.via
         else ""
     )
-    ring = f"{decision.ring_timeout} s" if decision.ring_timeout else "server default"
-    return (
-        f"{via}ring {decision.target} at {decision.endpoint.kind.value} "
-        f"{decision.endpoint.ref} (ring timer: {ring})"
+    ring = (
+        f"{decision.ring_timeout} s"
+        if decision.ring_timeout
+        else f"{DEFAULT_RING_SECONDS} s, the node's default: no no-answer forward sets it"
     )
+    endpoint = decision.endpoint
+    where = (
+        trunk_names.get(endpoint.ref, endpoint.ref)
+        if endpoint.kind is EndpointKind.TRUNK
+        else (endpoint.ref)
+    )
+    return f"{via}ring {decision.target} at {endpoint.kind.value} {where} (ring timer: {ring})"
 
 
 def as_json(explanation: Explanation) -> dict[str, Any]:

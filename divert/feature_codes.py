@@ -70,15 +70,15 @@ class Request:
     """A dialled feature code: what to do, and the number typed after it."""
 
     code: Code
-    number: str | None
+    number: str | None  # '' when a code that takes one was dialled without
 
 
 def parse(dialled: str, profile: str) -> Request | None:
     """What `dialled` asks for under `profile`, or None if it is no code of it."""
     codes = sorted(PROFILES.get(profile, ()), key=lambda c: len(c.code), reverse=True)
     for code in codes:
-        if code.takes_number and dialled.startswith(code.code) and len(dialled) > len(code.code):
-            return Request(code, dialled[len(code.code) :])
+        if code.takes_number and dialled.startswith(code.code):
+            return Request(code, dialled[len(code.code) :])  # '' : the number is missing
         if not code.takes_number and dialled == code.code:
             return Request(code, None)
     return None

@@ -37,7 +37,7 @@ from typing import Protocol
 
 import KSR  # type: ignore[import-not-found]
 
-from divert.kemi.core.decide import Limits, decide, redirect
+from divert.kemi.core.decide import DEFAULT_RING_SECONDS, Limits, decide, redirect
 from divert.kemi.core.keys import subscriber_key, voicemail_key, voicemail_uri
 from divert.kemi.core.model import (
     Call,
@@ -54,6 +54,7 @@ from divert.kemi.modes import tenant_mode
 from divert.kemi.signalling import (
     CARRIER_SET,
     diversion_headers,
+    diversions_announced,
     outcome_of,
     redirect_targets,
     trunk_set,
@@ -208,6 +209,7 @@ class Router:
         self.key = load_key(config.state_dir)  # no key, no start: `divert run` makes it
         self._reader: StoreReader | None = None
         self._store_down = False
+        self._503_said: dict[str, float] = {}  # reason -> monotonic time to say it again
         self._make_codes = feature_codes
         self._codes: FeatureCodes | None = None
         self._pending: PendingCode | None = None
@@ -542,7 +544,9 @@ class Router:
             return
         KSR.tm.t_newtran()
         self._record_route()
-        prior = 0 if subscriber is not None else int(KSR.pv.get("$hdrc(Diversion)") or 0)
+        prior = 0
+        if subscriber is None and int(KSR.pv.get("$hdrc(Diversion)") or 0):
+            prior = diversions_announced(str(KSR.pv.get("$(hdr(Diversion)[*])") or ""))
         caller = subscriber.username if subscriber else str(KSR.pv.get("$fU") or "anonymous")
         now = time.time()
         table = self.reader.table(called)
@@ -638,6 +642,7 @@ class Router:
             number, Endpoint(EndpointKind.EXTERNAL, number), None, (), CallState.begin(number)
         )
         if self._point_at(relay) is not None:
+            self._said_503((Outcome.TRUNK_DOWN, EndpointKind.EXTERNAL))
             KSR.tm.t_reply(503, "Service Unavailable")
             return
         self._relay(relay, call)
@@ -679,7 +684,9 @@ class Router:
             KSR.dispatcher.ds_mark_dst_state("ip")
         if outcome is None:
             return  # a final answer of its own (404, 403, ...): the caller gets it
-        self._carry_out(decide(call, state, outcome, self.reader.table, self.limits), call)
+        self._carry_out(
+            decide(call, state, outcome, self.reader.table, self.limits), call, (outcome, kind)
+        )
 
     def _no_redirect_upstream(self, code: int) -> None:
         """A 3xx is never relayed to the caller, even on a path that cannot
@@ -712,18 +719,41 @@ class Router:
 
     # -- carrying out decisions ------------------------------------------------------------
 
-    def _carry_out(self, decision: Decision, call: Call) -> None:
+    def _carry_out(
+        self,
+        decision: Decision,
+        call: Call,
+        last: tuple[Outcome, EndpointKind] | None = None,
+    ) -> None:
         """Relay, or reply; targets that cannot be tried go straight back to
-        the core (bounded: every step grows the call's history)."""
+        the core (bounded: every step grows the call's history).  `last`:
+        how the previous target failed, to say why a call ends in 503."""
         while True:
             if isinstance(decision, Reply):
+                if decision.code == 503 and last is not None:
+                    self._said_503(last)
                 self._final(decision.code, decision.reason)
                 return
             unreachable = self._point_at(decision)
             if unreachable is None:
                 self._relay(decision, call)
                 return
+            last = (unreachable, decision.endpoint.kind)
             decision = decide(call, decision.state, unreachable, self.reader.table, self.limits)
+
+    def _said_503(self, last: tuple[Outcome, EndpointKind]) -> None:
+        """One log line per reason a minute (per worker) for calls ending 503."""
+        outcome, kind = last
+        if kind is EndpointKind.EXTERNAL:
+            reason = "no carrier is up (or every carrier failed)"
+        elif kind is EndpointKind.TRUNK:
+            reason = "a customer trunk is down and no forward took the call"
+        else:
+            reason = f"the last target failed ({outcome.value}) and no forward took the call"
+        now = time.monotonic()
+        if now >= self._503_said.get(reason, 0.0):
+            self._503_said[reason] = now + 60
+            KSR.warn(f"divert: calls answered 503: {reason}\n")
 
     def _point_at(self, relay: Relay) -> Outcome | None:
         """Set the Request-URI and destination for `relay`, or say why it
@@ -764,7 +794,7 @@ class Router:
         KSR.pv.sets(CALL_AVP, encode_leg(relay.endpoint.kind, call, relay.state))
         if relay.endpoint.kind is EndpointKind.SUBSCRIBER:
             KSR.tm.t_on_reply(PHONE_REPLY_ROUTE)
-        ring = (relay.ring_timeout or 120) * 1000
+        ring = (relay.ring_timeout or DEFAULT_RING_SECONDS) * 1000
         KSR.tm.t_set_fr(ring, 2000)
         self._relay_again(bool(relay.diversions))
 

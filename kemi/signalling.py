@@ -79,9 +79,11 @@ def diversion_headers(
     Diversion as RFC 5806 orders them."""
     headers: list[tuple[str, str]] = []
     if style in (DiversionStyle.DIVERSION, DiversionStyle.BOTH):
+        # one entry per diversion, each counter=1: RFC 5806's counter is how
+        # many diversions its entry stands for, and receivers add them up
         entries = [
             f"<sip:{d.diverted_from}@{domain}>;reason={DIVERSION_REASONS[d.condition]};"
-            f"counter={d.counter};privacy=off"
+            "counter=1;privacy=off"
             for d in reversed(relay.diversions)
         ]
         headers.append(("Diversion", ", ".join(entries)))
@@ -171,3 +173,18 @@ def _contact_number(contact: str) -> str | None:
     if digits.startswith("00"):
         digits = "+" + digits[2:]
     return digits if E164.fullmatch(digits) else None
+
+
+_COUNTER = re.compile(r";\s*counter\s*=\s*([0-9]{1,3})", re.IGNORECASE)
+
+
+def diversions_announced(values: str) -> int:
+    """How many diversions a request's Diversion headers (`values`: their
+    bodies, comma-joined) announce: the sum of their counters (1 where an
+    entry has none), as RFC 5806 reads them."""
+    total = 0
+    for entry in _split_contacts(values)[: CONTACTS_READ * 4]:
+        params = entry.rsplit(">", 1)[-1] if ">" in entry else entry
+        found = _COUNTER.search(params)
+        total += max(1, int(found.group(1))) if found else 1
+    return total

@@ -323,3 +323,20 @@ def test_without_feature_codes_a_code_is_404(tmp_path: Path, adapter: None):
     route, stub = router(tmp_path, {}, {})
     route._feature_code(None, "*73")
     assert stub.called("sl.sl_send_reply") == [(404, "No Feature Codes Here")]
+
+
+def test_a_503_for_want_of_a_carrier_says_why_once_a_minute(tmp_path: Path, adapter: None):
+    writer = StoreWriter(tmp_path)
+    with writer.transaction():
+        writer.put_table(
+            "+390200000001",
+            "acme",
+            encode_table(table("+390200000001", rule(Condition.ALWAYS, "+393351234567"))),
+        )
+    writer.close()
+    route, stub = router(tmp_path, INVITE, {"dispatcher.ds_select_domain": -1})
+    route.ksr_request_route(None)
+    route.ksr_request_route(None)
+    assert stub.called("sl.send_reply") == [(503, "Service Unavailable")] * 2
+    (line,) = stub.called("warn")
+    assert "calls answered 503: no carrier is up" in line[0]

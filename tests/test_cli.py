@@ -752,3 +752,28 @@ def test_version_and_bad_listen_are_one_line(capsys):
         assert main(["run", "--listen", listen]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and said in err, err
+
+
+def test_times_are_shown_in_the_tenants_zone_and_trunks_by_name(acme: Divert):
+    on_trunk = "+390212345678"  # answered by the trunk named pbx
+    added = acme("forward", "add", on_trunk, "--when", "always", "--to", "+393351112299",
+                 "--until", "2031-12-01T10:00")  # fmt: skip
+    assert added.code == 0, added.err
+    assert "2031-12-01T10:00 Europe/Rome" in acme("forward", "list").out
+    explained = acme("explain", on_trunk, "--at", "2031-11-30T12:00", "--after", "trunk-down").out
+    assert "at 2031-11-30T12:00:00+01:00 (Europe/Rome)" in explained
+    after_expiry = acme("explain", on_trunk, "--at", "2031-12-02T12:00").out
+    assert f"ring {on_trunk} at trunk pbx (ring timer:" in after_expiry
+    plain = acme("explain", "+390287654321", "--at", "2031-11-30T12:00").out
+    assert "ring timer: 120 s, the node's default" in plain
+
+
+def test_a_trunk_address_belongs_to_one_trunk_of_one_tenant(acme: Divert):
+    assert acme("tenant", "add", "beta", "--region", "IT").code == 0
+    taken = acme("trunk", "add", "pbx2", "--tenant", "beta", "--address", "127.0.0.20:5060")
+    assert taken.code == 2
+    assert taken.err == (
+        "divert: address 127.0.0.20:5060 is already trunk pbx of tenant acme: one address, "
+        "one trunk (calls from it could not be told apart)\n"
+    )
+    assert acme("trunk", "add", "pbx2", "--tenant", "beta", "--address", "127.0.0.21").code == 0

@@ -19,6 +19,10 @@ from divert.feature_codes import parse
         ("*2", "carrier", ("cancel-all", None, None)),
         ("*72+393351112233", "both", ("set", "always", "+393351112233")),
         ("*2", "both", ("cancel-all", None, None)),
+        ("*72", "vpbx", ("set", "always", "")),  # its number missing: the caller is told
+        ("*78", "carrier", ("away", None, None)),
+        ("*79", "vpbx", ("present", None, None)),
+        ("*11", "both", ("toggle-mode", None, None)),
     ],
 )
 def test_codes_of_each_profile(dialled, profile, expected):
@@ -32,7 +36,6 @@ def test_codes_of_each_profile(dialled, profile, expected):
     [
         ("*72+393351112233", "carrier"),  # a vpbx code under the carrier profile
         ("*1+393351112233", "vpbx"),
-        ("*72", "vpbx"),  # a code that needs a number, without one
         ("*730", "vpbx"),  # a code that takes no number, with one
         ("*99", "both"),
         ("*72+39", "nonsense"),

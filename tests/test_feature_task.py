@@ -241,3 +241,12 @@ def test_a_queue_commit_that_fails_leaves_no_transaction_open(codes: FeatureCode
     codes.queue.db = real
     codes.queue.add("alice@acme", "*73", 2.0, None)
     assert [row.received_at for row in codes.queue.pending()] == [2.0]
+
+
+def test_a_code_without_its_number_says_so(codes: FeatureCodes, portal_url: str):
+    pending = codes.begin("alice@acme", "*72")
+    assert (pending.answer.code, pending.answer.reason) == (
+        484,
+        "Number Missing: dial *72 then the number",
+    )
+    assert forwards_of_alice(portal_url) == []

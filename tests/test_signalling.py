@@ -56,7 +56,7 @@ def test_diversion_lists_the_most_recent_first():
     assert diversion_headers(_relay(), "node.test", "diversion", "") == [
         (
             "Diversion",
-            "<sip:+390200000002@node.test>;reason=no-answer;counter=2;privacy=off, "
+            "<sip:+390200000002@node.test>;reason=no-answer;counter=1;privacy=off, "
             "<sip:+390200000001@node.test>;reason=user-busy;counter=1;privacy=off",
         )
     ]
@@ -106,3 +106,13 @@ def test_a_redirect_names_at_most_three_numbers_once_each():
     assert redirect_targets(reply) == ("+393351000000", "+393351000001", "+393351000002")
     assert redirect_targets("SIP/2.0 302 Moved\r\n\r\n") == ()
     assert redirect_targets("junk") == ()
+
+
+def test_diversions_announced_add_up_the_counters():
+    from divert.kemi.signalling import diversions_announced
+
+    two_entries = '<sip:+390200000002@a>;reason=no-answer;counter=1, "x, y" <sip:b@c>;counter=1'
+    assert diversions_announced(two_entries) == 2
+    assert diversions_announced("<sip:a@b>;reason=user-busy;counter=3, <sip:c@d>") == 4
+    assert diversions_announced("<sip:a@b;counter=9>") == 1  # a URI parameter is no counter
+    assert diversions_announced("") == 0

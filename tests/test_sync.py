@@ -773,3 +773,21 @@ def test_retries_are_jittered_so_nodes_do_not_return_together():
 
     delays = {jittered(8.0) for _ in range(50)}
     assert all(4.0 <= delay <= 8.0 for delay in delays) and len(delays) > 40
+
+
+def test_a_trunk_address_already_taken_is_listed_never_dropped_in_silence(node: Node):
+    node.divert("tenant", "add", "beta", "--region", "IT")
+    node.sql(  # as an older portal allowed, or plain SQL does
+        "INSERT INTO trunks (tenant_id, name, addresses, diversion_style) "
+        "SELECT id, 'beta-pbx', '127.0.0.20:5060', 'diversion' FROM tenants WHERE name = 'beta'"
+    )
+    node.sync()
+    (source, reason) = next(iter(node.rejected().items()))
+    assert source.startswith("trunks:")
+    assert "address 127.0.0.20:5060 is already trunk pbx of tenant acme" in reason
+    assert node.reader.trunk_at("127.0.0.20:5060").tenant == "acme"  # type: ignore[union-attr]
+    status = as_text(read_status(node.state_dir, node.url))
+    assert "rejected rows: 1" in status and "beta-pbx" in status
+    node.sql("UPDATE trunks SET addresses = '127.0.0.29:5060' WHERE name = 'beta-pbx'")
+    node.sync()
+    assert node.rejected() == {}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from divert.commands.context import in_transaction
-from divert.commands.output import table
+from divert.commands.output import row_id, table
 from divert.errors import DivertError
 from divert.kemi.core.model import FORWARD_CONDITIONS, Scope
 
@@ -49,12 +51,12 @@ def register(groups: Groups) -> None:
     add.add_argument("--modes", help="only in these time modes, e.g. night,holiday")
     add.set_defaults(handler=in_transaction(forward_add))
     change = actions.add_parser("set", help="change a forward's destination")
-    change.add_argument("id", type=int)
+    change.add_argument("id", type=row_id, help="as listed")
     change.add_argument("--to", required=True, help="the new destination (as forward add --to)")
     change.add_argument("--timeout", type=int, help="seconds to ring before a no-answer forward")
     change.set_defaults(handler=in_transaction(forward_set))
     remove = actions.add_parser("delete", help="delete a forward")
-    remove.add_argument("id", type=int)
+    remove.add_argument("id", type=row_id, help="as listed")
     remove.set_defaults(handler=in_transaction(forward_delete))
 
 
@@ -74,12 +76,18 @@ def forward_list(connection: Connection, args: argparse.Namespace) -> None:
                 forwards.destination_label(f.dest_kind, f.dest_value),
                 f"{f.ring_timeout} s" if f.ring_timeout else "-",
                 str(f.position + 1),
-                f.expires_at.isoformat(timespec="minutes") if f.expires_at else "-",
+                local_time(f.expires_at, f.timezone) if f.expires_at else "-",
                 f.modes or "any",
             )
             for f in rows
         ],
     )
+
+
+def local_time(moment: datetime, zone: str) -> str:
+    """A stored moment in the tenant's zone, the zone named."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)  # SQLite: UTC
+    return f"{aware.astimezone(ZoneInfo(zone)):%Y-%m-%dT%H:%M} {zone}"
 
 
 def when(condition: str, away: bool | None) -> str:

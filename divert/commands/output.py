@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 
 
@@ -14,3 +15,15 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
                 str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
             ).rstrip()
         )
+
+
+def row_id(text: str) -> int:
+    """An id as the portal's rows have them (argparse type: a bad one is a
+    usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an id (a whole number)") from None
+    if not 1 <= value <= 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"{text} is not an id of this portal")
+    return value

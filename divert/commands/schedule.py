@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from divert.commands.context import in_transaction
-from divert.commands.output import table
+from divert.commands.output import row_id, table
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -27,7 +27,7 @@ def register(groups: Groups) -> None:
     listing.add_argument("--tenant", help="only this tenant's")
     listing.set_defaults(handler=in_transaction(schedule_list))
     remove = actions.add_parser("delete", help="delete a schedule entry")
-    remove.add_argument("id", type=int)
+    remove.add_argument("id", type=row_id, help="as listed")
     remove.set_defaults(handler=in_transaction(schedule_delete))
 
 

@@ -33,6 +33,7 @@ class Answer:
 ACTIVATED = 480  # the call ends here; the reason phrase says what happened
 REFUSED = 403
 UNKNOWN = 404
+INCOMPLETE = 484
 
 
 def carry_out(
@@ -61,6 +62,8 @@ def carry_out(
     request = parse(dialled, row.code_profile)
     if request is None:
         return Answer(UNKNOWN, f"Unknown Feature Code {dialled[:20]}")
+    if request.number == "":
+        return number_missing(request.code.code)
     code = request.code
     if code.action in ("next-mode", "toggle-mode"):
         moment = time.time() if now is None else now
@@ -83,6 +86,11 @@ def carry_out(
     except DivertError as error:
         raise Refused(str(error)) from None
     return Answer(ACTIVATED, f"Forwarding Activated ({code.condition}) to {label}")
+
+
+def number_missing(code: str) -> Answer:
+    """`*72` alone: RFC 3261's 484 says the address is incomplete."""
+    return Answer(INCOMPLETE, f"Number Missing: dial {code} then the number")
 
 
 def presence_answer(away: bool) -> Answer:

@@ -24,6 +24,7 @@ from divert.features.apply import (
     Answer,
     ModeChange,
     mode_change,
+    number_missing,
     presence_answer,
 )
 from divert.features.overlay import with_code
@@ -108,6 +109,8 @@ class LocalNode:
         request = parse(dialled, tenant.code_profile)
         if request is None:
             return Effect(Answer(UNKNOWN, f"Unknown Feature Code {dialled[:20]}"), aor)
+        if request.number == "":
+            return Effect(number_missing(request.code.code), aor)
         code = request.code
         if code.action in ("next-mode", "toggle-mode"):
             return self._mode(aor, tenant, code.action, now, chosen)

@@ -204,6 +204,7 @@ def listing(
         select(
             forwards,
             tenants.c.name.label("tenant"),
+            tenants.c.timezone,
             numbers.c.e164,
             subscribers.c.username,
             func.coalesce(subscribers.c.away, answering.c.away).label("away"),

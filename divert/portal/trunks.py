@@ -12,7 +12,7 @@ from divert.numbering import normalise
 from divert.portal import find
 from divert.portal.policy import load_policy
 from divert.portal.tenants import check_name
-from divert.schema.tables import DIVERSION_STYLES, numbers, trunks
+from divert.schema.tables import DIVERSION_STYLES, numbers, tenants, trunks
 
 
 def parse_address(text: str) -> str:
@@ -49,6 +49,23 @@ def add(
     )
     if exists is not None:
         raise DivertError(f"trunk {name!r} already exists in tenant {tenant.name}")
+    parsed = [parse_address(a) for a in addresses]
+    taken = {
+        address: row
+        for row in connection.execute(
+            select(trunks.c.name, trunks.c.addresses, tenants.c.name.label("tenant")).join(
+                tenants, tenants.c.id == trunks.c.tenant_id
+            )
+        )
+        for address in str(row.addresses).split(",")
+    }
+    for address in parsed:
+        if address in taken:
+            holder = taken[address]
+            raise DivertError(
+                f"address {address} is already trunk {holder.name} of tenant {holder.tenant}: "
+                "one address, one trunk (calls from it could not be told apart)"
+            )
     emergency_e164 = None
     if emergency:
         emergency_e164 = normalise(emergency, str(tenant.region))
@@ -56,7 +73,7 @@ def add(
     values = {
         "tenant_id": tenant.id,
         "name": name,
-        "addresses": ",".join(parse_address(a) for a in addresses),
+        "addresses": ",".join(parsed),
         "emergency": emergency_e164,
         "diversion_style": diversion_style,
     }

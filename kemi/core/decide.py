@@ -95,6 +95,9 @@ PRECEDENCE: dict[Outcome, tuple[Condition, Reply]] = {
 }
 """Failure outcome -> (condition whose rules apply, reply when none does)."""
 
+DEFAULT_RING_SECONDS = 120
+"""How long a target rings when no usable no-answer forward sets its timer."""
+
 ARRIVAL_CONDITION = Condition.ALWAYS
 ARRIVAL_CONDITIONS = (Condition.ALWAYS, Condition.NOT_PRESENT)
 REDIRECT_FAILURES = frozenset((Condition.BUSY, Condition.NO_ANSWER))

@@ -233,8 +233,8 @@ class CallState:
 class DiversionEntry:
     """One diversion to announce on the branch (RFC 5806 / RFC 7044).
 
-    `counter` is the diversion count of this entry, including the ones the
-    call came in with.
+    `counter` is the ordinal of this diversion, counting the ones the call
+    came in with (the Diversion header itself says counter=1 for each).
     """
 
     diverted_from: str

@@ -294,12 +294,32 @@ class StoreWriter:
         self.db.execute("DELETE FROM subscribers WHERE tenant = ?", (tenant,))
 
     def put_trunk(self, record: TrunkRecord, addresses: Iterable[str], log: bool = True) -> None:
+        """A trunk and its addresses.  An address another trunk already has
+        stays that trunk's (one source, one tenant): this trunk's claim is
+        recorded in `rejected` for `divert sync status`, never dropped in
+        silence."""
         self.delete_trunk(record.id, log)
         self.db.execute(
             "INSERT INTO trunks (id, tenant, name, diversion_style) VALUES (?, ?, ?, ?)",
             tuple(record),
         )
+        source = f"trunks:{record.id}"
+        self.db.execute("DELETE FROM rejected WHERE source = ?", (source,))
         for address in addresses:
+            holder = self.db.execute(
+                "SELECT t.id, t.name, t.tenant FROM trunk_addresses a "
+                "JOIN trunks t ON t.id = a.trunk_id WHERE a.address = ?",
+                (address,),
+            ).fetchone()
+            if holder is not None and holder[0] != record.id:
+                self.reject(
+                    source,
+                    f"trunk {record.name} of tenant {record.tenant}: address {address} is "
+                    f"already trunk {holder[1]} of tenant {holder[2]}; calls from it are that "
+                    "trunk's, and this one is not probed there",
+                    "",
+                )
+                continue
             self.db.execute(
                 "INSERT OR REPLACE INTO trunk_addresses (address, trunk_id) VALUES (?, ?)",
                 (address, record.id),

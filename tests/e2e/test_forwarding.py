@@ -138,7 +138,7 @@ def test_chain_of_three_busy_no_answer_voicemail(node: DivertNode, workdir: Path
     assert at_vm.ruri_user == numbered(7)
     assert at_vm.header("History-Info") == []  # pbx-b's branch only; voicemail is no trunk
     assert at_vm.header("Diversion") == [
-        f"<sip:{numbered(7)}@divert.invalid>;reason=no-answer;counter=2;privacy=off, "
+        f"<sip:{numbered(7)}@divert.invalid>;reason=no-answer;counter=1;privacy=off, "
         f"<sip:{numbered(6)}@divert.invalid>;reason=user-busy;counter=1;privacy=off"
     ]
 
