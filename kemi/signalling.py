@@ -46,6 +46,7 @@ HISTORY_CAUSES = {
 not reachable, unknown/not available."""
 
 BUSY_CODES = frozenset((486, 600, 603))
+MERGED = 482  # Loop Detected: also a UAS's answer to a merged request
 UNREACHABLE_CODES = frozenset((477, 478, 480, 502, 503, 504))
 
 
@@ -54,8 +55,16 @@ def trunk_set(trunk_id: str | int) -> int:
 
 
 def outcome_of(code: int, timed_out: bool, no_reply: bool, kind: EndpointKind) -> Outcome | None:
-    """What a branch's final failure means for forwarding (None: pass it on)."""
-    if code in BUSY_CODES:
+    """What a branch's final failure means for forwarding (None: pass it on).
+
+    482 from a phone or a PBX: a chain that reaches the same PBX twice (A
+    busy -> B, both on one trunk) sends a second INVITE with the call's
+    Call-ID, From tag and CSeq on a new branch, which RFC 3261 8.2.2.2 lets
+    the PBX answer as a merged request.  That step cannot take the call, as
+    if busy: the chain's busy forwards continue, and the trunk stays up."""
+    if code in BUSY_CODES or (
+        code == MERGED and kind in (EndpointKind.TRUNK, EndpointKind.SUBSCRIBER)
+    ):
         return Outcome.BUSY
     gone = (
         Outcome.TRUNK_DOWN

@@ -33,6 +33,9 @@ TRUNK, EXTERNAL, PHONE = EndpointKind.TRUNK, EndpointKind.EXTERNAL, EndpointKind
         (404, False, False, TRUNK, None),
         (403, False, False, EXTERNAL, None),
         (487, False, False, PHONE, None),
+        (482, False, False, TRUNK, Outcome.BUSY),  # a merged request, at the same PBX again
+        (482, False, False, PHONE, Outcome.BUSY),
+        (482, False, False, EXTERNAL, None),
     ],
 )
 def test_failures_map_to_outcomes(code, timed_out, no_reply, kind, outcome):

@@ -151,3 +151,87 @@ def test_away_takes_the_not_present_forward_and_present_rings_again(
     finally:
         dial(node, workdir, "*79", 480, 6214)
         dial(node, workdir, "*73", 480, 6215)
+
+
+MERGED_PBX = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!-- A PBX that answers the first INVITE of a call 486 and the second, on a
+     new branch with the same Call-ID, From tag and CSeq, 482 (RFC 3261
+     8.2.2.2: a merged request). -->
+<scenario name="merged request">
+  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 486 Busy Here
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 482 Loop Detected
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag02[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK"/>
+</scenario>
+"""
+
+
+def test_a_pbx_answering_482_to_a_second_visit_lets_the_chain_go_on(
+    node: DivertNode, workdir: Path
+):
+    """numbered(10) busy -> numbered(3), both on PBX A, then -> mobile(60):
+    the PBX takes the second INVITE for a merged request (482); that step
+    fails as busy, the chain's next busy forward takes the call, and the
+    trunk stays up."""
+    node.divert("forward", "add", numbered(10), "--when", "busy", "--to", numbered(3))
+    node.divert("forward", "add", numbered(10), "--when", "busy", "--to", mobile(60))
+    try:
+        node.wait_store(lambda r: len(r.table(numbered(10)).rules) == 2, "the busy forwards")  # type: ignore[union-attr]
+        host, port = PBX_A.split(":")
+        pbx = Peer(
+            workdir, "pbx", ["-i", host, "-p", port, "-m", "100", "-timeout", "30s"], MERGED_PBX
+        )
+        carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+        node.wait_trunk(PBX_A, active=True)
+        node.wait_trunk(CARRIER_1, active=True)
+        caller = call(workdir, "caller", NODE, numbered(10), 200, f"{CALLER}:6220")
+        ended(pbx, carrier, caller=caller, node=node)
+        assert [r.ruri_user for r in pbx.received()] == [numbered(10), numbered(3)]
+        (invite,) = carrier.received()
+        assert invite.ruri_user == mobile(60)
+        node.wait_trunk(PBX_A, active=True, timeout=0.5)  # not marked down by the 482
+    finally:
+        for forward_id in busy_forwards_of(node, numbered(10)):
+            node.divert("forward", "delete", str(forward_id))
+
+
+def busy_forwards_of(node: DivertNode, number: str) -> list[int]:
+    from sqlalchemy import text
+
+    from divert.db import open_portal
+
+    engine = open_portal(node.portal)
+    with engine.connect() as connection:
+        ids = connection.scalars(
+            text(
+                "SELECT f.id FROM forwards f JOIN numbers n ON n.id = f.number_id "
+                "WHERE n.e164 = :number AND f.condition = 'busy'"
+            ),
+            {"number": number},
+        ).all()
+    engine.dispose()
+    return [int(i) for i in ids]
