@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,10 +19,12 @@ def tour() -> str:
 
 
 def test_tour_runs_top_to_bottom(tmp_path: Path):
-    env = dict(os.environ, DIVERT_PORTAL=f"sqlite:///{tmp_path / 'portal.db'}")
+    # in a folder of its own: the tour's var/tour/portal.db is made there
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    env = dict(os.environ, PATH=path)
     result = subprocess.run(
         ["bash", "-e", "-o", "pipefail", "-c", tour()],
-        cwd=ROOT,
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
