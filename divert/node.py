@@ -46,7 +46,7 @@ from typing import TextIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from divert import readiness, registrations
+from divert import metrics, readiness, registrations
 from divert.db import absolute_portal_url
 from divert.errors import DivertError, PortalUnavailable
 from divert.kemi.signalling import CARRIER_SET, trunk_set
@@ -88,6 +88,7 @@ class NodeConfig:
     shm_mb: int = 512  # Kamailio's shared memory: transactions live here
     # store entries each SIP worker caches; every worker caches for itself
     cache_entries: int = CACHE_ENTRIES
+    metrics: str = "127.0.0.1:9161"  # Prometheus scrape target ADDR:PORT, '' : none
 
     @property
     def run_dir(self) -> Path:
@@ -101,17 +102,17 @@ def kamailio_binary() -> str:
     return found
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
+def parse_listen(listen: str, option: str = "--listen") -> tuple[str, int]:
     """``IPv4:PORT`` as Kamailio's ``listen`` takes it (a literal address: no
-    name to resolve), or a one-line DivertError."""
+    name to resolve), or a one-line DivertError naming `option`."""
     host, _, port = listen.rpartition(":")
     try:
         ipaddress.IPv4Address(host)
         number = int(port)
     except ValueError:
-        raise DivertError(f"--listen {listen!r} must be IPv4:PORT, e.g. 127.0.0.1:5060") from None
+        raise DivertError(f"{option} {listen!r} must be IPv4:PORT, e.g. 127.0.0.1:5060") from None
     if not 0 < number < 65536:
-        raise DivertError(f"--listen {listen!r}: the port must be 1-65535")
+        raise DivertError(f"{option} {listen!r}: the port must be 1-65535")
     return host, number
 
 
@@ -442,4 +443,14 @@ def run_node(config: NodeConfig, portal_reachable: bool = True) -> int:
         except BaseException:
             node.stop()
             raise
-        return node.watch(stopping, wakeup_fd)
+        server = None
+        if config.metrics:
+            ctl = f"unix:{config.run_dir / 'kamailio_ctl'}"
+            exporter = metrics.Exporter(config.state_dir, ctl)
+            server = metrics.serve(exporter, parse_listen(config.metrics, "--metrics"))
+        try:
+            return node.watch(stopping, wakeup_fd)
+        finally:
+            if server is not None:
+                server.shutdown()
+                server.server_close()

@@ -59,6 +59,7 @@ class Stub(types.ModuleType):
             "uac",
             "tmx",
             "async",
+            "statistics",
         ):
             setattr(self, group, _Group(self, group))
 

@@ -40,6 +40,11 @@ def register(groups: Groups) -> None:
         default=CACHE_ENTRIES,
         help="store entries each SIP worker caches (up to ~1.2 KB each)",
     )
+    run.add_argument(
+        "--metrics",
+        default="127.0.0.1:9161",
+        help="Prometheus scrape target ADDR:PORT (GET /metrics); '' : none",
+    )
     run.set_defaults(handler=node_run)
 
 
@@ -49,6 +54,8 @@ def node_run(context: Context, args: argparse.Namespace) -> int:
     from divert.portal import trunks
 
     node.parse_listen(args.listen)  # before anything is made: a typo costs nothing
+    if args.metrics:
+        node.parse_listen(args.metrics, "--metrics")
     reachable = context.reachable()
     if reachable:
         context.require_schema()
@@ -77,5 +84,6 @@ def node_run(context: Context, args: argparse.Namespace) -> int:
         args.probe_interval,
         shm_mb=args.shm,
         cache_entries=args.cache,
+        metrics=args.metrics,
     )
     return node.run_node(config, reachable)

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -204,6 +205,12 @@ class DivertNode:
         self.state = workdir / "state"
         self.log = workdir / "divert-run.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.metrics = f"{listen.split(':')[0]}:9161"  # each node on its own address
+
+    def scrape(self) -> str:
+        """The node's Prometheus page."""
+        with urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=10) as page:
+            return str(page.read().decode())
 
     def divert(self, *args: str) -> None:
         code = main(["--portal", self.portal, *args])
@@ -227,6 +234,8 @@ class DivertNode:
             "1",
             "--children",
             "4",
+            "--metrics",
+            self.metrics,
         ]
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
