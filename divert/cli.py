@@ -95,7 +95,7 @@ def build_parser() -> Parser:
         formatter_class=DefaultsShown,
     )
     parser.add_argument("--portal", help=PORTAL_HELP)
-    parser.add_argument("--version", action="version", version=f"divert {_version()}")
+    parser.add_argument("--version", action=VersionShown, help="print divert's version and exit")
     register_all(parser.add_subparsers(title="commands", metavar="COMMAND"))
     for command in _subparsers(parser):
         command.formatter_class = DefaultsShown
@@ -103,6 +103,23 @@ def build_parser() -> Parser:
         # the value given before it when none is given here
         command.add_argument("--portal", default=argparse.SUPPRESS, help=PORTAL_HELP)
     return parser
+
+
+class VersionShown(argparse.Action):
+    """--version, with the version looked up only when asked for (the
+    package metadata costs milliseconds every command would pay)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help=str(kwargs.get("help", "")),
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        parser.exit(0, f"divert {_version()}\n")
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
