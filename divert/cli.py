@@ -119,7 +119,8 @@ class VersionShown(argparse.Action):
         )
 
     def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
-        parser.exit(0, f"divert {_version()}\n")
+        print(f"divert {_version()}")  # on standard output, as argparse's own --version
+        parser.exit(0)
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
