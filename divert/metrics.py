@@ -15,18 +15,20 @@ Each scrape reads, at that moment:
 
 Nothing is kept between scrapes; a source that cannot be read (Kamailio
 restarting, no store yet) leaves its lines out and says so in
-``divert_scrape_errors``.  The decision histogram costs the SIP path three
-atomic adds per decision (`divert.kemi.adapter`).
+``divert_scrape_errors``.  The decision histogram costs the SIP path two
+counter adds per decision (`divert.kemi.adapter`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import socketserver
 import sqlite3
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,17 +49,30 @@ class Exporter:
     def __init__(self, state_dir: Path, ctl_socket: str) -> None:
         self.state_dir = state_dir
         self.ctl_socket = ctl_socket
+        self._lock = threading.Lock()
+        self._rendered_at = -1e9
+        self._page = ""
 
     def render(self) -> str:
-        errors: list[str] = []
+        """The page; one scrape at a time (Kamailio's control socket serves
+        one client), and a page less than a second old is served again."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._rendered_at >= 1.0:
+                self._page = self._render()
+                self._rendered_at = time.monotonic()
+            return self._page
+
+    def _render(self) -> str:
+        errors = 0
         lines: list[str] = []
         for source in (self._kamailio, self._trunks, self._store, self._queue):
             try:
-                lines.extend(source())
-            except (OSError, sqlite3.Error, subprocess.SubprocessError, ValueError) as error:
-                errors.append(f"{source.__name__.strip('_')}: {type(error).__name__}")
+                lines.extend(list(source()))  # whole or not at all
+            except Exception:  # a source that cannot be read now: left out, counted
+                errors += 1
         lines.append("# TYPE divert_scrape_errors gauge")
-        lines.append(f"divert_scrape_errors {len(errors)}")
+        lines.append(f"divert_scrape_errors {errors}")
         return "\n".join(lines) + "\n"
 
     def _kamcmd(self, *args: str) -> str:
@@ -65,7 +80,7 @@ class Exporter:
             ["kamcmd", "-s", self.ctl_socket, *args],
             capture_output=True,
             text=True,
-            timeout=5,
+            timeout=2,  # two calls stay well inside Prometheus's 10 s scrape timeout
             check=True,
         )
         return done.stdout
@@ -90,16 +105,22 @@ class Exporter:
         yield "# HELP divert_trunk_up 1 when the dispatcher's probing sees the trunk up"
         yield "# TYPE divert_trunk_up gauge"
         set_id, uri = "", ""
+        seen: set[tuple[str, str]] = set()
         for line in listing.splitlines():
             text = line.strip()
             if text.startswith("ID:"):
                 set_id = text.split(":", 1)[1].strip()
             elif text.startswith("URI:"):
                 uri = text.split(":", 1)[1].strip()
-            elif text.startswith("FLAGS:") and uri:
-                up = 1 if text.split(":", 1)[1].strip().startswith("A") else 0
+            elif text.startswith("FLAGS:") and uri and (set_id, uri) not in seen:
+                seen.add((set_id, uri))
+                # A: active, T: trying (still routed to); I, D: inactive, disabled
+                up = 1 if text.split(":", 1)[1].strip()[:1] in ("A", "T") else 0
                 kind = "carrier" if set_id == "1" else "customer"
-                yield f'divert_trunk_up{{set="{set_id}",kind="{kind}",uri="{uri}"}} {up}'
+                yield (
+                    f'divert_trunk_up{{set="{_label(set_id)}",kind="{kind}",'
+                    f'uri="{_label(uri)}"}} {up}'
+                )
                 uri = ""
 
     def _store(self) -> Iterator[str]:
@@ -109,7 +130,10 @@ class Exporter:
         finally:
             view.close()
         with open(self.state_dir / SEQ_FILE, "rb") as seq:
-            epoch, sequence = struct.unpack("<QQ", seq.read(16))
+            data = seq.read(16)
+        if len(data) != 16:
+            raise ValueError("store.seq is being written")
+        epoch, sequence = struct.unpack("<QQ", data)
         yield "# TYPE divert_store_sequence gauge"
         yield f"divert_store_sequence {sequence}"
         yield f"divert_store_epoch {int(meta.get(META_EPOCH, epoch))}"
@@ -130,16 +154,38 @@ class Exporter:
 
     def _queue(self) -> Iterator[str]:
         path = self.state_dir / QUEUE_FILE
-        waiting = 0
+        waiting = failed = 0
         if path.exists():
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             try:
                 waiting = int(db.execute("SELECT count(*) FROM queued").fetchone()[0])
+                if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'failed'").fetchone():
+                    failed = int(db.execute("SELECT count(*) FROM failed").fetchone()[0])
             finally:
                 db.close()
         yield "# HELP divert_feature_codes_queued codes waiting on this node for the portal"
         yield "# TYPE divert_feature_codes_queued gauge"
         yield f"divert_feature_codes_queued {waiting}"
+        yield "# HELP divert_feature_codes_failed codes the portal failed on, set aside"
+        yield "# TYPE divert_feature_codes_failed gauge"
+        yield f"divert_feature_codes_failed {failed}"
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value, escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class _Server(ThreadingHTTPServer):
+    """No reverse DNS lookup of the address at start (HTTPServer's
+    server_bind asks for the host's FQDN), one line per failed request."""
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        log.debug("metrics request from %s failed", client_address)
 
 
 def _divert_counters(stats: dict[str, int]) -> Iterator[str]:
@@ -173,6 +219,8 @@ def serve(exporter: Exporter, address: tuple[str, int]) -> ThreadingHTTPServer |
     warning) when the address cannot be taken: the node routes on without."""
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = 10  # an idle or slow client does not keep a thread for ever
+
         def do_GET(self) -> None:
             if self.path.split("?", 1)[0] != "/metrics":
                 self.send_error(404, "only /metrics here")
@@ -188,7 +236,7 @@ def serve(exporter: Exporter, address: tuple[str, int]) -> ThreadingHTTPServer |
             return  # one line per scrape would drown the node's log
 
     try:
-        server = ThreadingHTTPServer(address, Handler)
+        server = _Server(address, Handler)
     except OSError as error:
         log.warning("metrics not served: cannot listen on %s:%d: %s", *address, error.strerror)
         return None

@@ -547,8 +547,10 @@ class Router:
         KSR.tm.t_newtran()
         self._record_route()
         prior = 0
-        if subscriber is None and int(KSR.pv.get("$hdrc(Diversion)") or 0):
-            prior = diversions_announced(str(KSR.pv.get("$(hdr(Diversion)[*])") or ""))
+        if subscriber is None and (headers := int(KSR.pv.get("$hdrc(Diversion)") or 0)):
+            # at least one per header: values too long for Kamailio's buffer read as none
+            every = str(KSR.pv.get("$(hdr(Diversion)[*])") or "")
+            prior = max(headers, diversions_announced(every))
         caller = subscriber.username if subscriber else str(KSR.pv.get("$fU") or "anonymous")
         now = time.time()
         table = self.reader.table(called)
@@ -563,10 +565,7 @@ class Router:
         mode = self._mode(table.tenant, now) if table is not None else None
         call = Call(caller, internal, now, mode)
         state = CallState.begin(called, prior)
-        started = time.perf_counter_ns()
-        decision = decide(call, state, None, self.reader.table, self.limits)
-        self._counted(decision, started)
-        self._carry_out(decision, call)
+        self._carry_out(self._decide(call, state, None), call)
 
     def _own_voicemail(self, subscriber: SubscriberRecord) -> None:
         """*97 (seed 002): the subscriber's own mailbox."""
@@ -689,10 +688,7 @@ class Router:
             KSR.dispatcher.ds_mark_dst_state("ip")
         if outcome is None:
             return  # a final answer of its own (404, 403, ...): the caller gets it
-        started = time.perf_counter_ns()
-        decision = decide(call, state, outcome, self.reader.table, self.limits)
-        self._counted(decision, started)
-        self._carry_out(decision, call, (outcome, kind))
+        self._carry_out(self._decide(call, state, outcome), call, (outcome, kind))
 
     def _no_redirect_upstream(self, code: int) -> None:
         """A 3xx is never relayed to the caller, even on a path that cannot
@@ -716,7 +712,7 @@ class Router:
 
         started = time.perf_counter_ns()
         decision = redirect(call, state, targets, self.reader.table, refusal, self.limits)
-        self._counted(decision, started)
+        self._timed(started)
         if isinstance(decision, Reply):
             named = ", ".join(targets) or "no number in international form"
             KSR.notice(
@@ -740,6 +736,7 @@ class Router:
             if isinstance(decision, Reply):
                 if decision.code == 503 and last is not None:
                     self._said_503(last)
+                KSR.statistics.update_stat(REPLY_STAT, 1)
                 self._final(decision.code, decision.reason)
                 return
             unreachable = self._point_at(decision)
@@ -747,22 +744,28 @@ class Router:
                 self._relay(decision, call)
                 return
             last = (unreachable, decision.endpoint.kind)
-            decision = decide(call, decision.state, unreachable, self.reader.table, self.limits)
+            decision = self._decide(call, decision.state, unreachable)
 
-    def _counted(self, decision: Decision, started_ns: int) -> None:
-        """Kamailio's statistics (`divert.kemi.metrics`): the decision's time
-        and kind, and the forward it took.  Three or four atomic adds."""
+    def _decide(self, call: Call, state: CallState, outcome: Outcome | None) -> Decision:
+        """The core's decision, timed into Kamailio's statistics."""
+        started = time.perf_counter_ns()
+        decision = decide(call, state, outcome, self.reader.table, self.limits)
+        self._timed(started)
+        return decision
+
+    def _timed(self, started_ns: int) -> None:
+        """The decision-time histogram (`divert.kemi.metrics`): two counter adds."""
         elapsed_us = (time.perf_counter_ns() - started_ns) // 1000
+        KSR.statistics.update_stat(metrics.bucket_of(elapsed_us), 1)
+        KSR.statistics.update_stat(metrics.DECISION_SUM_US, elapsed_us)
+
+    def _counted_relay(self, relay: Relay) -> None:
+        """A relay that goes out, and the forward it takes."""
         stats = KSR.statistics
-        stats.update_stat(metrics.bucket_of(elapsed_us), 1)
-        stats.update_stat(metrics.DECISION_SUM_US, elapsed_us)
-        if isinstance(decision, Reply):
-            stats.update_stat(REPLY_STAT, 1)
-            return
         stats.update_stat(RELAY_STAT, 1)
-        if decision.diversions:
-            stats.update_stat(metrics.FORWARD_STATS[decision.diversions[-1].condition], 1)
-            if decision.via is not None and decision.via.origin.endswith(" emergency"):
+        if relay.diversions:
+            stats.update_stat(metrics.FORWARD_STATS[relay.diversions[-1].condition], 1)
+            if relay.via is not None and relay.via.origin.endswith(" emergency"):
                 stats.update_stat(metrics.EMERGENCY, 1)
 
     def _said_503(self, last: tuple[Outcome, EndpointKind]) -> None:
@@ -801,6 +804,7 @@ class Router:
         return None
 
     def _relay(self, relay: Relay, call: Call) -> None:
+        self._counted_relay(relay)
         # A call's diversions only grow along its chain, so a relay without
         # any comes before every relay with some: only those need the branch
         # route, and no stale headers can reach a later branch.

@@ -101,9 +101,9 @@ def full_sync(connection: Connection, writer: StoreWriter) -> Applied:
             writer.put_tenant(tenant, log=False)
         for record in data.subscribers:
             writer.put_subscriber(record, log=False)
-        for trunk, addresses in data.trunks:
+        writer.clear_all_rejected()  # before the trunks: they record taken addresses
+        for trunk, addresses in sorted(data.trunks, key=lambda item: item[0].id):
             writer.put_trunk(trunk, addresses, log=False)
-        writer.clear_all_rejected()
         for problem in data.problems:
             writer.reject(problem.source, problem.reason, "")
         policy = data.policy
@@ -177,6 +177,8 @@ def affected(connection: Connection, changes: Sequence[Change]) -> Plan:
             plan.trunks.add(change.row_id)
             if change.op == "D":
                 plan.dropped_trunks.add(change.row_id)
+            # an address it gave up may go to a trunk that was refused it
+            plan.trunks.update(_sharing(connection, str(old.get("addresses") or "")))
         elif change.table == "subscribers":
             plan.subscribers.add(change.row_id)
             if change.op != "U" or _moved(old, connection, change.row_id):
@@ -285,6 +287,15 @@ def recompile(
                 writer.put_tenant(record)
         for key in sorted(keys):
             _apply_key(writer, reader, key)
+
+
+def _sharing(connection: Connection, addresses: str) -> set[int]:
+    """Trunks that claim one of `addresses` too (taken ones are refused)."""
+    wanted = {a for a in addresses.split(",") if a}
+    if not wanted:
+        return set()
+    rows = connection.execute(select(trunks.c.id, trunks.c.addresses))
+    return {int(r.id) for r in rows if wanted & set(str(r.addresses).split(","))}
 
 
 def _refresh_trunk(

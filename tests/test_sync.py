@@ -788,6 +788,13 @@ def test_a_trunk_address_already_taken_is_listed_never_dropped_in_silence(node: 
     assert node.reader.trunk_at("127.0.0.20:5060").tenant == "acme"  # type: ignore[union-attr]
     status = as_text(read_status(node.state_dir, node.url))
     assert "rejected rows: 1" in status and "beta-pbx" in status
-    node.sql("UPDATE trunks SET addresses = '127.0.0.29:5060' WHERE name = 'beta-pbx'")
-    node.sync()
+    from divert.sync.apply import full_sync
+
+    with node.worker.engine.connect() as connection, connection.begin():
+        full_sync(connection, node.worker.writer)
+    assert list(node.rejected()) == [source]  # a full sync lists it too, the same way
+    assert node.reader.trunk_at("127.0.0.20:5060").tenant == "acme"  # type: ignore[union-attr]
+    node.sql("UPDATE trunks SET addresses = '127.0.0.29:5060' WHERE name = 'pbx'")
+    node.sync()  # the first owner gave it up: the other trunk gets it
     assert node.rejected() == {}
+    assert node.reader.trunk_at("127.0.0.20:5060").tenant == "beta"  # type: ignore[union-attr]

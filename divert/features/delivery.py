@@ -12,16 +12,23 @@ import logging
 import time
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    InterfaceError,
+    InternalError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 
 from divert.features.apply import ACTIVATED, Answer, Refused, carry_out
 from divert.features.queue import FeatureQueue, Queued
 
 log = logging.getLogger("divert.features")
 
-PORTAL_GONE = (OperationalError, InterfaceError)
-"""The portal cannot be reached: delivery stops, the queue waits.  Any
-other error belongs to one code, which is set aside (`FeatureQueue.fail`)."""
+PORTAL_GONE = (OperationalError, InterfaceError, ProgrammingError, InternalError)
+"""The portal cannot be reached, or cannot take codes now (a schema being
+migrated): delivery stops, the queue waits.  Any other error (bad data)
+belongs to one code, which is set aside (`FeatureQueue.fail`)."""
 
 
 def deliver(queue: FeatureQueue, engine: Engine, deadline: float | None = None) -> bool:

@@ -303,8 +303,6 @@ class StoreWriter:
             "INSERT INTO trunks (id, tenant, name, diversion_style) VALUES (?, ?, ?, ?)",
             tuple(record),
         )
-        source = f"trunks:{record.id}"
-        self.db.execute("DELETE FROM rejected WHERE source = ?", (source,))
         for address in addresses:
             holder = self.db.execute(
                 "SELECT t.id, t.name, t.tenant FROM trunk_addresses a "
@@ -312,14 +310,22 @@ class StoreWriter:
                 (address,),
             ).fetchone()
             if holder is not None and holder[0] != record.id:
+                # the older trunk (lower id) keeps it, whichever is placed first
+                older = holder[0] < record.id
+                keeper = (holder[1], holder[2]) if older else (record.name, record.tenant)
+                loser = (record.id, record.name, record.tenant) if older else tuple(holder)
                 self.reject(
-                    source,
-                    f"trunk {record.name} of tenant {record.tenant}: address {address} is "
-                    f"already trunk {holder[1]} of tenant {holder[2]}; calls from it are that "
+                    _address_claim(int(loser[0]), address),
+                    f"trunk {loser[1]} of tenant {loser[2]}: address {address} is already "
+                    f"trunk {keeper[0]} of tenant {keeper[1]}; calls from it are that "
                     "trunk's, and this one is not probed there",
                     "",
                 )
-                continue
+                if older:
+                    continue
+            self.db.execute(
+                "DELETE FROM rejected WHERE source = ?", (_address_claim(record.id, address),)
+            )
             self.db.execute(
                 "INSERT OR REPLACE INTO trunk_addresses (address, trunk_id) VALUES (?, ?)",
                 (address, record.id),
@@ -336,6 +342,9 @@ class StoreWriter:
             self._changed(NS_TRUNK + str(trunk_id))
         self.db.execute("DELETE FROM trunk_addresses WHERE trunk_id = ?", (trunk_id,))
         self.db.execute("DELETE FROM trunks WHERE id = ?", (trunk_id,))
+        self.db.execute(
+            "DELETE FROM rejected WHERE source LIKE ?", (_address_claim(trunk_id, "%"),)
+        )
 
     def put_tenant(self, record: TenantRecord, log: bool = True) -> None:
         self.db.execute(
@@ -395,6 +404,11 @@ class StoreWriter:
                 handle.write(bytes(SEQ_SIZE))
                 handle.flush()
             return mmap.mmap(handle.fileno(), SEQ_SIZE, access=mmap.ACCESS_WRITE)
+
+
+def _address_claim(trunk_id: int, address: str) -> str:
+    """The `rejected` source of a trunk's claim to an address another has."""
+    return f"trunks:{trunk_id}:address:{address}"
 
 
 def current_generation(folder: Path) -> Path | None:

@@ -4,6 +4,7 @@ move with the calls."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 from tests.e2e.conftest import CALLER, CARRIER_1, NODE, DivertNode, numbered
@@ -23,6 +24,7 @@ def test_the_metrics_page_counts_forwards_decisions_and_their_time(node: DivertN
     caller = call(workdir, "caller", NODE, numbered(1), 200, f"{CALLER}:6300")  # always forward
     assert caller.wait() == 0, caller.diagnostics()
     carrier.stop()
+    time.sleep(1.1)  # a page is served again for a second
     after = node.scrape()
     forwards = 'divert_forwards_total{condition="always"}'
     assert value(after, forwards) == value(before, forwards) + 1

@@ -1,8 +1,8 @@
 """Trunk addresses are unique across tenants from now on (`divert trunk add`
 refuses a taken one).  A portal that already has an address on two trunks
 keeps its rows; this migration names each such address on standard error,
-and the sync worker keeps the address with the trunk that had it first and
-lists the other in `divert sync status`.
+and the sync worker keeps the address with the older trunk (the lower id)
+and lists the other's claim in `divert sync status`.
 
 Revision ID: 0008
 """
