@@ -34,10 +34,21 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from divert.db import open_portal
 from divert.features.queue import QUEUE_FILE
 from divert.kemi import metrics
-from divert.kemi.store.format import META_EPOCH, META_LAST_ERROR, META_SYNCED_AT, SEQ_FILE
+from divert.kemi.store.format import (
+    META_EPOCH,
+    META_LAST_ERROR,
+    META_POSITION,
+    META_SYNCED_AT,
+    SEQ_FILE,
+)
 from divert.kemi.store.view import StoreView
+from divert.sync.journal import pending
 
 log = logging.getLogger("divert")
 
@@ -46,9 +57,11 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 
 
 class Exporter:
-    def __init__(self, state_dir: Path, ctl_socket: str) -> None:
+    def __init__(self, state_dir: Path, ctl_socket: str, portal_url: str | None = None) -> None:
         self.state_dir = state_dir
         self.ctl_socket = ctl_socket
+        self.portal_url = portal_url
+        self._engine: Engine | None = None
         self._lock = threading.Lock()
         self._rendered_at = -1e9
         self._page = ""
@@ -66,7 +79,7 @@ class Exporter:
     def _render(self) -> str:
         errors = 0
         lines: list[str] = []
-        for source in (self._kamailio, self._trunks, self._store, self._queue):
+        for source in (self._kamailio, self._trunks, self._store, self._lag, self._queue):
             try:
                 lines.extend(list(source()))  # whole or not at all
             except Exception:  # a source that cannot be read now: left out, counted
@@ -151,6 +164,33 @@ class Exporter:
         yield "# HELP divert_sync_portal_up 0 when the sync worker's last try of the portal failed"
         yield "# TYPE divert_sync_portal_up gauge"
         yield f"divert_sync_portal_up {0 if meta.get(META_LAST_ERROR) else 1}"
+
+    def _lag(self) -> Iterator[str]:
+        """Journal rows the sync worker has not applied yet (asks the portal,
+        2 s at most; a portal that does not answer is a scrape error)."""
+        if not self.portal_url:
+            return
+        view = StoreView.open(self.state_dir)
+        try:
+            position = view.meta().get(META_POSITION)
+        finally:
+            view.close()
+        if position is None:
+            return
+        if self._engine is None:
+            self._engine = open_portal(self.portal_url, limit=2, create=False)
+        try:
+            with self._engine.connect() as connection:
+                waiting, age = pending(connection, position)
+        except SQLAlchemyError:
+            self._engine.dispose()
+            raise
+        yield "# HELP divert_sync_lag_rows portal changes not yet in this node's store"
+        yield "# TYPE divert_sync_lag_rows gauge"
+        yield f"divert_sync_lag_rows {waiting}"
+        yield "# HELP divert_sync_lag_seconds age of the oldest of them (0: none)"
+        yield "# TYPE divert_sync_lag_seconds gauge"
+        yield f"divert_sync_lag_seconds {age or 0:.3f}"
 
     def _queue(self) -> Iterator[str]:
         path = self.state_dir / QUEUE_FILE

@@ -446,7 +446,7 @@ def run_node(config: NodeConfig, portal_reachable: bool = True) -> int:
         server = None
         if config.metrics:
             ctl = f"unix:{config.run_dir / 'kamailio_ctl'}"
-            exporter = metrics.Exporter(config.state_dir, ctl)
+            exporter = metrics.Exporter(config.state_dir, ctl, config.portal_url)
             server = metrics.serve(exporter, parse_listen(config.metrics, "--metrics"))
         try:
             return node.watch(stopping, wakeup_fd)

@@ -40,6 +40,7 @@ def test_the_metrics_page_counts_forwards_decisions_and_their_time(node: DivertN
     assert value(after, f'divert_trunk_up{{set="1",kind="carrier",uri="sip:{CARRIER_1}"}}') == 1
     assert value(after, "divert_store_sequence") >= 0
     assert value(after, "divert_sync_portal_up") == 1
+    assert value(after, "divert_sync_lag_rows") >= 0
     assert value(after, "divert_feature_codes_queued") == 0
     assert value(after, "divert_scrape_errors") == 0
 
