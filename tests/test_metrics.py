@@ -34,5 +34,5 @@ def test_the_dashboard_plots_only_series_the_exporter_serves():
     for name in divert_series:
         base = re.sub(r"_(bucket|sum|count)$", "", name)
         assert base in source, name
-    assert {"kamailio_shmem_used_size", "kamailio_core_rcv_replies_2xx_invite"} <= used
+    assert {"kamailio_shmem_used_size", "kamailio_tmx_2xx_transactions"} <= used
     assert len(dashboard["panels"]) >= 8
