@@ -1,6 +1,6 @@
 """Carrying out a feature code on this node's store, for when the portal is down.
 
-The feature server uses it to check a code the portal cannot take now, with
+Kamailio's async workers use it to check a code the portal cannot take now, with
 the portal's own rules (a valid number, the destination policy the sync
 worker copied into the store, no loop of unconditional forwards), and the
 sync worker uses it to write the code's effect into the store, so the next
