@@ -36,3 +36,13 @@ def test_the_dashboard_plots_only_series_the_exporter_serves():
         assert base in source, name
     assert {"kamailio_shmem_used_size", "kamailio_tmx_2xx_transactions"} <= used
     assert len(dashboard["panels"]) >= 8
+
+
+def test_a_page_is_served_whatever_is_missing(tmp_path):
+    """No Kamailio to ask, no store, no queue (a node starting, or its files
+    gone): the page still comes, the missing sources counted as errors."""
+    from divert.metrics import Exporter
+
+    page = Exporter(tmp_path / "gone", f"unix:{tmp_path / 'no-ctl'}").render()
+    assert page.endswith("divert_scrape_errors 3\n")  # Kamailio, its trunks, the store
+    assert "divert_feature_codes_queued 0" in page
