@@ -5,19 +5,26 @@ SIP facts in (who called whom, how a branch failed), `decide()` in the
 middle, SIP actions out (Request-URI, destination, ring timer, Diversion or
 History-Info, the next failure route, or a final reply).
 
+Kamailio's native configuration (kamailio.cfg) does the SIP plumbing:
+where a request comes from, its size, Max-Forwards and sanity, CANCEL, ACK,
+retransmissions and in-dialog requests.  It calls Python (`python_exec`)
+only for what divert decides: a new request (``ksr_request_route``), a
+forwarded call's failure route and feature codes.
+
 Serial forking: every relay arms ``ksr_failure_forward``; there the branch's
 failure becomes an `Outcome`, the call and its state carried on the
 transaction (one AVP, ``divert_call``) come back, and the core says what is
-next.  A target that cannot even be tried (no registered contact, a trunk
-the dispatcher already marks down, no carrier up) is reported to the core at
+next.  The branch route that adds the diversion headers is native.  A
+target that cannot even be tried (no registered contact, a trunk the
+dispatcher already marks down, no carrier up) is reported to the core at
 once, so those forwards cost no timer.
 
 Every request is hostile until a check says otherwise (see the README's
-Security section): oversized and malformed requests are answered 513 and
-400; headers only this node may set are removed from everything that comes
-in; in-dialog requests are relayed only for dialogs this node signed
-(`divert.kemi.signing`); a preloaded Route to anywhere but this node is refused
-from all but trunks; unknown users are challenged exactly like known ones.
+Security section): kamailio.cfg answers oversized and malformed requests 513
+and 400, removes headers only carriers may send, and relays in-dialog
+requests only for dialogs this node signed (`divert.kemi.signing`); here a
+preloaded Route to anywhere but this node is refused from all but trunks,
+and unknown users are challenged exactly like known ones.
 
 Faults never leak: each route catches everything, logs one line and
 answers 500 (or 503 when the store cannot be read).
@@ -65,29 +72,15 @@ from divert.kemi.store.format import SubscriberRecord
 from divert.kemi.store.reader import CACHE_ENTRIES, StoreReader, StoreUnavailable
 
 CALL_AVP = "$avp(divert_call)"
-HEADERS_AVP = "$avp(divert_headers)"
+HEADERS_AVP = "$avp(divert_headers)"  # kamailio.cfg's branch route adds them
 IDENTITY_AVP = "$avp(divert_identity)"  # a subscriber caller's P-Asserted-Identity
 PRIVATE = frozenset(("id", "user"))  # Privacy values that hide the caller
 ANONYMOUS_DISPLAY = '"Anonymous"'
 ANONYMOUS_URI = "sip:anonymous@anonymous.invalid"  # RFC 3323
-"""Headers only this node sets: removed from every request that comes in."""
-ASSERTED_IDENTITY = (
-    "P-Asserted-Identity",
-    "P-Preferred-Identity",
-    "Remote-Party-ID",
-    "P-Charge-Info",
-)
-"""Identity and billing headers that only carriers may send (RFC 3325's trust
-domain): from anyone else the node cannot tell a true one from a forged one."""
 ANNOUNCED_DIVERSIONS = ("Diversion", "History-Info")
 """A subscriber's own call announces no diversions: a forged one could make a
 carrier bill somebody else."""
-MAX_MESSAGE = 16384
-"""Bytes: larger requests get 513, whoever sends them (a SIP request over UDP
-rarely exceeds 4 KB)."""
 ALLOW = "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, PRACK\r\n"
-SANITY_CHECKS = 3047 | 1024  # the defaults, and the URIs must parse
-SANITY_URIS = 7  # Request-URI, From and To
 ROUTE_URI = re.compile(r"<([^>]*)>")
 PLAIN_HOP = re.compile(
     r"sips?:(?:[\w.~%+-]{1,64}@)?[A-Za-z0-9.-]{1,253}(?::(\d{1,5}))?(?:;[\w.~%+=-]{0,64}){0,10}"
@@ -95,15 +88,14 @@ PLAIN_HOP = re.compile(
 """A Route URI plain enough that Kamailio parses it without complaint (is_myself
 logs an ERROR for every URI it cannot parse)."""
 MAX_ROUTES = 8  # Route headers an initial request may carry
-TARGET_REFRESH = ("INVITE", "UPDATE")
-ALIAS = re.compile(r";alias=\d{1,3}(?:\.\d{1,3}){3}~\d{1,5}~[1-9](?=[;?]|$)")
-MAX_ALIAS_URI = 900
-"""Kamailio 5.6.3's handle_ruri_alias copies the Request-URI into a 1,024-byte
-buffer unchecked: only short URIs with one well-formed alias reach it."""
 VOICEMAIL_CODE = "*97"
+# kamailio.cfg's routes of these names: failure_route, branch_route, onreply_route
 FAILURE_ROUTE = "ksr_failure_forward"
 BRANCH_ROUTE = "ksr_branch_forward"
 PHONE_REPLY_ROUTE = "ksr_reply_phone"
+# where ksr_feature_code names the transaction kamailio.cfg resumes
+FEATURE_INDEX, FEATURE_LABEL = "$var(feature_index)", "$var(feature_label)"
+CARRIER, CUSTOMER_TRUNK = "2", "1"  # kamailio.cfg's $var(trusted)
 ALG_ROUND_ROBIN = 4
 ALG_PRIORITY = 8
 AUTH_HA1 = 1  # pv_auth_check flag: the password given is HA1
@@ -215,6 +207,7 @@ class Router:
         self._make_codes = feature_codes
         self._codes: FeatureCodes | None = None
         self._pending: PendingCode | None = None
+        self._gave_up = ""  # the line to log if the pending code is not resumed
 
     @classmethod
     def from_environment(cls, feature_codes: Callable[[], FeatureCodes] | None = None) -> Router:
@@ -246,9 +239,13 @@ class Router:
 
     # -- routes ------------------------------------------------------------------------
 
-    def ksr_request_route(self, msg: object) -> int:
+    def ksr_request_route(self, msg: object, trusted: str = "0") -> int:
+        """A new request (no To-tag, not ACK or CANCEL, no retransmission),
+        past kamailio.cfg's checks.  `trusted`: its verdict on the sender
+        (2 a carrier, 1 a customer trunk, 0 neither) from the dispatcher
+        list."""
         try:
-            self._request()
+            self._request(trusted)
             if self._store_down and self.reader.healthy:  # a read from SQLite succeeded
                 self._store_down = False
                 KSR.notice("divert: store readable again\n")
@@ -276,56 +273,38 @@ class Router:
             self._final(500, "Server Internal Error")
         return 1
 
-    def ksr_branch_forward(self, msg: object) -> int:
-        """Per branch: announce its diversions.  Headers added in the request
-        route would stick to every later branch, and those added in a failure
-        route to none after it, so each branch gets its own here."""
-        try:
-            headers = KSR.pv.get(HEADERS_AVP)
-            if headers:
-                KSR.hdr.append(str(headers))
-        except Exception as error:
-            KSR.err(f"divert: branch route failed: {type(error).__name__}: {error}\n")
-        return 1
-
-    def ksr_reply_phone(self, msg: object) -> int:
-        """Replies on a transaction that rang a subscriber's phone: a phone
-        behind NAT names an address in its Contact that nobody can reach, so
-        the Contact gets an alias of where the reply came from, and in-dialog
-        requests to it go there (`handle_ruri_alias`)."""
-        try:
-            if not self._from_trunk():
-                KSR.nathelper.add_contact_alias()
-        except Exception as error:
-            KSR.err(f"divert: phone reply route failed: {type(error).__name__}: {error}\n")
-        return 1
-
-    def ksr_feature_code(self, msg: object, event: str | None = None) -> int:
-        """In an async worker: carry out the code `_feature_code` handed over
-        (``INDEX LABEL AOR DIALLED``), then resume its transaction.  Kamailio
-        resumes none that was cancelled or timed out meanwhile: the work is
-        rolled back."""
+    def ksr_feature_code(self, msg: object) -> int:
+        """In an async worker: begin the code `_feature_code` handed over
+        (``INDEX LABEL AOR DIALLED``) and name its transaction for
+        kamailio.cfg to resume (``ksr_feature_reply``); -1: nothing to
+        resume."""
         try:
             index, label, aor, dialled = str(getattr(KSR, "async").get_data()).split(" ", 3)
+            KSR.pv.seti(FEATURE_INDEX, int(index))
+            KSR.pv.seti(FEATURE_LABEL, int(label))
         except Exception as error:
             KSR.err(f"divert: feature code task unreadable: {type(error).__name__}\n")
-            return 1
+            return -1
+        self._gave_up = f"divert: {aor} gave up on {dialled} before its answer: nothing changed\n"
         try:
             self._pending = self.feature_codes().begin(aor, dialled)
         except Exception as error:
             KSR.err(f"divert: feature code failed: {type(error).__name__}: {error}\n")
             self._pending = _FAILED
-        try:
-            KSR.tmx.t_continue(int(index), int(label), "ksr_feature_reply")
-        finally:
-            pending, self._pending = self._pending, None
-            if pending is not None:  # not resumed: the phone gave up, or the timer fired
-                KSR.info(f"divert: {aor} gave up on {dialled} before its answer: nothing changed\n")
-                with contextlib.suppress(Exception):
-                    pending.rollback()
         return 1
 
-    def ksr_feature_reply(self, msg: object, event: str | None = None) -> int:
+    def ksr_feature_done(self, msg: object) -> int:
+        """After the resume: Kamailio resumes no transaction that was
+        cancelled or timed out meanwhile, and that code's work is rolled
+        back."""
+        pending, self._pending = self._pending, None
+        if pending is not None:  # not resumed: the phone gave up, or the timer fired
+            KSR.info(self._gave_up)
+            with contextlib.suppress(Exception):
+                pending.rollback()
+        return 1
+
+    def ksr_feature_reply(self, msg: object) -> int:
         """The code's transaction, resumed: commit and answer.  A CANCEL
         waits for this route, so it never sees a change it did not get."""
         pending, self._pending = self._pending, None
@@ -350,110 +329,26 @@ class Router:
             self._codes = self._make_codes()
         return self._codes
 
-    def ksr_reply_route(self, msg: object) -> int:
-        return 1
-
-    def ksr_onsend_route(self, msg: object) -> int:
-        return 1
-
     # -- request route -------------------------------------------------------------------
 
-    def _request(self) -> None:
-        carrier = KSR.dispatcher.ds_is_from_list_mode(CARRIER_SET, 3) > 0
-        trusted = carrier or self._from_customer_trunk()
-        if not trusted:
-            if KSR.pike.pike_check_req() < 0:
-                return  # a flood from an unknown source: no answer at all
-            # answer where the request came from: behind NAT, and never to a
-            # third party a forged Via names
-            KSR.force_rport()
-        if KSR.pv.get("$ml") > MAX_MESSAGE:
-            KSR.sl.sl_send_reply(513, "Message Too Large")
-            return
-        if KSR.maxfwd.process_maxfwd(10) < 0:
-            KSR.sl.sl_send_reply(483, "Too Many Hops")
-            return
-        if KSR.sanity.sanity_check(SANITY_CHECKS, SANITY_URIS) < 0:
-            return  # sanity has answered 400
-        if not carrier:
-            for name in ASSERTED_IDENTITY:
-                KSR.hdr.remove(name)
-        method = KSR.pv.get("$rm")
-        if KSR.siputils.has_totag() > 0:
-            self._in_dialog(method, trusted)
-            return
-        if method == "CANCEL":
-            if KSR.tm.t_check_trans() > 0:
-                KSR.tm.t_relay()
-            else:
-                KSR.sl.sl_send_reply(481, "Call/Transaction Does Not Exist")
-            return
-        if method == "ACK":
-            if KSR.tm.t_check_trans() > 0:
-                KSR.tm.t_relay()
-            return
-        if KSR.tm.t_check_trans() == 0:
-            return  # a retransmission, absorbed by tm
+    def _request(self, trusted_by_list: str) -> None:
+        carrier = trusted_by_list == CARRIER
+        # a trunk the dispatcher list does not name yet (it follows the
+        # store within a second) is still a trunk
+        trusted = carrier or trusted_by_list == CUSTOMER_TRUNK or self._from_customer_trunk()
         if not self._preloaded_route_consumed(trusted):
             KSR.sl.sl_send_reply(403, "Preloaded Route Not Allowed")
             return
-        if method == "REGISTER":
-            self._register()
-        elif method == "INVITE":
+        method = KSR.pv.get("$rm")
+        if method == "INVITE":
             self._invite(trusted)
+        elif method == "REGISTER":
+            self._register()
         elif method == "OPTIONS":
             KSR.sl.sl_send_reply(200, "OK")
         else:
             KSR.hdr.append_to_reply(ALLOW)
             KSR.sl.sl_send_reply(405, "Method Not Allowed")
-
-    def _in_dialog(self, method: str, trusted: bool) -> None:
-        """Relay a request within a dialog this node set up; nothing else.
-
-        `loose_route` alone relays whatever names the node in a Route: the
-        node's own Route entry must also carry the dialog's signature.
-        """
-        found = 0
-        if method == "ACK":
-            found = KSR.tm.t_check_trans()
-            if found == 0:
-                return  # the ACK of a negative reply (a phone's Route or not): tm's
-        if KSR.rr.loose_route() > 0:
-            if not self._signed_by_us():
-                if method != "ACK":  # an ACK gets no reply
-                    KSR.sl.sl_send_reply(403, "Not A Dialog Of This Node")
-                return
-            if not KSR.isdsturiset() and not self._alias_followed():
-                if method != "ACK":
-                    KSR.sl.sl_send_reply(400, "Bad Alias")
-                return
-            if not trusted and method in TARGET_REFRESH:
-                KSR.nathelper.add_contact_alias()  # from a phone behind NAT
-            KSR.tm.t_relay()
-        elif method == "ACK":
-            if found > 0:
-                KSR.tm.t_relay()
-        else:
-            KSR.sl.sl_send_reply(404, "Not Here")
-
-    def _alias_followed(self) -> bool:
-        """To a phone behind NAT: its Contact's alias (its real address) as
-        the destination.  False: an alias this node did not write."""
-        uri = str(KSR.pv.get("$ru") or "")
-        if ";alias=" not in uri:
-            return True
-        if len(uri) > MAX_ALIAS_URI or uri.count(";alias=") != 1 or not ALIAS.search(uri):
-            return False
-        return bool(KSR.nathelper.handle_ruri_alias() > 0)
-
-    def _signed_by_us(self) -> bool:
-        """Does the node's Route entry carry this dialog's signature?  Its
-        From-tag is the From-tag downstream and the To-tag upstream."""
-        call_id = str(KSR.pv.get("$ci") or "")
-        downstream = dialog_signature(self.key, call_id, str(KSR.pv.get("$ft") or ""))
-        upstream = dialog_signature(self.key, call_id, str(KSR.pv.get("$tt") or ""))
-        found: int = KSR.rr.check_route_param(f"(^|;)sig=({downstream}|{upstream})(;|$)")
-        return found > 0
 
     def _record_route(self) -> None:
         """Record-Route, signed for the dialog this request sets up."""
@@ -506,12 +401,6 @@ class Router:
             return None
         KSR.auth.consume_credentials()
         return subscriber
-
-    def _from_trunk(self) -> bool:
-        """Is the message from a carrier (any port) or a customer trunk?"""
-        if KSR.dispatcher.ds_is_from_list_mode(CARRIER_SET, 3) > 0:
-            return True
-        return self._from_customer_trunk()
 
     def _from_customer_trunk(self) -> bool:
         return self.reader.trunk_at(f"{KSR.pv.get('$si')}:{KSR.pv.get('$sp')}") is not None

@@ -5,12 +5,20 @@ in the state folder (``<state-dir>/node.key``, 32 bytes, mode 0600).  `divert ru
 creates it on first start; nodes that should honour each other's dialogs
 share it.
 
-Dialogs: every Record-Route the node adds carries ``sig``, a keyed BLAKE2b
-digest of the Call-ID and the From-tag of the request that set the dialog
-up.  An in-dialog request is relayed only when the node's own Route entry
-carries the digest of its Call-ID and one of its two tags (the From-tag
-downstream, the To-tag upstream), so only the dialog's own parties can use
-the node, and nobody can aim a forged "in-dialog" request at a carrier.
+Dialogs: every Record-Route the node adds carries ``sig``, a keyed digest
+of the Call-ID and the From-tag of the request that set the dialog up.  An
+in-dialog request is relayed only when the node's own Route entry carries
+the digest of its Call-ID and one of its two tags (the From-tag downstream,
+the To-tag upstream), so only the dialog's own parties can use the node, and
+nobody can aim a forged "in-dialog" request at a carrier.
+
+The digest is written here (the adapter's Record-Route) and checked by
+Kamailio's native configuration (``route[SIGNATURE]`` in kamailio.cfg), which
+has SHA-256 and not BLAKE2b or HMAC: SHA-256 of the key, then of the key and
+that inner digest, both over text (the key in hex, given to Kamailio in
+DIVERT_NODE_KEY), the tag's length in bytes ahead of it so that no two
+(tag, Call-ID) pairs read the same, 96 bits kept.  The outer hash keys the
+result, so it cannot be extended from a known one.
 Why a signature and not Kamailio's `dialog` module: it costs no shared
 memory or locking per call, survives a Kamailio restart (calls in progress
 can still be hung up), and holds across nodes that share the key.
@@ -25,7 +33,7 @@ from pathlib import Path
 
 KEY_FILE = "node.key"
 KEY_BYTES = 32
-DIGEST_BYTES = 12  # 96 bits, as hex in a URI parameter
+DIGEST_HEX = 24  # 96 bits, as hex in a URI parameter
 
 
 class NodeKeyError(Exception):
@@ -66,15 +74,16 @@ def load_key(state_dir: str | os.PathLike[str]) -> bytes:
     return key
 
 
-def _digest(key: bytes, *parts: str) -> str:
-    """Each part length-prefixed, so no two lists of parts read the same."""
-    data = b"".join(
-        len(encoded).to_bytes(4, "big") + encoded
-        for encoded in (part.encode("utf-8", "surrogateescape") for part in parts)
-    )
-    return hashlib.blake2b(data, key=key, digest_size=DIGEST_BYTES).hexdigest()
-
-
 def dialog_signature(key: bytes, call_id: str, from_tag: str) -> str:
-    """The ``sig`` Record-Route parameter of the dialog (`call_id`, `from_tag`)."""
-    return _digest(key, "dialog", call_id, from_tag)
+    """The ``sig`` Record-Route parameter of the dialog (`call_id`, `from_tag`),
+    as kamailio.cfg's ``route[SIGNATURE]`` computes it."""
+    key_hex = key.hex()
+    tag = from_tag.encode("utf-8", "surrogateescape")
+    message = b"%s:dialog:%d:%s:%s" % (
+        key_hex.encode(),
+        len(tag),
+        tag,
+        call_id.encode("utf-8", "surrogateescape"),
+    )
+    inner = hashlib.sha256(message).hexdigest()
+    return hashlib.sha256(f"{key_hex}:{inner}".encode()).hexdigest()[:DIGEST_HEX]

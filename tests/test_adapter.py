@@ -97,7 +97,7 @@ class _Group:
             self._stub.calls.append((qualified, args))
             if qualified == "pv.get":
                 return self._stub.pv_values.get(args[0])
-            if qualified == "pv.sets":
+            if qualified in ("pv.sets", "pv.seti"):
                 self._stub.pv_values[args[0]] = args[1]
                 return 1
             answer = self._stub.answers.get(qualified, 1)
@@ -153,7 +153,7 @@ def router(
 
 def test_a_store_that_cannot_be_opened_is_one_line_and_503(tmp_path: Path, adapter: None):
     route, stub = router(tmp_path / "no-store", INVITE, {})
-    assert route.ksr_request_route(None) == 1
+    assert route.ksr_request_route(None, "2") == 1
     assert stub.called("sl.send_reply") == [(503, "Service Unavailable")]
     (logged,) = stub.called("err")
     assert "store unavailable" in logged[0] and logged[0][-1] == "\n"
@@ -165,7 +165,7 @@ def test_an_unexpected_fault_is_one_line_and_500(tmp_path: Path, adapter: None):
         writer.put_table("+390200000001", "acme", encode_table(table("+390200000001")))
     writer.close()
     route, stub = router(tmp_path, INVITE, {"rr.record_route_params": RuntimeError("boom")})
-    assert route.ksr_request_route(None) == 1
+    assert route.ksr_request_route(None, "2") == 1
     assert stub.called("sl.send_reply") == [(500, "Server Internal Error")]
     assert len(stub.called("err")) == 1
 
@@ -173,7 +173,7 @@ def test_an_unexpected_fault_is_one_line_and_500(tmp_path: Path, adapter: None):
 def test_unknown_number_is_404_after_the_transaction_is_made(tmp_path: Path, adapter: None):
     StoreWriter(tmp_path).close()
     route, stub = router(tmp_path, INVITE, {})
-    route.ksr_request_route(None)
+    route.ksr_request_route(None, "2")
     assert stub.called("tm.t_newtran") == [()]
     assert stub.called("sl.send_reply") == [(404, "Not Found")]
 
@@ -187,7 +187,7 @@ def test_a_relay_without_diversions_arms_only_the_failure_route(tmp_path: Path, 
         )
     writer.close()
     route, stub = router(tmp_path, INVITE, {})
-    route.ksr_request_route(None)
+    route.ksr_request_route(None, "2")
     assert stub.called("tm.t_on_failure") == [("ksr_failure_forward",)]
     assert stub.called("tm.t_on_branch") == []
     assert stub.called("dispatcher.ds_select_domain") == [(1007, 4)]
@@ -205,7 +205,7 @@ def test_a_forward_arms_the_branch_route_with_its_headers(tmp_path: Path, adapte
         )
     writer.close()
     route, stub = router(tmp_path, INVITE, {})
-    route.ksr_request_route(None)
+    route.ksr_request_route(None, "2")
     assert stub.called("tm.t_on_branch") == [("ksr_branch_forward",)]
     assert stub.called("tm.t_reply") == [(181, "Call Is Being Forwarded")]
     assert "Diversion: " in stub.pv_values["$avp(divert_headers)"]
@@ -236,7 +236,7 @@ def test_an_unreadable_store_is_logged_once_per_worker_until_it_reads_again(
 ):
     route, stub = router(tmp_path / "no-store", INVITE, {})
     for _ in range(3):
-        route.ksr_request_route(None)
+        route.ksr_request_route(None, "2")
     assert stub.called("sl.send_reply") == [(503, "Service Unavailable")] * 3
     assert len(stub.called("err")) == 1
 
@@ -273,29 +273,30 @@ class FakeCodes:
         return FakePending(self.answer, self.done)
 
 
-def feature_router(tmp_path: Path, codes: FakeCodes, resumed: bool) -> tuple[Any, Stub]:
-    """A router in an async worker, given task data for a code; `resumed`:
-    whether Kamailio runs the resume route (it does not for a cancelled
-    or timed-out transaction)."""
-    holder: list[Any] = []
-
-    def t_continue(index: int, label: int, route: str) -> int:
-        assert (index, label, route) == (12, 34, "ksr_feature_reply")
-        if resumed:
-            getattr(holder[0], route)(None, "tmx:continue")
-        return 1
-
+def feature_router(tmp_path: Path, codes: FakeCodes) -> tuple[Any, Stub]:
+    """A router in an async worker, given task data for a code."""
     StoreWriter(tmp_path).close()
-    answers = {"async.get_data": "12 34 alice@acme *72+393351000077", "tmx.t_continue": t_continue}
-    route, stub = router(tmp_path, {}, answers, lambda: codes)
-    holder.append(route)
-    return route, stub
+    answers = {"async.get_data": "12 34 alice@acme *72+393351000077"}
+    return router(tmp_path, {}, answers, lambda: codes)
+
+
+def feature_route(route: Any, stub: Stub, resumed: bool) -> None:
+    """kamailio.cfg's ``route[ksr_feature_code]``; `resumed`: whether
+    Kamailio resumes the transaction (not one cancelled or timed out)."""
+    if route.ksr_feature_code(None) > 0:
+        assert (stub.pv_values["$var(feature_index)"], stub.pv_values["$var(feature_label)"]) == (
+            12,
+            34,
+        )
+        if resumed:
+            route.ksr_feature_reply(None)
+        route.ksr_feature_done(None)
 
 
 def test_a_code_in_an_async_worker_is_committed_and_answered(tmp_path: Path, adapter: None):
     codes = FakeCodes(FakeAnswer(480, "Forwarding Activated (always) to +39 \u00e8"))
-    route, stub = feature_router(tmp_path, codes, resumed=True)
-    assert route.ksr_feature_code(None, "async:task-data") == 1
+    route, stub = feature_router(tmp_path, codes)
+    feature_route(route, stub, resumed=True)
     assert codes.begun == [("alice@acme", "*72+393351000077")]
     assert codes.done == ["commit"]
     assert stub.called("tm.t_reply") == [(480, "Forwarding Activated (always) to +39 ")]
@@ -303,8 +304,8 @@ def test_a_code_in_an_async_worker_is_committed_and_answered(tmp_path: Path, ada
 
 def test_a_code_not_resumed_is_rolled_back(tmp_path: Path, adapter: None):
     codes = FakeCodes(FakeAnswer(480, "Forwarding Activated"))
-    route, stub = feature_router(tmp_path, codes, resumed=False)
-    route.ksr_feature_code(None, "async:task-data")
+    route, stub = feature_router(tmp_path, codes)
+    feature_route(route, stub, resumed=False)
     assert codes.done == ["rollback"]
     assert stub.called("tm.t_reply") == []
     (line,) = stub.called("info")
@@ -313,8 +314,8 @@ def test_a_code_not_resumed_is_rolled_back(tmp_path: Path, adapter: None):
 
 def test_a_code_whose_work_fails_is_answered_500(tmp_path: Path, adapter: None):
     codes = FakeCodes(RuntimeError("disk"))
-    route, stub = feature_router(tmp_path, codes, resumed=True)
-    route.ksr_feature_code(None, "async:task-data")
+    route, stub = feature_router(tmp_path, codes)
+    feature_route(route, stub, resumed=True)
     assert stub.called("tm.t_reply") == [(500, "Server Internal Error")]
     (line,) = stub.called("err")
     assert "RuntimeError: disk" in line[0]
@@ -336,8 +337,8 @@ def test_a_503_for_want_of_a_carrier_says_why_once_a_minute(tmp_path: Path, adap
         )
     writer.close()
     route, stub = router(tmp_path, INVITE, {"dispatcher.ds_select_domain": -1})
-    route.ksr_request_route(None)
-    route.ksr_request_route(None)
+    route.ksr_request_route(None, "2")
+    route.ksr_request_route(None, "2")
     assert stub.called("sl.send_reply") == [(503, "Service Unavailable")] * 2
     (line,) = stub.called("warn")
     assert "calls answered 503: no carrier is up" in line[0]

@@ -10,6 +10,7 @@ import pytest
 from divert import node
 from divert.cli import main
 from divert.errors import DivertError
+from divert.kemi.signing import ensure_key, load_key
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -105,6 +106,9 @@ def test_the_cache_size_reaches_each_sip_worker(
     code, _ = run(
         capsys, "--portal", sqlite_url, "run", "--cache", "200000", "--state-dir", str(tmp_path)
     )
+    ensure_key(tmp_path)  # as the node's start makes it
     # kemi.adapter.AdapterConfig reads it in each worker
     environment = node.Node(started[0])._kamailio_environment()
     assert code == 0 and environment["DIVERT_CACHE_SIZE"] == "200000"
+    # the native routes check dialog signatures with the key (kamailio.cfg)
+    assert environment["DIVERT_NODE_KEY"] == load_key(tmp_path).hex()

@@ -246,6 +246,7 @@ class DivertNode:
             if options_ping(self.listen):
                 return
             time.sleep(0.2)
+        self.stop()  # never left running for the next test to find on its port
         raise AssertionError(
             f"node did not answer OPTIONS in 30 s:\n{self.log.read_text()[-4000:]}"
         )
