@@ -67,7 +67,7 @@ from divert.kemi.signalling import (
     redirect_targets,
     trunk_set,
 )
-from divert.kemi.signing import dialog_signature, load_key
+from divert.kemi.signing import load_key
 from divert.kemi.store.format import SubscriberRecord
 from divert.kemi.store.reader import CACHE_ENTRIES, StoreReader, StoreUnavailable
 
@@ -200,7 +200,8 @@ class Router:
     ) -> None:
         self.config = config
         self.limits = Limits(max_diversions=config.max_diversions)
-        self.key = load_key(config.state_dir)  # no key, no start: `divert run` makes it
+        # no key, no start (`divert run` makes it): kamailio.cfg signs dialogs with it
+        load_key(config.state_dir)
         self._reader: StoreReader | None = None
         self._store_down = False
         self._503_said: dict[str, float] = {}  # reason -> monotonic time to say it again
@@ -350,12 +351,6 @@ class Router:
             KSR.hdr.append_to_reply(ALLOW)
             KSR.sl.sl_send_reply(405, "Method Not Allowed")
 
-    def _record_route(self) -> None:
-        """Record-Route, signed for the dialog this request sets up."""
-        call_id = str(KSR.pv.get("$ci") or "")
-        signature = dialog_signature(self.key, call_id, str(KSR.pv.get("$ft") or ""))
-        KSR.rr.record_route_params(f";sig={signature}")
-
     def _preloaded_route_consumed(self, trusted: bool) -> bool:
         """Remove Route headers from an initial request: those naming this
         node (a phone's outbound proxy setting) always; a Route to anywhere
@@ -434,7 +429,6 @@ class Router:
             KSR.sl.sl_send_reply(404, "Not Found")
             return
         KSR.tm.t_newtran()
-        self._record_route()
         prior = 0
         if subscriber is None and (headers := int(KSR.pv.get("$hdrc(Diversion)") or 0)):
             # at least one per header: values too long for Kamailio's buffer read as none
@@ -463,7 +457,6 @@ class Router:
             KSR.sl.sl_send_reply(404, "No Voicemail Here")
             return
         KSR.tm.t_newtran()
-        self._record_route()
         mailbox = voicemail_key(subscriber.aor)
         uri = voicemail_uri(tenant.voicemail_uri, subscriber.aor)
         relay = Relay(

@@ -12,13 +12,13 @@ the digest of its Call-ID and one of its two tags (the From-tag downstream,
 the To-tag upstream), so only the dialog's own parties can use the node, and
 nobody can aim a forged "in-dialog" request at a carrier.
 
-The digest is written here (the adapter's Record-Route) and checked by
-Kamailio's native configuration (``route[SIGNATURE]`` in kamailio.cfg), which
-has SHA-256 and not BLAKE2b or HMAC: SHA-256 of the key, then of the key and
-that inner digest, both over text (the key in hex, given to Kamailio in
-DIVERT_NODE_KEY), the tag's length in bytes ahead of it so that no two
-(tag, Call-ID) pairs read the same, 96 bits kept.  The outer hash keys the
-result, so it cannot be extended from a known one.
+Kamailio's native configuration computes the digest (``route[SIGNATURE]``
+in kamailio.cfg), for its Record-Route and for every in-dialog request, so
+no Python runs for either.  It has SHA-256, not BLAKE2b or HMAC: SHA-256 of
+the key (in hex, given to Kamailio in DIVERT_NODE_KEY), the tag's length in
+bytes (so that no two tag and Call-ID pairs read the same), the tag and the
+Call-ID; then SHA-256 of the key and that inner digest, which keys the
+result so it cannot be extended from a known one; 96 bits kept, in hex.
 Why a signature and not Kamailio's `dialog` module: it costs no shared
 memory or locking per call, survives a Kamailio restart (calls in progress
 can still be hung up), and holds across nodes that share the key.
@@ -26,14 +26,12 @@ can still be hung up), and holds across nodes that share the key.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 from pathlib import Path
 
 KEY_FILE = "node.key"
 KEY_BYTES = 32
-DIGEST_HEX = 24  # 96 bits, as hex in a URI parameter
 
 
 class NodeKeyError(Exception):
@@ -72,18 +70,3 @@ def load_key(state_dir: str | os.PathLike[str]) -> bytes:
             "delete it and restart to make a new one"
         )
     return key
-
-
-def dialog_signature(key: bytes, call_id: str, from_tag: str) -> str:
-    """The ``sig`` Record-Route parameter of the dialog (`call_id`, `from_tag`),
-    as kamailio.cfg's ``route[SIGNATURE]`` computes it."""
-    key_hex = key.hex()
-    tag = from_tag.encode("utf-8", "surrogateescape")
-    message = b"%s:dialog:%d:%s:%s" % (
-        key_hex.encode(),
-        len(tag),
-        tag,
-        call_id.encode("utf-8", "surrogateescape"),
-    )
-    inner = hashlib.sha256(message).hexdigest()
-    return hashlib.sha256(f"{key_hex}:{inner}".encode()).hexdigest()[:DIGEST_HEX]

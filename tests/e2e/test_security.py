@@ -6,6 +6,7 @@ break them."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from divert.kemi.signing import dialog_signature, load_key
+from divert.kemi.signing import load_key
 from divert.kemi.store.reader import StoreReader
 from tests.e2e.conftest import (
     ALICE_PASSWORD,
@@ -119,6 +120,27 @@ def test_a_forged_in_dialog_request_is_refused_and_nothing_leaves(
     ]
     time.sleep(0.5)
     assert received_anything(carrier) == []
+
+
+def dialog_signature(key: bytes, call_id: str, tag: str) -> str:
+    """kamailio.cfg's ``route[SIGNATURE]``, written out again from its
+    definition (`divert.kemi.signing`): a route this signs must be relayed."""
+    key_hex = key.hex()
+    inner = hashlib.sha256(
+        f"{key_hex}:dialog:{len(tag.encode())}:{tag}:{call_id}".encode()
+    ).hexdigest()
+    return hashlib.sha256(f"{key_hex}:{inner}".encode()).hexdigest()[:24]
+
+
+def test_a_signature_covers_the_key_the_call_and_the_tag():
+    key, other = b"k" * 32, b"o" * 32
+    signature = dialog_signature(key, "call-1", "tag-1")
+    assert len(signature) == 24
+    assert signature != dialog_signature(other, "call-1", "tag-1")
+    assert signature != dialog_signature(key, "call-2", "tag-1")
+    assert signature != dialog_signature(key, "call-1", "tag-2")
+    # the tag's length keeps "x:y" + "z" apart from "x" + "y:z"
+    assert dialog_signature(key, "z", "x:y") != dialog_signature(key, "y:z", "x")
 
 
 def signed_route(node: DivertNode, call_id: str, from_tag: str) -> str:
