@@ -149,6 +149,25 @@ def signed_route(node: DivertNode, call_id: str, from_tag: str) -> str:
     return f"Route: <sip:{NODE};lr;ftag={from_tag};sig={signature}>"
 
 
+@pytest.mark.parametrize("strict", [False, True], ids=["loose", "strict"])
+def test_a_signed_in_dialog_request_is_relayed(node: DivertNode, carrier: Peer, strict: bool):
+    """The dialog's signature in the node's own Route entry, or in the
+    Request-URI a strict router (RFC 2543) puts it in, lets the request
+    through to the dialog's next hop."""
+    source = f"{CALLER}:{6125 + strict}"
+    call_id, from_tag = f"signed-{strict}", "ft1"
+    signature = dialog_signature(load_key(node.state), call_id, from_tag)
+    callee = f"sip:callee@{CARRIER_1}"
+    own = f"sip:{NODE};lr;sig={signature}"
+    ruri, route = (own, f"Route: <{callee}>") if strict else (callee, f"Route: <{own}>")
+    bye = raw_request("BYE", ruri, source, route, to_tag="tt1", call_id=call_id, from_tag=from_tag)
+    assert "SIP/2.0 403 Not A Dialog Of This Node" not in exchange(NODE, source, bye)
+    deadline = time.monotonic() + 5
+    while not carrier.received("BYE") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [r.request_line for r in carrier.received("BYE")] == [f"BYE {callee} SIP/2.0"]
+
+
 def test_a_forged_alias_in_a_signed_dialog_is_refused_not_followed(node: DivertNode):
     """Kamailio 5.6.3's handle_ruri_alias overflows a 1 KB buffer: a party to
     a dialog must not reach it with a long or odd alias."""
