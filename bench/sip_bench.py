@@ -1,39 +1,53 @@
-"""End-to-end benchmark: divert against a hand-written native kamailio.cfg.
+"""End-to-end benchmark: divert against hand-written native kamailio.cfg files.
 
     .venv/bin/python bench/sip_bench.py [--json FILE] [--step-seconds 4]
+        [--net 127.0.1] [--quick] [--parts main,cold,scale] [--large 1000000]
 
-Both run at once on loopback, each a Kamailio with the same number of SIP
-workers, in front of the same sipp peers:
+Four Kamailios run at once on loopback, each with the same number of SIP
+workers, in front of the same sipp peers (addresses: NET.x, `--net`):
 
-- divert: `divert run` on 127.0.1.1:5060 with a SQLite portal of 100,000
+- divert: `divert run` on NET.1:5060 with a SQLite portal of 100,000
   numbers (every even one forwards unconditionally to a mobile number, every
   odd one rings a PBX trunk and forwards on busy);
-- baseline: bench/baseline/kamailio.cfg on 127.0.1.2:5060, htables of the
-  same 100,000 numbers loaded from files;
-- twin: the same cfg on 127.0.1.3:5060 routing with bench/baseline/twin.py,
+- equivalent: bench/baseline/equivalent.cfg on NET.4:5060, native routes
+  that put the same messages on the wire as divert (trusted-source check,
+  signed Record-Route and in-dialog check, dispatcher with probing, 181,
+  Diversion per branch), htables of the same numbers loaded from files;
+- baseline: bench/baseline/kamailio.cfg on NET.2:5060, the minimal native
+  routes (relay, Diversion on busy), the same htables;
+- twin: the baseline's cfg on NET.3:5060 routing with bench/baseline/twin.py,
   its routes in Python KEMI (a control, in the CPU-per-call pass only).
 
-Peers: the carrier 127.0.1.11:5080 answers every call; the PBX
-127.0.1.20:5060 answers 486 Busy Here; callers send from the carrier's
-address (divert trusts carriers by address), to 10,000 random numbers of
-the case from an injection file.
+Peers: the carrier NET.11:5080 answers every call; the PBX NET.20:5060
+answers 486 Busy Here; callers send from the carrier's address (divert
+trusts carriers by address), to 10,000 random numbers of the case from an
+injection file.
 
-Throughput: for each case, a rising rate ladder; at each rate divert, then
-the baseline, for `step_seconds` each; a rate passes with no failed call,
-retransmissions under 1% of calls, and the calls done in time.  The figure
-is the highest rate reached before a rate fails twice in a row.  Latency:
-request route execution times from Kamailio's own `latency_cfg_log`, turned
-on at run time for one fixed-rate pass per case.  CPU per call: the CPU time the
-Kamailio processes of each system used (from /proc) over fixed-rate passes
-in alternation, divided by the calls; steadier than the ladder on a shared
-machine, and what the ladder's ratio comes from while Kamailio and sipp
-share the cores.
+Throughput: for each case, a rising rate ladder; at each rate divert, the
+equivalent, then the baseline, for `step_seconds` each; a rate passes with
+no failed call, retransmissions under 1% of calls, and the calls done in
+time.  The figure is the highest rate reached before a rate fails twice in
+a row.  Latency: request route execution times from Kamailio's own
+`latency_cfg_log`, turned on at run time for one fixed-rate pass per case.
+CPU per call: the CPU time the Kamailio processes of each system used (from
+/proc) over fixed-rate passes in alternation, divided by the calls;
+steadier than the ladder on a shared machine.
 
-Both Kamailios run with the same memory manager (divert's, TLSF) and, where
-a cgroup can be written (bench/cpu_budget.py), the same CPU budget in the
-ladder: 20% of one core each, so that the ladder measures what each
-sustains on equal CPU rather than what the sipp peers sharing the machine
-can drive.  The latency and CPU passes run unconfined, well below that.
+Cold and warm (divert): passes where every call dials a number no worker
+has dialled since the node started (numbers set aside for it, never in
+another pass) against passes dialling ten numbers every worker has cached.
+
+Scale: two more divert nodes, NET.5 with 1,000 numbers and NET.6 with
+1,000,000 (`--large`), started for this pass only, callers dialling
+uniformly over all the numbers of each (the unconditional ones); CPU per
+call of each, the time the large node takes from start until it routes,
+and its memory (store on disk, PSS of its Kamailio, Kamailio's shared
+memory in use, the sync worker and `divert run`).
+
+All run with the same memory manager (divert's, TLSF) and, where a cgroup
+can be written (bench/cpu_budget.py), the same CPU budget in the ladder:
+20% of one core each.  The latency, CPU, cold/warm and scale passes run
+unconfined, well below that.
 
 Every sipp run is bounded by call count and timeout; every process started
 is stopped by its PID.
@@ -43,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import random
@@ -55,14 +70,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cpu_budget import BudgetUnavailable, CpuBudget
 
+from divert.kemi.store.view import StoreView
 from divert.node import MEMORY_MANAGER
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,16 +87,31 @@ DIVERT = str(Path(sys.executable).with_name("divert"))
 
 NUMBERS = 100_000
 CALLED = 10_000  # distinct numbers each case's callers dial
-CHILDREN = 4  # SIP worker processes, both systems
-SHM_MB = 512  # shared memory, both systems (the baseline's htables live there)
-DIVERT_NODE = "127.0.1.1:5060"
-BASELINE_NODE = "127.0.1.2:5060"
-TWIN_NODE = "127.0.1.3:5060"  # the baseline's routes in Python: bench/baseline/twin.py
-CARRIER = "127.0.1.11:5080"
-PBX = "127.0.1.20:5060"
-CALLER_IP = "127.0.1.11"  # the carrier's address: trusted by divert
+CHILDREN = 4  # SIP worker processes, every system
+SHM_MB = 512  # shared memory, every system (the baselines' htables live there)
+SMALL = 1_000  # numbers of the scale pass's small node
+LARGE = 1_000_000  # and of its large one (--large)
+NODE_KEY = "5eed" * 16  # DIVERT_NODE_KEY: 64 hex characters, signs the dialogs
+WARM_NUMBERS = 10  # the warm pass dials these, cached by every worker
+# Addresses: NET.<host>, NET from --net (configure)
+HOSTS = {
+    "divert": 1,
+    "baseline": 2,
+    "twin": 3,
+    "equivalent": 4,
+    "small": 5,
+    "large": 6,
+    "carrier": 11,
+    "pbx": 20,
+    "probe": 99,
+}
+NET = "127.0.1"
+NODES: dict[str, str] = {}  # system -> IP:5060
+CARRIER = PBX = CALLER_IP = PROBE_IP = ""
+LADDER_SYSTEMS = ("divert", "equivalent", "baseline")
+CPU_SYSTEMS = ("divert", "equivalent", "baseline", "twin")
 # In the ladder each Kamailio (all its processes) gets CPU_SHARE of one core,
-# the same for both: the rate each sustains is then set by its cost per
+# the same for all: the rate each sustains is then set by its cost per
 # call, at rates the sipp peers drive with ease.  Rates rise by about 15%
 # from half of what divert's CPU per call (measured unconfined, at a lower
 # rate: an overestimate) says the share sustains, so the ladder starts below
@@ -88,8 +119,9 @@ CALLER_IP = "127.0.1.11"  # the carrier's address: trusted by divert
 CPU_SHARE = 0.2
 LADDER_STEP = 1.15
 LADDER_TOP = 3200
-# Without a cgroup to write, both run unconfined: the ladder then finds the
-# machine's limit (sipp and Kamailio sharing the cores) more than either's.
+LADDER_RATES = 0  # at most this many rates (0: no limit; --quick: 4)
+# Without a cgroup to write, all run unconfined: the ladder then finds the
+# machine's limit (sipp and Kamailio sharing the cores) more than each's.
 UNCONFINED_LADDER = (500, 1000, 1400, 1800, 2200, 2600, 3000, 3500, 4000, 4500, 5000)
 LATENCY_RATE = 200
 # CPU per call and route latency are measured unconfined: near a budget,
@@ -98,6 +130,27 @@ CPU_RATE = 400
 CPU_ROUNDS = 3
 TICKS = os.sysconf("SC_CLK_TCK")
 CASES = ("unconditional", "busy")
+PARTS = ("main", "cold", "scale")
+_ports = itertools.count(10_000)  # each sipp caller its own local port
+TRACE = False  # sipp peers and callers log every message (checking the wire)
+
+
+def configure(net: str) -> None:
+    """Every node's and peer's address on the loopback prefix `net`."""
+    global NET, CARRIER, PBX, CALLER_IP, PROBE_IP
+    parts = net.split(".")
+    if len(parts) != 3 or parts[0] != "127" or not all(p.isdigit() and int(p) < 256 for p in parts):
+        raise SystemExit(f"--net {net!r}: three octets of loopback, e.g. 127.0.1")
+    NET = net
+    for name in ("divert", "baseline", "twin", "equivalent", "small", "large"):
+        NODES[name] = f"{net}.{HOSTS[name]}:5060"
+    CARRIER = f"{net}.{HOSTS['carrier']}:5080"
+    PBX = f"{net}.{HOSTS['pbx']}:5060"
+    CALLER_IP = f"{net}.{HOSTS['carrier']}"  # the carrier's address: trusted by divert
+    PROBE_IP = f"{net}.{HOSTS['probe']}"
+
+
+configure(NET)
 
 
 def number(index: int) -> str:
@@ -108,11 +161,12 @@ def mobile(index: int) -> str:
     return f"+39335{1_000_000 + index}"
 
 
-# -- the two systems ----------------------------------------------------------------
+# -- the systems ----------------------------------------------------------------------
 
 
-def seed_portal(url: str) -> None:
-    """A tenant, the PBX trunk, NUMBERS numbers and one forward each."""
+def seed_portal(url: str, numbers: int = NUMBERS) -> None:
+    """A tenant, the PBX trunk, `numbers` numbers and one forward each (even:
+    unconditional, odd: on busy), written in one transaction."""
     for args in (
         ("db", "upgrade"),
         ("tenant", "add", "bench", "--region", "IT"),
@@ -124,21 +178,21 @@ def seed_portal(url: str) -> None:
         tenant_id, trunk_id = db.execute("SELECT tenant_id, id FROM trunks").fetchone()
         db.executemany(
             "INSERT INTO numbers (id, e164, tenant_id, trunk_id) VALUES (?, ?, ?, ?)",
-            ((i + 1, number(i), tenant_id, trunk_id) for i in range(NUMBERS)),
+            ((i + 1, number(i), tenant_id, trunk_id) for i in range(numbers)),
         )
         db.executemany(
             "INSERT INTO forwards (tenant_id, number_id, condition, callers, dest_kind, "
             "dest_value, position, enabled) VALUES (?, ?, ?, 'any', 'number', ?, 0, 1)",
             (
                 (tenant_id, i + 1, "always" if i % 2 == 0 else "busy", mobile(i))
-                for i in range(NUMBERS)
+                for i in range(numbers)
             ),
         )
     db.close()
 
 
 def baseline_tables(folder: Path) -> None:
-    """The baseline's htables as db_text files: always, busy, dest."""
+    """The baselines' htables as db_text files: always, busy, dest."""
     folder.mkdir(parents=True, exist_ok=True)
     header = "key_name(string) key_type(int) value_type(int) key_value(string) expires(int)\n"
     pbx = "sip\\:" + PBX.replace(":", "\\:")
@@ -153,6 +207,12 @@ def baseline_tables(folder: Path) -> None:
         (folder / name).write_text(header + "".join(rows))
 
 
+def equivalent_dispatcher(path: Path) -> None:
+    """The equivalent's trunks as divert lists them: set 1 the carrier, set
+    1001 the PBX (the portal's first trunk), both probed with OPTIONS."""
+    path.write_text(f"1 sip:{CARRIER} 8 10\n1001 sip:{PBX} 8 0\n")
+
+
 @dataclass
 class Process:
     name: str
@@ -163,7 +223,7 @@ class Process:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
             try:
-                self.popen.wait(timeout=30)
+                self.popen.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
@@ -173,22 +233,49 @@ def start(name: str, command: list[str], work: Path, **env: str) -> Process:
     log = work / f"{name}.log"
     with open(log, "wb") as out:
         popen = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=work
         )
     (work / f"{name}.pid").write_text(str(popen.pid))
     return Process(name, popen, log)
+
+
+def start_divert(name: str, portal: str, state: Path, listen: str, work: Path) -> Process:
+    host = listen.split(":")[0]
+    return start(
+        name,
+        [
+            DIVERT,
+            "--portal",
+            portal,
+            "run",
+            "--listen",
+            listen,
+            "--state-dir",
+            str(state),
+            "--carrier",
+            CARRIER,
+            "--children",
+            str(CHILDREN),
+            "--shm",
+            str(SHM_MB),
+            "--metrics",
+            f"{host}:9161",
+        ],
+        work,
+        DIVERT_NODE_KEY=NODE_KEY,
+    )
 
 
 def options_ok(address: str) -> bool:
     host, port = address.split(":")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.settimeout(0.5)
-        probe.bind(("127.0.1.99", 0))
+        probe.bind((PROBE_IP, 0))
         local = probe.getsockname()[1]
         request = (
             f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.1.99:{local};branch=z9hG4bK-{time.monotonic_ns()}\r\n"
-            "From: <sip:probe@127.0.1.99>;tag=1\r\nTo: <sip:probe@127.0.1.99>\r\n"
+            f"Via: SIP/2.0/UDP {PROBE_IP}:{local};branch=z9hG4bK-{time.monotonic_ns()}\r\n"
+            f"From: <sip:probe@{PROBE_IP}>;tag=1\r\nTo: <sip:probe@{PROBE_IP}>\r\n"
             f"Call-ID: bench-{time.monotonic_ns()}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 5\r\n"
             "Content-Length: 0\r\n\r\n"
         )
@@ -220,6 +307,13 @@ def kamcmd(socket_path: Path, *args: str) -> str:
     ).stdout
 
 
+def trunks_up(socket_path: Path) -> bool:
+    try:
+        return kamcmd(socket_path, "dispatcher.list").count("FLAGS: AP") >= 2
+    except (subprocess.SubprocessError, OSError):
+        return False
+
+
 # -- measuring ------------------------------------------------------------------------
 
 
@@ -244,9 +338,7 @@ class Step:
         )
 
 
-def sipp_calls(
-    work: Path, node: str, numbers: Path, rate: int, calls: int, port: int, tag: str
-) -> Step:
+def sipp_calls(work: Path, node: str, numbers: Path, rate: int, calls: int, tag: str) -> Step:
     stat = work / f"{tag}.csv"
     started = time.monotonic()
     result = subprocess.run(
@@ -260,7 +352,7 @@ def sipp_calls(
             "-i",
             CALLER_IP,
             "-p",
-            str(port),
+            str(next(_ports)),
             "-r",
             str(rate),
             "-m",
@@ -277,6 +369,7 @@ def sipp_calls(
             str(stat),
             "-fd",
             "1",
+            *(["-trace_msg"] if TRACE else []),
         ],
         capture_output=True,
         timeout=calls / rate * 2 + 30,
@@ -315,6 +408,10 @@ def ladder_rates(divert_us: float | None) -> tuple[int, ...]:
     return tuple(rates)
 
 
+def _ratio(a: float | None, b: float | None, digits: int = 3) -> float | None:
+    return round(a / b, digits) if a and b else None
+
+
 def ladder(
     work: Path,
     case: str,
@@ -322,33 +419,32 @@ def ladder(
     step_seconds: float,
     rates: tuple[int, ...],
 ) -> dict[str, Any]:
-    """Rising rate, divert and baseline in alternation at each rate.
+    """Rising rate, divert and the yardsticks in alternation at each rate.
 
     A rate that fails is tried once more before it counts: on a shared
     machine one hiccup (a burst of retransmissions) should not end a ladder.
     """
-    steps: dict[str, list[Step]] = {"divert": [], "baseline": []}
-    best = {"divert": 0, "baseline": 0}
+    steps: dict[str, list[Step]] = {name: [] for name in LADDER_SYSTEMS}
+    best = dict.fromkeys(LADDER_SYSTEMS, 0)
     done: set[str] = set()
-    port = 7000
+    if LADDER_RATES:
+        rates = rates[:LADDER_RATES]
     for rate in rates:
-        for name, node in (("divert", DIVERT_NODE), ("baseline", BASELINE_NODE)):
+        for name in LADDER_SYSTEMS:
             for attempt in range(2):
                 if name in done:
                     break
-                port += 1
                 step = sipp_calls(
                     work,
-                    node,
+                    NODES[name],
                     injections[case],
                     rate,
                     int(rate * step_seconds),
-                    port,
                     f"{case}-{name}-{rate}-{attempt}",
                 )
                 steps[name].append(step)
                 print(
-                    f"  {case:13} {name:8} {rate:5}/s  ok {step.successful}/{step.calls}  "
+                    f"  {case:13} {name:10} {rate:5}/s  ok {step.successful}/{step.calls}  "
                     f"retrans {step.retransmissions}  {step.seconds:.1f} s  "
                     f"{'pass' if step.passed else 'FAIL'}",
                     flush=True,
@@ -359,14 +455,13 @@ def ladder(
                     break
                 if attempt == 1:
                     done.add(name)
-        if len(done) == 2:
+        if len(done) == len(LADDER_SYSTEMS):
             break
     return {
-        "max_rate_divert": best["divert"],
-        "max_rate_baseline": best["baseline"],
-        "baseline_capped": "baseline" not in done,
-        "divert_capped": "divert" not in done,
-        "ratio": round(best["divert"] / best["baseline"], 3) if best["baseline"] else None,
+        **{f"max_rate_{name}": best[name] for name in LADDER_SYSTEMS},
+        **{f"{name}_capped": name not in done for name in LADDER_SYSTEMS},
+        "ratio_equivalent": _ratio(best["divert"], best["equivalent"]),
+        "ratio_baseline": _ratio(best["divert"], best["baseline"]),
         "steps": {name: [vars(s) for s in runs] for name, runs in steps.items()},
     }
 
@@ -381,17 +476,16 @@ def latency(
 ) -> dict[str, Any]:
     """Request-route execution times at LATENCY_RATE, from Kamailio's log."""
     figures = {}
-    for index, (name, node) in enumerate((("divert", DIVERT_NODE), ("baseline", BASELINE_NODE))):
+    for name in LADDER_SYSTEMS:
         offset = logs[name].stat().st_size
         kamcmd(sockets[name], "cfg.seti", "core", "latency_cfg_log", "2")
         try:
             sipp_calls(
                 work,
-                node,
+                NODES[name],
                 injections[case],
                 LATENCY_RATE,
                 int(LATENCY_RATE * step_seconds),
-                7900 + index + (10 if case == "busy" else 0),
                 f"latency-{case}-{name}",
             )
         finally:
@@ -417,8 +511,7 @@ def latency(
     return figures
 
 
-def kamailio_pids(root: int) -> list[int]:
-    """The Kamailio processes in the process tree under PID `root`."""
+def process_tree() -> tuple[dict[int, list[int]], dict[int, str]]:
     children: dict[int, list[int]] = {}
     names: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
@@ -430,6 +523,12 @@ def kamailio_pids(root: int) -> list[int]:
             continue  # gone meanwhile
         names[int(entry.name)] = comm.split("(", 1)[1]
         children.setdefault(int(rest.split()[1]), []).append(int(entry.name))
+    return children, names
+
+
+def kamailio_pids(root: int) -> list[int]:
+    """The Kamailio processes in the process tree under PID `root`."""
+    children, names = process_tree()
     found, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -451,39 +550,89 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICKS
 
 
-def cpu_per_call(running: Systems, case: str, step_seconds: float) -> dict[str, Any]:
-    """Kamailio CPU per call at CPU_RATE, divert, the baseline and its
-    Python twin in alternation."""
-    nodes = {"divert": DIVERT_NODE, "baseline": BASELINE_NODE, "twin": TWIN_NODE}
-    samples: dict[str, list[float]] = {name: [] for name in nodes}
-    retransmissions = dict.fromkeys(nodes, 0)
+@dataclass
+class Target:
+    """One system in a CPU-per-call pass: its address, the PID its Kamailio
+    processes descend from, and the injection file of each round."""
+
+    node: str
+    root: int
+    numbers: Callable[[int], Path]
+
+
+def cpu_rounds(
+    work: Path, targets: dict[str, Target], step_seconds: float, tag: str
+) -> dict[str, Any]:
+    """Kamailio CPU per call at CPU_RATE of each target, in alternation,
+    CPU_ROUNDS rounds; the median round of each."""
+    samples: dict[str, list[float]] = {name: [] for name in targets}
+    retransmissions = dict.fromkeys(targets, 0)
+    failed = dict.fromkeys(targets, 0)
+    calls = int(CPU_RATE * step_seconds)
     for round_ in range(CPU_ROUNDS):
-        for index, (name, node) in enumerate(nodes.items()):
-            pids = kamailio_pids(running.processes[name].popen.pid)
+        for name, target in targets.items():
+            pids = kamailio_pids(target.root)
             before = cpu_seconds(pids)
             step = sipp_calls(
-                running.work,
-                node,
-                running.injections[case],
+                work,
+                target.node,
+                target.numbers(round_),
                 CPU_RATE,
-                int(CPU_RATE * step_seconds),
-                7800 + 10 * round_ + index + (50 if case == "busy" else 0),
-                f"cpu-{case}-{name}-{round_}",
+                calls,
+                f"cpu-{tag}-{name}-{round_}",
             )
             retransmissions[name] += step.retransmissions
+            failed[name] += step.calls - step.successful
             if step.successful:
-                samples[name].append((cpu_seconds(pids) - before) / step.successful * 1e6)
-    figures = {name: round(statistics.median(us)) if us else None for name, us in samples.items()}
-    divert, baseline, twin = figures["divert"], figures["baseline"], figures["twin"]
+                samples[name].append(round((cpu_seconds(pids) - before) / step.successful * 1e6, 1))
     return {
         "rate": CPU_RATE,
-        "divert_us": divert,
-        "baseline_us": baseline,
-        "twin_us": twin,
-        "ratio": round(divert / baseline, 2) if divert and baseline else None,
-        "twin_ratio": round(twin / baseline, 2) if twin and baseline else None,
+        "calls": calls,
+        "us": {name: round(statistics.median(us)) if us else None for name, us in samples.items()},
         "retransmissions": retransmissions,
+        "failed": failed,
         "samples": samples,
+    }
+
+
+def cpu_per_call(running: Systems, case: str, step_seconds: float) -> dict[str, Any]:
+    """Kamailio CPU per call at CPU_RATE, divert and the yardsticks in
+    alternation."""
+    targets = {
+        name: Target(
+            NODES[name], running.processes[name].popen.pid, lambda _r: running.injections[case]
+        )
+        for name in CPU_SYSTEMS
+    }
+    figures = cpu_rounds(running.work, targets, step_seconds, case)
+    us = figures["us"]
+    return {
+        **figures,
+        **{f"{name}_us": us[name] for name in CPU_SYSTEMS},
+        "ratio_equivalent": _ratio(us["divert"], us["equivalent"], 2),
+        "ratio_baseline": _ratio(us["divert"], us["baseline"], 2),
+        "twin_ratio": _ratio(us["twin"], us["baseline"], 2),
+    }
+
+
+def cold_warm(running: Systems, step_seconds: float) -> dict[str, Any]:
+    """divert's CPU per call dialling numbers no worker has dialled (a fresh
+    file each round) against ten numbers every worker has cached."""
+    work, files = running.work, running.injections
+    root = running.processes["divert"].popen.pid
+    # warm: each of the ten numbers reaches every worker many times over
+    sipp_calls(work, NODES["divert"], files["warm"], 200, 400, "warm-warm")
+    targets = {
+        "cold": Target(NODES["divert"], root, lambda r: files[f"cold-{r}"]),
+        "warm": Target(NODES["divert"], root, lambda _r: files["warm"]),
+    }
+    figures = cpu_rounds(work, targets, step_seconds, "coldwarm")
+    us = figures["us"]
+    return {
+        **figures,
+        "cold_us": us["cold"],
+        "warm_us": us["warm"],
+        "ratio": _ratio(us["cold"], us["warm"], 2),
     }
 
 
@@ -492,12 +641,58 @@ def _p99(samples: list[int]) -> float:
     return float(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))])
 
 
+def _kb(status: Path, field_name: str) -> int:
+    for line in status.read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def memory(process: Process, state: Path) -> dict[str, Any]:
+    """A divert node's memory: store on disk, PSS of its Kamailio, Kamailio's
+    shared memory in use, the sync worker's and `divert run`'s own."""
+    store = (state / "store.sqlite").resolve()
+    on_disk = sum(
+        path.stat().st_size
+        for path in (store, Path(f"{store}-wal"), Path(f"{store}-shm"))
+        if path.exists()
+    )
+    pids = kamailio_pids(process.popen.pid)
+    pss = sum(_kb(Path(f"/proc/{pid}/smaps_rollup"), "Pss") for pid in pids)
+    shm = kamcmd(state / "run" / "kamailio_ctl", "core.shmmem")
+    shm_fields = dict(
+        (line.split(":", 1)[0].strip(), line.split(":", 1)[1].strip())
+        for line in shm.splitlines()
+        if ":" in line
+    )
+    figures: dict[str, Any] = {
+        "store_file": str(store),
+        "store_mb": round(on_disk / 2**20, 1),
+        "kamailio_processes": len(pids),
+        "kamailio_pss_mb": round(pss / 1024, 1),
+        "shm_used_mb": round(int(shm_fields.get("used", 0)) / 2**20, 1),
+        "shm_real_used_mb": round(int(shm_fields.get("real_used", 0)) / 2**20, 1),
+        "shm_max_used_mb": round(int(shm_fields.get("max_used", 0)) / 2**20, 1),
+    }
+    sync_pid = state / "run" / "sync.pid"
+    try:
+        pid = int(sync_pid.read_text().split()[0])
+        figures["sync_rss_mb"] = round(_kb(Path(f"/proc/{pid}/status"), "VmRSS") / 1024, 1)
+        figures["sync_pss_mb"] = round(_kb(Path(f"/proc/{pid}/smaps_rollup"), "Pss") / 1024, 1)
+    except (OSError, ValueError, IndexError) as error:
+        figures["sync_rss_mb"] = None
+        figures["sync_error"] = str(error)
+    own = Path(f"/proc/{process.popen.pid}")
+    figures["divert_run_rss_mb"] = round(_kb(own / "status", "VmRSS") / 1024, 1)
+    return figures
+
+
 # -- the run ----------------------------------------------------------------------------
 
 
 @dataclass
 class Systems:
-    """Both Kamailios and the sipp peers, up and warmed, in a scratch folder."""
+    """The Kamailios and the sipp peers, up and warmed, in a scratch folder."""
 
     work: Path
     injections: dict[str, Path]
@@ -505,6 +700,8 @@ class Systems:
     sockets: dict[str, Path]
     budgets: list[CpuBudget]  # one cgroup per Kamailio; none: unconfined
     cpu_note: str  # how the Kamailios' CPU is limited, or why it is not
+    portals: dict[str, str] = field(default_factory=dict)  # the scale pass's
+    seeded_s: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
     def confined(self) -> Iterator[None]:
@@ -519,12 +716,49 @@ class Systems:
 
     @property
     def logs(self) -> dict[str, Path]:
-        return {name: self.processes[name].log for name in ("divert", "baseline")}
+        return {name: self.processes[name].log for name in LADDER_SYSTEMS}
+
+
+def write_numbers(path: Path, picks: list[int]) -> Path:
+    path.write_text("SEQUENTIAL\n" + "".join(f"{number(i)}\n" for i in picks))
+    return path
+
+
+def plan_injections(work: Path, step_seconds: float, parts: tuple[str, ...]) -> dict[str, Path]:
+    """Every pass's injection file.  The cases' callers dial 10,000 numbers
+    of their kind; the warm pass ten of the unconditional ones; each cold
+    round numbers of no other file, each once; the scale passes a fresh
+    uniform pick over all the unconditional numbers of their node per run."""
+    rng = random.Random(6)
+    files = {}
+    calls = int(CPU_RATE * step_seconds)
+    dialled: set[int] = set()
+    for case, parity in (("unconditional", 0), ("busy", 1)):
+        picks = rng.sample(range(parity, NUMBERS, 2), CALLED)
+        dialled.update(picks)
+        files[case] = write_numbers(work / f"{case}.csv", picks)
+    warm = [n for n in sorted(dialled) if n % 2 == 0][:WARM_NUMBERS]
+    files["warm"] = write_numbers(work / "warm.csv", warm * (max(calls, 400) // len(warm) + 1))
+    if "cold" in parts:
+        fresh = [i for i in range(0, NUMBERS, 2) if i not in dialled]
+        rng.shuffle(fresh)
+        if len(fresh) < CPU_ROUNDS * calls:
+            raise SystemExit(f"{CPU_ROUNDS} cold rounds of {calls} calls: too few numbers")
+        for r in range(CPU_ROUNDS):
+            files[f"cold-{r}"] = write_numbers(
+                work / f"cold-{r}.csv", fresh[r * calls : (r + 1) * calls]
+            )
+    if "scale" in parts:
+        for name, size in (("small", SMALL), ("large", LARGE)):
+            for r in ("w", *range(CPU_ROUNDS)):
+                picks = [2 * rng.randrange(size // 2) for _ in range(max(calls, 400))]
+                files[f"{name}-{r}"] = write_numbers(work / f"{name}-{r}.csv", picks)
+    return files
 
 
 @contextmanager
-def systems() -> Iterator[Systems]:
-    """Seed both systems' numbers, start them and the sipp peers; stop all
+def systems(step_seconds: float, parts: tuple[str, ...]) -> Iterator[Systems]:
+    """Seed every system's numbers, start them and the sipp peers; stop all
     of them (by PID) on the way out."""
     for tool in ("kamailio", "sipp", "kamcmd"):
         if shutil.which(tool) is None:
@@ -536,14 +770,17 @@ def systems() -> Iterator[Systems]:
         try:
             portal = f"sqlite:///{work / 'portal.db'}"
             seed_portal(portal)
+            portals, seeded = {}, {}
+            if "scale" in parts:
+                for name, size in (("small", SMALL), ("large", LARGE)):
+                    began = time.monotonic()
+                    portals[name] = f"sqlite:///{work / f'portal-{name}.db'}"
+                    seed_portal(portals[name], size)
+                    seeded[name] = round(time.monotonic() - began, 1)
+                    print(f"  {name} portal: {size} numbers in {seeded[name]} s", flush=True)
             baseline_tables(work / "ht")
-            rng = random.Random(6)
-            injections = {}
-            for case, parity in (("unconditional", 0), ("busy", 1)):
-                picks = rng.sample(range(parity, NUMBERS, 2), CALLED)
-                path = work / f"{case}.csv"
-                path.write_text("SEQUENTIAL\n" + "".join(f"{number(i)}\n" for i in picks))
-                injections[case] = path
+            equivalent_dispatcher(work / "equivalent.list")
+            injections = plan_injections(work, step_seconds, parts)
             for name, scenario, address in (
                 ("carrier", "answer.xml", CARRIER),
                 ("pbx", "busy.xml", PBX),
@@ -564,39 +801,36 @@ def systems() -> Iterator[Systems]:
                         "-m",
                         "10000000",
                         "-timeout",
-                        "900s",
+                        "3600s",
+                        *(["-trace_msg"] if TRACE else []),
                     ],
                     work,
                 )
             state = work / "state"
-            divert = processes["divert"] = start(
-                "divert",
-                [
-                    DIVERT,
-                    "--portal",
-                    portal,
-                    "run",
-                    "--listen",
-                    DIVERT_NODE,
-                    "--state-dir",
-                    str(state),
-                    "--carrier",
-                    CARRIER,
-                    "--children",
-                    str(CHILDREN),
-                    "--shm",
-                    str(SHM_MB),
-                ],
-                work,
+            divert = processes["divert"] = start_divert(
+                "divert", portal, state, NODES["divert"], work
             )
-            for name, listen in (("baseline", BASELINE_NODE), ("twin", TWIN_NODE)):
-                twin = ["-A", f'PYTHON_TWIN="{BENCH / "baseline" / "twin.py"}"']
+            for name, cfg in (
+                ("baseline", "kamailio.cfg"),
+                ("twin", "kamailio.cfg"),
+                ("equivalent", "equivalent.cfg"),
+            ):
+                extra = {
+                    "baseline": ["-A", f'CARRIER="sip:{CARRIER}"'],
+                    "twin": [
+                        "-A",
+                        f'CARRIER="sip:{CARRIER}"',
+                        "-A",
+                        f'PYTHON_TWIN="{BENCH / "baseline" / "twin.py"}"',
+                    ],
+                    "equivalent": ["-A", f'DS_LIST="{work / "equivalent.list"}"'],
+                }[name]
                 processes[name] = start(
                     name,
                     [
                         "kamailio",
                         "-f",
-                        str(BENCH / "baseline" / "kamailio.cfg"),
+                        str(BENCH / "baseline" / cfg),
                         "-x",
                         MEMORY_MANAGER,
                         "-X",
@@ -607,31 +841,33 @@ def systems() -> Iterator[Systems]:
                         str(SHM_MB),
                         "-n",
                         str(CHILDREN),
+                        "-Y",
+                        str(work),
                         "-A",
-                        f"LISTEN=udp:{listen}",
-                        "-A",
-                        f'CARRIER="sip:{CARRIER}"',
+                        f"LISTEN=udp:{NODES[name]}",
                         "-A",
                         f'HT_DB="text://{work / "ht"}"',
                         "-A",
                         f'CTL_SOCKET="unix:{work / name}.ctl"',
-                        *(twin if name == "twin" else []),
+                        *extra,
                     ],
                     work,
                     BENCH_CARRIER=f"sip:{CARRIER}",
+                    DIVERT_NODE_KEY=NODE_KEY,
                 )
-            wait_until("divert", lambda: options_ok(DIVERT_NODE), 120, divert)
-            for name, listen in (("baseline", BASELINE_NODE), ("twin", TWIN_NODE)):
-                wait_until(name, lambda at=listen: options_ok(at), 60, processes[name])
-            divert_socket = state / "run" / "kamailio_ctl"
-            wait_until(
-                "divert's trunks",
-                lambda: kamcmd(divert_socket, "dispatcher.list").count("FLAGS: AP") >= 2,
-                30,
-                divert,
-            )
+            wait_until("divert", lambda: options_ok(NODES["divert"]), 120, divert)
+            for name in ("baseline", "twin", "equivalent"):
+                wait_until(name, lambda at=NODES[name]: options_ok(at), 60, processes[name])
+            sockets = {
+                "divert": state / "run" / "kamailio_ctl",
+                **{name: work / f"{name}.ctl" for name in ("baseline", "twin", "equivalent")},
+            }
+            for name in ("divert", "equivalent"):
+                wait_until(
+                    f"{name}'s trunks", lambda s=sockets[name]: trunks_up(s), 30, processes[name]
+                )
             try:
-                for name in ("divert", "baseline", "twin"):
+                for name in CPU_SYSTEMS:
                     budgets.append(CpuBudget.create(f"divert-bench-{name}", None))
                     budgets[-1].add(kamailio_pids(processes[name].popen.pid))
                 cpu_note = (
@@ -645,14 +881,7 @@ def systems() -> Iterator[Systems]:
                 cpu_note = f"unconfined (no CPU budget: {error})"
             print(f"  {cpu_note}", flush=True)
             time.sleep(1.0)
-            yield Systems(
-                work,
-                injections,
-                processes,
-                {"divert": divert_socket, "baseline": work / "baseline.ctl"},
-                budgets,
-                cpu_note,
-            )
+            yield Systems(work, injections, processes, sockets, budgets, cpu_note, portals, seeded)
         finally:
             for process in reversed(list(processes.values())):
                 process.stop()
@@ -660,42 +889,149 @@ def systems() -> Iterator[Systems]:
                 budget.remove()
 
 
-def run(step_seconds: float = 4.0) -> dict[str, Any]:
+def scale(running: Systems, step_seconds: float) -> dict[str, Any]:
+    """Two more divert nodes, SMALL and LARGE numbers, started for this pass
+    only: the time each takes to route, CPU per call with callers dialling
+    uniformly over all of each node's numbers, the large node's memory."""
+    work, files = running.work, running.injections
+    nodes: dict[str, Process] = {}
+    states = {name: work / f"state-{name}" for name in ("small", "large")}
+    figures: dict[str, Any] = {"numbers": {"small": SMALL, "large": LARGE}}
+    try:
+        for name, size in (("small", SMALL), ("large", LARGE)):
+            began = time.monotonic()
+            process = nodes[name] = start_divert(
+                f"divert-{name}", running.portals[name], states[name], NODES[name], work
+            )
+            # `divert run` syncs the store in full before Kamailio starts:
+            # Kamailio answering means the store is complete; checked below
+            wait_until(f"{name} node", lambda at=NODES[name]: options_ok(at), 600, process)
+            answered = time.monotonic() - began
+            control = states[name] / "run" / "kamailio_ctl"
+            wait_until(f"{name}'s trunks", lambda c=control: trunks_up(c), 60, process)
+            view = StoreView.open(states[name])
+            try:
+                tables = view.counts()["forward_tables"]
+            finally:
+                view.close()
+            if tables != size:
+                raise SystemExit(f"{name} node: {tables} forward tables in its store, not {size}")
+            first = sipp_calls(work, NODES[name], files[f"{name}-w"], 10, 1, f"first-{name}")
+            if first.successful != 1:
+                raise SystemExit(f"{name} node: its first call failed\n{process.log}")
+            figures[f"{name}_answers_s"] = round(answered, 1)
+            figures[f"{name}_routes_s"] = round(time.monotonic() - began, 1)
+            print(
+                f"  {name} node ({size} numbers): answers in {answered:.1f} s, "
+                f"routes in {figures[f'{name}_routes_s']} s",
+                flush=True,
+            )
+        for name in nodes:  # imports, the small node's caches
+            sipp_calls(work, NODES[name], files[f"{name}-w"], 200, 400, f"warm-{name}")
+        targets = {
+            name: Target(NODES[name], nodes[name].popen.pid, lambda r, n=name: files[f"{n}-{r}"])
+            for name in nodes
+        }
+        cpu = cpu_rounds(work, targets, step_seconds, "scale")
+        figures |= {
+            "cpu": cpu,
+            "small_us": cpu["us"]["small"],
+            "large_us": cpu["us"]["large"],
+            "growth": _ratio(cpu["us"]["large"], cpu["us"]["small"], 2),
+            "memory_large": memory(nodes["large"], states["large"]),
+        }
+    finally:
+        for process in nodes.values():
+            process.stop()
+    return figures
+
+
+def run(
+    step_seconds: float = 4.0, parts: tuple[str, ...] = PARTS, quick: bool = False
+) -> dict[str, Any]:
+    global CPU_ROUNDS, LADDER_RATES
+    if quick:
+        CPU_ROUNDS, LADDER_RATES = 2, 4
     results: dict[str, Any] = {
         "numbers": NUMBERS,
         "children": CHILDREN,
         "step_seconds": step_seconds,
+        "net": NET,
+        "parts": list(parts),
+        "quick": quick,
     }
     started = time.monotonic()
-    with systems() as running:
+    with systems(step_seconds, parts) as running:
         results["setup_s"] = round(time.monotonic() - started, 1)
+        results["seeded_s"] = running.seeded_s
         results["cpu"] = running.cpu_note
         work, injections = running.work, running.injections
-        for case in CASES:
+        warm_ups = ("unconditional", "busy") if "main" in parts else ("unconditional",)
+        for case in warm_ups:
             # a short warm-up: Python workers import lazily, caches fill
-            sipp_calls(work, DIVERT_NODE, injections[case], 200, 400, 6990, f"warm-{case}")
-            sipp_calls(work, BASELINE_NODE, injections[case], 200, 400, 6991, f"warmb-{case}")
-            sipp_calls(work, TWIN_NODE, injections[case], 200, 400, 6992, f"warmt-{case}")
-            results[f"latency_{case}"] = latency(
-                work, case, injections, running.logs, running.sockets, step_seconds
-            )
-            results[f"cpu_{case}"] = cpu_per_call(running, case, step_seconds)
-            rates: tuple[int, ...]
-            if not running.budgets:
-                rates = UNCONFINED_LADDER
-            else:
-                rates = ladder_rates(results[f"cpu_{case}"]["divert_us"])
-            with running.confined():
-                results[f"throughput_{case}"] = ladder(work, case, injections, step_seconds, rates)
+            for name in CPU_SYSTEMS:
+                sipp_calls(work, NODES[name], injections[case], 200, 400, f"warm-{case}-{name}")
+        if "main" in parts:
+            for case in CASES:
+                print(f"  {case}: latency, CPU per call", flush=True)
+                results[f"latency_{case}"] = latency(
+                    work, case, injections, running.logs, running.sockets, step_seconds
+                )
+                results[f"cpu_{case}"] = cpu_per_call(running, case, step_seconds)
+                print(f"  {case}: CPU per call {results[f'cpu_{case}']['us']}", flush=True)
+                rates: tuple[int, ...]
+                if not running.budgets:
+                    rates = UNCONFINED_LADDER
+                else:
+                    rates = ladder_rates(results[f"cpu_{case}"]["divert_us"])
+                with running.confined():
+                    results[f"throughput_{case}"] = ladder(
+                        work, case, injections, step_seconds, rates
+                    )
+        if "cold" in parts:
+            results["cold_warm"] = cold_warm(running, step_seconds)
+            print(f"  cold / warm: {results['cold_warm']['us']}", flush=True)
+        if "scale" in parts:
+            results["scale"] = scale(running, step_seconds)
+            print(f"  scale: {results['scale']['cpu']['us']}", flush=True)
+    results["seconds"] = round(time.monotonic() - started, 1)
     return results
+
+
+def parse_parts(text: str) -> tuple[str, ...]:
+    parts = tuple(p for p in text.split(",") if p)
+    if not parts or set(parts) - set(PARTS):
+        raise argparse.ArgumentTypeError(f"parts: some of {','.join(PARTS)}")
+    return parts
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--step-seconds", type=float, default=None, help="4 (--quick: 1)")
+    parser.add_argument("--net", default="127.0.1", help="loopback prefix of every address")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 s steps, 2 rounds, 4 ladder rates: a smoke run"
+    )
+    parser.add_argument("--parts", type=parse_parts, default=PARTS, help="main,cold,scale")
+    parser.add_argument("--large", type=int, default=LARGE, help="numbers of the large node")
+
+
+def apply_arguments(args: argparse.Namespace) -> float:
+    """Configure the module from the command line; the step length."""
+    global LARGE
+    configure(args.net)
+    LARGE = args.large
+    if args.step_seconds is not None:
+        return float(args.step_seconds)
+    return 1.0 if args.quick else 4.0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--step-seconds", type=float, default=4.0)
+    add_arguments(parser)
     args = parser.parse_args()
-    results = run(args.step_seconds)
+    step = apply_arguments(args)
+    results = run(step, args.parts, args.quick)
     text = json.dumps(results, indent=2)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
