@@ -50,7 +50,7 @@ from divert import metrics, readiness, registrations
 from divert.db import absolute_portal_url
 from divert.errors import DivertError, PortalUnavailable
 from divert.kemi.signalling import CARRIER_SET, trunk_set
-from divert.kemi.signing import NodeKeyError, ensure_key, load_key
+from divert.kemi.signing import NODE_KEY_ENV, NodeKeyError, ensure_key, load_key
 from divert.kemi.store.format import META_POSITION, META_SYNCED_AT
 from divert.kemi.store.reader import CACHE_ENTRIES
 from divert.kemi.store.view import StoreView
@@ -317,7 +317,7 @@ class Node:
             # feature codes, in Kamailio's async workers (which run in "/")
             "DIVERT_PORTAL": absolute_portal_url(self.config.portal_url),
             # the native routes check dialog signatures with it (kemi/signing.py)
-            "DIVERT_NODE_KEY": load_key(self.config.state_dir).hex(),
+            NODE_KEY_ENV: load_key(self.config.state_dir).hex(),
         }
 
     def watch(self, stopping: Callable[[], bool], wakeup_fd: int) -> int:

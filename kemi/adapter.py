@@ -67,7 +67,7 @@ from divert.kemi.signalling import (
     redirect_targets,
     trunk_set,
 )
-from divert.kemi.signing import load_key
+from divert.kemi.signing import NODE_KEY_ENV, NodeKeyError, load_key
 from divert.kemi.store.format import SubscriberRecord
 from divert.kemi.store.reader import CACHE_ENTRIES, StoreReader, StoreUnavailable
 
@@ -200,8 +200,6 @@ class Router:
     ) -> None:
         self.config = config
         self.limits = Limits(max_diversions=config.max_diversions)
-        # no key, no start (`divert run` makes it): kamailio.cfg signs dialogs with it
-        load_key(config.state_dir)
         self._reader: StoreReader | None = None
         self._store_down = False
         self._503_said: dict[str, float] = {}  # reason -> monotonic time to say it again
@@ -212,7 +210,15 @@ class Router:
 
     @classmethod
     def from_environment(cls, feature_codes: Callable[[], FeatureCodes] | None = None) -> Router:
-        return cls(AdapterConfig.from_environment(), feature_codes)
+        """The router Kamailio loads: its environment must hold the node key
+        that kamailio.cfg signs dialogs with (`divert run` puts it there)."""
+        config = AdapterConfig.from_environment()
+        if os.environ.get(NODE_KEY_ENV) != load_key(config.state_dir).hex():
+            raise NodeKeyError(
+                f"{NODE_KEY_ENV} in Kamailio's environment is not the node key of "
+                f"{config.state_dir}: start Kamailio with `divert run`"
+            )
+        return cls(config, feature_codes)
 
     @property
     def reader(self) -> StoreReader:
@@ -333,10 +339,9 @@ class Router:
     # -- request route -------------------------------------------------------------------
 
     def _request(self, trusted_by_list: str) -> None:
-        carrier = trusted_by_list == CARRIER
         # a trunk the dispatcher list does not name yet (it follows the
         # store within a second) is still a trunk
-        trusted = carrier or trusted_by_list == CUSTOMER_TRUNK or self._from_customer_trunk()
+        trusted = trusted_by_list in (CARRIER, CUSTOMER_TRUNK) or self._from_customer_trunk()
         if not self._preloaded_route_consumed(trusted):
             KSR.sl.sl_send_reply(403, "Preloaded Route Not Allowed")
             return

@@ -31,6 +31,7 @@ import secrets
 from pathlib import Path
 
 KEY_FILE = "node.key"
+NODE_KEY_ENV = "DIVERT_NODE_KEY"  # the key in hex, in Kamailio's environment
 KEY_BYTES = 32
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from divert.kemi.core.model import Condition, Endpoint, EndpointKind
-from divert.kemi.signing import ensure_key
+from divert.kemi.signing import NodeKeyError, ensure_key, load_key
 from divert.kemi.store.format import encode_table
 from divert.kemi.store.writer import StoreWriter
 from tests import kemi_api
@@ -342,3 +342,22 @@ def test_a_503_for_want_of_a_carrier_says_why_once_a_minute(tmp_path: Path, adap
     assert stub.called("sl.send_reply") == [(503, "Service Unavailable")] * 2
     (line,) = stub.called("warn")
     assert "calls answered 503: no carrier is up" in line[0]
+
+
+def test_kamailio_without_the_node_key_in_its_environment_does_not_start(
+    tmp_path: Path, adapter: None, monkeypatch: pytest.MonkeyPatch
+):
+    """kamailio.cfg signs dialogs with DIVERT_NODE_KEY: without it (Kamailio
+    started by hand, not by `divert run`) every signature would be a digest
+    of public values, so the adapter, loaded at Kamailio's start, refuses."""
+    route, _ = router(tmp_path, {}, {})
+    Router = type(route)
+    monkeypatch.setenv("DIVERT_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("DIVERT_NODE_KEY", raising=False)
+    with pytest.raises(NodeKeyError, match="DIVERT_NODE_KEY in Kamailio's environment"):
+        Router.from_environment()
+    monkeypatch.setenv("DIVERT_NODE_KEY", "00" * 32)
+    with pytest.raises(NodeKeyError, match="not the node key"):
+        Router.from_environment()
+    monkeypatch.setenv("DIVERT_NODE_KEY", load_key(tmp_path).hex())
+    assert Router.from_environment().config.state_dir == str(tmp_path)

@@ -143,6 +143,31 @@ def test_a_signature_covers_the_key_the_call_and_the_tag():
     assert dialog_signature(key, "z", "x:y") != dialog_signature(key, "y:z", "x")
 
 
+@pytest.mark.parametrize(
+    "own",
+    [f"sip:{NODE};lr;a=;b", f'sip:{NODE};lr;sig="x', f"sip:{NODE};lr;sig=0", f"sip:{NODE};lr;sig="],
+    ids=["unparsable-params", "open-quote", "zero", "empty"],
+)
+@pytest.mark.parametrize("strict", [False, True], ids=["loose", "strict"])
+def test_an_odd_signature_parameter_is_no_signature(
+    node: DivertNode, carrier: Peer, own: str, strict: bool
+):
+    """Parameters Kamailio's URI parser accepts and its parameter parser
+    does not (or a number where a digest belongs) never pass for a
+    signature: the request is refused and nothing leaves the node."""
+    source = f"{CALLER}:6135"
+    callee = f"sip:{PREMIUM}@{CARRIER_1}"
+    ruri, route = (own, f"Route: <{callee}>") if strict else (callee, f"Route: <{own}>")
+    bye = raw_request("BYE", ruri, source, route, to_tag="tt1")
+    replies = exchange(NODE, source, bye)
+    if '"' not in own:
+        assert replies == ["SIP/2.0 403 Not A Dialog Of This Node"]
+    else:  # some Kamailio cannot parse at all: refused before the check, or dropped
+        assert all(reply.split()[1].startswith("4") for reply in replies), replies
+    time.sleep(0.5)
+    assert received_anything(carrier) == []
+
+
 def signed_route(node: DivertNode, call_id: str, from_tag: str) -> str:
     """The Route a dialog of this node carries (the test can read the node key)."""
     signature = dialog_signature(load_key(node.state), call_id, from_tag)
@@ -462,6 +487,13 @@ def junk_cases(source: str) -> dict[str, tuple[bytes, int, int]]:
             513,
         ),
         "nul in from": (invite().replace(f"@{host}>;tag=".encode(), b"@x\x00y>;tag="), 400, 400),
+        # the node signs dialogs over the Call-ID and tags: printable ASCII only
+        "call-id bytes": (invite().replace(b"Call-ID: ", b"Call-ID: \xff\xfe"), 400, 400),
+        "from-tag bytes": (
+            invite().replace(f"@{host}>;tag=".encode(), f"@{host}>;tag=\u00e9".encode()),
+            400,
+            400,
+        ),
         "unparsable route": (  # a trunk's Route set is dropped; a stranger's refused
             invite("Route: <sip:@@@;lr>", number=numbered(9)),
             603,
