@@ -91,7 +91,7 @@ CHILDREN = 4  # SIP worker processes, every system
 SHM_MB = 512  # shared memory, every system (the baselines' htables live there)
 SMALL = 1_000  # numbers of the scale pass's small node
 LARGE = 1_000_000  # and of its large one (--large)
-NODE_KEY = "5eed" * 16  # DIVERT_NODE_KEY: 64 hex characters, signs the dialogs
+NODE_KEY = "5eed" * 16  # the yardsticks' DIVERT_NODE_KEY: 64 hex characters, signs dialogs
 WARM_NUMBERS = 10  # the warm pass dials these, cached by every worker
 # Addresses: NET.<host>, NET from --net (configure)
 HOSTS = {
@@ -261,8 +261,7 @@ def start_divert(name: str, portal: str, state: Path, listen: str, work: Path) -
             "--metrics",
             f"{host}:9161",
         ],
-        work,
-        DIVERT_NODE_KEY=NODE_KEY,
+        work,  # `divert run` gives its Kamailio the key of its own state folder
     )
 
 
