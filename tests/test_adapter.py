@@ -164,10 +164,11 @@ def test_an_unexpected_fault_is_one_line_and_500(tmp_path: Path, adapter: None):
     with writer.transaction():
         writer.put_table("+390200000001", "acme", encode_table(table("+390200000001")))
     writer.close()
-    route, stub = router(tmp_path, INVITE, {"rr.record_route_params": RuntimeError("boom")})
+    route, stub = router(tmp_path, INVITE, {"tm.t_newtran": RuntimeError("boom")})
     assert route.ksr_request_route(None, "2") == 1
     assert stub.called("sl.send_reply") == [(500, "Server Internal Error")]
-    assert len(stub.called("err")) == 1
+    (line,) = stub.called("err")
+    assert "RuntimeError: boom" in line[0]
 
 
 def test_unknown_number_is_404_after_the_transaction_is_made(tmp_path: Path, adapter: None):
