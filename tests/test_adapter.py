@@ -122,6 +122,18 @@ INVITE = {
 }
 
 
+def forwarding_always(state_dir: Path) -> None:
+    """A store where +390200000001 forwards unconditionally to a mobile."""
+    writer = StoreWriter(state_dir)
+    with writer.transaction():
+        writer.put_table(
+            "+390200000001",
+            "acme",
+            encode_table(table("+390200000001", rule(Condition.ALWAYS, "+393351234567"))),
+        )
+    writer.close()
+
+
 @pytest.fixture
 def adapter() -> Iterator[Any]:
     logger = logging.getLogger("divert")
@@ -197,14 +209,7 @@ def test_a_relay_without_diversions_arms_only_the_failure_route(tmp_path: Path, 
 
 
 def test_a_forward_arms_the_branch_route_with_its_headers(tmp_path: Path, adapter: None):
-    writer = StoreWriter(tmp_path)
-    with writer.transaction():
-        writer.put_table(
-            "+390200000001",
-            "acme",
-            encode_table(table("+390200000001", rule(Condition.ALWAYS, "+393351234567"))),
-        )
-    writer.close()
+    forwarding_always(tmp_path)
     route, stub = router(tmp_path, INVITE, {})
     route.ksr_request_route(None, "2")
     assert stub.called("tm.t_on_branch") == [("ksr_branch_forward",)]
@@ -329,14 +334,7 @@ def test_without_feature_codes_a_code_is_404(tmp_path: Path, adapter: None):
 
 
 def test_a_503_for_want_of_a_carrier_says_why_once_a_minute(tmp_path: Path, adapter: None):
-    writer = StoreWriter(tmp_path)
-    with writer.transaction():
-        writer.put_table(
-            "+390200000001",
-            "acme",
-            encode_table(table("+390200000001", rule(Condition.ALWAYS, "+393351234567"))),
-        )
-    writer.close()
+    forwarding_always(tmp_path)
     route, stub = router(tmp_path, INVITE, {"dispatcher.ds_select_domain": -1})
     route.ksr_request_route(None, "2")
     route.ksr_request_route(None, "2")
