@@ -242,6 +242,9 @@ def _divert_counters(stats: dict[str, int]) -> Iterator[str]:
     yield "# HELP divert_emergency_forwards_total calls sent to a trunk's emergency number"
     yield "# TYPE divert_emergency_forwards_total counter"
     yield f"divert_emergency_forwards_total {stats.get(metrics.EMERGENCY, 0)}"
+    yield "# HELP divert_native_plan_calls_total calls routed by a native plan, no Python"
+    yield "# TYPE divert_native_plan_calls_total counter"
+    yield f"divert_native_plan_calls_total {stats.get(metrics.NATIVE_PLANS, 0)}"
     yield "# HELP divert_decision_seconds time the decision core took, per decision"
     yield "# TYPE divert_decision_seconds histogram"
     total = 0

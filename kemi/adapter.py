@@ -40,6 +40,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import KSR  # type: ignore[import-not-found]
@@ -59,6 +60,8 @@ from divert.kemi.core.model import (
 )
 from divert.kemi.core.state_codec import StateFormatError, decode_leg, encode_leg
 from divert.kemi.modes import tenant_mode
+from divert.kemi.plan_sync import PlanSync
+from divert.kemi.plans import PlanConfig
 from divert.kemi.signalling import (
     CARRIER_SET,
     diversion_headers,
@@ -72,6 +75,8 @@ from divert.kemi.store.format import SubscriberRecord
 from divert.kemi.store.reader import CACHE_ENTRIES, StoreReader, StoreUnavailable
 
 CALL_AVP = "$avp(divert_call)"
+PLANS_TABLE = "plans"  # kamailio.cfg's htable of native plans
+PLANS_GENERATION = "$shv(divert_plans)"
 HEADERS_AVP = "$avp(divert_headers)"  # kamailio.cfg's branch route adds them
 IDENTITY_AVP = "$avp(divert_identity)"  # a subscriber caller's P-Asserted-Identity
 PRIVATE = frozenset(("id", "user"))  # Privacy values that hide the caller
@@ -179,6 +184,22 @@ class _Failed:
 _FAILED = _Failed()
 
 
+class _HtableSink:
+    """Native plans into kamailio.cfg's htable ``plans`` and ``$shv``."""
+
+    def put(self, key: str, line: str) -> None:
+        KSR.htable.sht_sets(PLANS_TABLE, key, line)
+
+    def drop(self, key: str) -> None:
+        KSR.htable.sht_rm(PLANS_TABLE, key)
+
+    def reset(self) -> None:
+        KSR.htable.sht_reset(PLANS_TABLE)
+
+    def mark(self, generation: str) -> None:
+        KSR.pv.sets(PLANS_GENERATION, generation)
+
+
 class KamailioLog(logging.Handler):
     """Python log records (the feature codes' own) as Kamailio log lines."""
 
@@ -207,6 +228,8 @@ class Router:
         self._codes: FeatureCodes | None = None
         self._pending: PendingCode | None = None
         self._gave_up = ""  # the line to log if the pending code is not resumed
+        self._plans: PlanSync | None = None  # the plan timer's (one process)
+        self._plans_failing = False
 
     @classmethod
     def from_environment(cls, feature_codes: Callable[[], FeatureCodes] | None = None) -> Router:
@@ -278,6 +301,42 @@ class Router:
         except Exception as error:
             KSR.err(f"divert: failure route failed: {type(error).__name__}: {error}\n")
             self._final(500, "Server Internal Error")
+        return 1
+
+    def ksr_plan_unreachable(self, msg: object) -> int:
+        """A native plan's step found no trunk or carrier up (kamailio.cfg's
+        route[PLAN_STEP]): the core decides again, as `_carry_out` would."""
+        try:
+            kind, call, state = decode_leg(str(KSR.pv.get(CALL_AVP)), time.time())
+            decision = self._decide(call, state, Outcome.TRUNK_DOWN)
+            self._carry_out(decision, call, (Outcome.TRUNK_DOWN, kind))
+        except StoreUnavailable as error:
+            self._store_failed(error)
+        except Exception as error:
+            KSR.err(f"divert: plan step failed: {type(error).__name__}: {error}\n")
+            self._final(500, "Server Internal Error")
+        return 1
+
+    def ksr_plans_timer(self, msg: object) -> int:
+        """kamailio.cfg's plan timer: the table of native plans brought up
+        to the store (`divert.kemi.plan_sync`)."""
+        try:
+            if self._plans is None:
+                config = PlanConfig(
+                    self.config.domain, self.config.max_diversions, self.config.carrier_style
+                )
+                state = Path(self.config.state_dir)
+                self._plans = PlanSync(state, state / "run", config, _HtableSink())
+            if not self._plans.tick() and not self._plans_failing:
+                self._plans_failing = True
+                KSR.warn("divert: native plans off: the store cannot be read\n")
+            elif self._plans.generation is not None and self._plans_failing:
+                self._plans_failing = False
+                KSR.notice("divert: native plans on again\n")
+        except Exception as error:
+            if not self._plans_failing:
+                self._plans_failing = True
+                KSR.err(f"divert: native plans off: {type(error).__name__}: {error}\n")
         return 1
 
     def ksr_feature_code(self, msg: object) -> int:

@@ -20,6 +20,8 @@ FORWARD_STATS = {
     for c in (*FORWARD_CONDITIONS, Condition.REDIRECT)
 }
 EMERGENCY = f"{PREFIX}emergency_forwards"
+NATIVE_PLANS = f"{PREFIX}native_plans"
+"""Calls kamailio.cfg routed by a native plan (`divert.kemi.plans`)."""
 DECISION_BUCKETS_US = (50, 100, 200, 500, 1000, 2000, 5000)
 """Upper bounds (microseconds) of the decision-time histogram's buckets."""
 DECISION_SUM_US = f"{PREFIX}decision_sum_us"
@@ -43,6 +45,7 @@ def names() -> tuple[str, ...]:
         *(decisions_name(d) for d in DECISIONS),
         *FORWARD_STATS.values(),
         EMERGENCY,
+        NATIVE_PLANS,
         *(bucket_name(b) for b in (*DECISION_BUCKETS_US, None)),
         DECISION_SUM_US,
     )

@@ -31,6 +31,7 @@ whole or not at all).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -56,6 +57,7 @@ from divert.schema.journal import NOTIFY_CHANNEL
 from divert.signals import stop_on_signals
 from divert.sync import wake
 from divert.sync.apply import Applied, apply_batch, full_sync
+from divert.sync.gate import KamailioGate
 from divert.sync.journal import read_batch
 from divert.sync.queued_codes import QueuedCodes
 
@@ -106,6 +108,7 @@ class SyncWorker:
         else:
             if not self.writer.installed:
                 self._rebuilding("is missing")
+        self.writer.gate = self._gate = KamailioGate(config.state_dir / "run")
         self.codes = QueuedCodes(config.state_dir, self.writer)
 
     @property
@@ -189,6 +192,7 @@ class SyncWorker:
         if problem is None:
             return
         fresh = StoreWriter(self.config.state_dir, fresh=True, after=self.writer.file)
+        fresh.gate = self._gate
         old, self.writer = self.writer, fresh
         self.codes.writer = fresh
         old.close()
@@ -259,6 +263,7 @@ class SyncWorker:
                 if self._portal_down:
                     self._came_back()
                 self._store_recovered()
+                self.writer.refresh_gate()
                 backoff = 0.0
                 self._wait_for_changes(stopping, wake_fds)
             except (sqlite3.Error, StoreFault) as error:  # the store's (the portal's are wrapped)
@@ -367,6 +372,8 @@ class SyncWorker:
         while not stopping() and (left := deadline - time.monotonic()) > 0:
             ready, _, _ = select.select(list(wake_fds), [], [], min(left, 1.0))
             self._drain_wakes(ready)
+            with contextlib.suppress(sqlite3.Error):
+                self.writer.refresh_gate()
             if ready and not stopping():
                 self._replay_codes()
 

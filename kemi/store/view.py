@@ -20,6 +20,7 @@ from divert.kemi.store.format import (
     STORE_FILE,
     PolicyRecord,
     TenantRecord,
+    TrunkRecord,
     decode_policy,
     decode_table,
     decode_tenant,
@@ -85,6 +86,21 @@ class StoreView:
     def tenant(self, name: str) -> TenantRecord | None:
         row = self.db.execute(SELECT_TENANT, (name,)).fetchone()
         return None if row is None else decode_tenant(*row)
+
+    def meta_value(self, name: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def trunk(self, trunk_id: int) -> TrunkRecord | None:
+        row = self.db.execute(
+            "SELECT id, tenant, name, diversion_style FROM trunks WHERE id = ?", (trunk_id,)
+        ).fetchone()
+        return None if row is None else TrunkRecord(row)
+
+    def table_keys(self, tenant: str) -> list[str]:
+        """The keys of a tenant's forward tables."""
+        rows = self.db.execute("SELECT key FROM forward_tables WHERE tenant = ?", (tenant,))
+        return [str(row[0]) for row in rows]
 
     def table_data(self, key: str) -> bytes | None:
         """A forward table as stored (encoded)."""

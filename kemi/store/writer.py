@@ -15,6 +15,7 @@ readers open the new file; until then they read the one they have open.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import sqlite3
@@ -23,6 +24,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from divert.kemi.store.format import (
     CHANGED_TABLES,
@@ -56,6 +58,17 @@ _SEQ = struct.Struct("<QQ")
 CHANGES_KEPT = 200_000
 
 
+class Gate(Protocol):
+    """Told before and after each transaction (the sync worker's is
+    `divert.sync.gate.KamailioGate`: Kamailio's native plans wait)."""
+
+    def closing(self) -> None: ...
+
+    def opened(self, epoch: int, seq: int) -> None: ...
+
+    def refresh(self, epoch: int, seq: int) -> None: ...
+
+
 class StoreWriter:
     """The store of one node, opened for writing.
 
@@ -74,6 +87,7 @@ class StoreWriter:
         first = current is None and not fresh and not _traces(self.dir)
         self.file = current or self.dir / f"store.{_next_generation(self.dir, after)}.sqlite"
         self.installed = current is not None
+        self.gate: Gate | None = None
         self.db = sqlite3.connect(self.file, isolation_level=None, check_same_thread=False)
         self.view = StoreView(self.db)  # the writer's look-ups, as every reader but Kamailio's
         stat = os.stat(self.file)
@@ -115,9 +129,21 @@ class StoreWriter:
 
     def publish(self) -> None:
         """Tell readers the store's current (epoch, sequence)."""
+        epoch, seq = self._position()
+        _SEQ.pack_into(self._seq, 0, epoch, seq)
+        if self.gate is not None:
+            self.gate.opened(epoch, seq)
+
+    def refresh_gate(self) -> None:
+        """Give a Kamailio started since the last transaction the store's
+        position (its native plans wait for it)."""
+        if self.gate is not None and self.installed:
+            self.gate.refresh(*self._position())
+
+    def _position(self) -> tuple[int, int]:
         epoch = int(self.meta(META_EPOCH) or 1)
         seq = self.db.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
-        _SEQ.pack_into(self._seq, 0, epoch, seq)
+        return epoch, int(seq)
 
     def close(self) -> None:
         self._seq.close()
@@ -268,8 +294,7 @@ class StoreWriter:
         )
 
     def table_keys(self, tenant: str) -> list[str]:
-        rows = self.db.execute("SELECT key FROM forward_tables WHERE tenant = ?", (tenant,))
-        return [row[0] for row in rows]
+        return self.view.table_keys(tenant)
 
     def put_subscriber(self, record: SubscriberRecord, log: bool = True) -> None:
         self.db.execute(
@@ -476,6 +501,8 @@ class _Transaction:
         self.writer = writer
 
     def __enter__(self) -> StoreWriter:
+        if self.writer.gate is not None and self.writer.installed:
+            self.writer.gate.closing()
         self.writer.db.execute("BEGIN IMMEDIATE")
         return self.writer
 
@@ -484,6 +511,9 @@ class _Transaction:
         if kind is not None:
             if db.in_transaction:  # SQLite ends it by itself on some errors (a full disk)
                 db.execute("ROLLBACK")
+            if hasattr(self.writer, "_seq") and self.writer.installed:
+                with contextlib.suppress(sqlite3.Error, OSError):
+                    self.writer.publish()  # nothing changed: the gate opens again
             return
         self.writer._prune_changes()
         db.execute("COMMIT")

@@ -33,6 +33,7 @@ PBX_A = "127.0.0.20:5060"
 PBX_DEAD = "127.0.0.21:5060"
 PBX_SILENT = "127.0.0.22:5060"
 PBX_B = "127.0.0.23:5060"
+PBX_G = "127.0.0.24:5060"  # tenant gamma's: no schedule, so its numbers get native plans
 PHONE = "127.0.0.30:5070"
 VOICEMAIL = "127.0.0.40:5060"
 PHONE_SOURCE = "127.0.0.37"  # alice's phone dialling codes
@@ -173,6 +174,20 @@ SEED = [
     ("forward", "add", numbered(6), "--when", "busy", "--to", numbered(7)),
     ("forward", "add", numbered(7), "--when", "no-answer", "--to", "voicemail", "--timeout", "2"),
     ("forward", "add", numbered(8), "--when", "not-registered", "--to", mobile(8)),
+    # tenant gamma: no time modes, so kamailio.cfg routes its calls from
+    # native plans (tests/e2e/test_native_plans.py)
+    ("tenant", "add", "gamma", "--region", "IT"),
+    ("trunk", "add", "pbx-g", "--tenant", "gamma", "--address", PBX_G),
+    *[
+        ("number", "add", numbered(40 + i), "--tenant", "gamma", "--trunk", "pbx-g")
+        for i in range(6)
+    ],
+    ("forward", "add", numbered(40), "--when", "always", "--to", mobile(40)),
+    ("forward", "add", numbered(41), "--when", "busy", "--to", mobile(41)),
+    ("forward", "add", numbered(42), "--when", "no-answer", "--to", mobile(42), "--timeout", "2"),
+    ("forward", "add", numbered(43), "--when", "always", "--to", "reject:603"),
+    ("forward", "add", numbered(44), "--when", "busy", "--to", numbered(45)),
+    ("forward", "add", numbered(45), "--when", "always", "--to", mobile(45)),
     ("forward", "add", numbered(9), "--when", "always", "--to", "reject:603"),
     ("forward", "add", numbered(11), "--when", "busy", "--to", numbered(12)),
     ("forward", "add", numbered(12), "--when", "busy", "--to", numbered(11)),

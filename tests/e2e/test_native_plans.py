@@ -1,0 +1,140 @@
+"""Calls routed by native plans (issue 16): tenant gamma has no time modes,
+so kamailio.cfg carries out the core's compiled steps without Python.  Each
+test asserts what reached the far end, as test_forwarding.py does for the
+Python routes, and that the native plan counter moved."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from tests.e2e.conftest import CALLER, CARRIER_1, NODE, PBX_G, DivertNode, mobile, numbered
+from tests.e2e.sip import call, callee
+
+
+def native_calls(node: DivertNode) -> float:
+    found = re.search(r"^divert_native_plan_calls_total (\S+)$", node.scrape(), re.M)
+    assert found, "divert_native_plan_calls_total not on the metrics page"
+    return float(found.group(1))
+
+
+def settled(node: DivertNode) -> float:
+    """The counter, once the plan table has caught up with the store."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        plans = node.kamcmd("pv.shvGet", "divert_plans")
+        store = node.kamcmd("pv.shvGet", "divert_store")
+        if plans.split("value:")[-1] == store.split("value:")[-1]:
+            break
+        time.sleep(0.1)
+    time.sleep(1.1)  # the metrics page is served again for a second
+    return native_calls(node)
+
+
+def test_unconditional_forward_from_a_native_plan(node: DivertNode, workdir: Path):
+    before = settled(node)
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    node.wait_trunk(CARRIER_1, active=True)
+    caller = call(workdir, "caller", NODE, numbered(40), 200, f"{CALLER}:6401")
+    assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
+    carrier.stop()
+    (invite,) = carrier.received()
+    assert invite.ruri_user == mobile(40)
+    assert invite.header("Diversion") == [
+        f"<sip:{numbered(40)}@divert.invalid>;reason=unconditional;counter=1;privacy=off"
+    ]
+    assert "SIP/2.0 181 Call Is Being Forwarded" in caller.replies()
+    time.sleep(1.1)
+    assert native_calls(node) == before + 1
+
+
+def test_busy_then_forward_from_a_native_plan(node: DivertNode, workdir: Path):
+    before = settled(node)
+    pbx = callee(workdir, "pbx", PBX_G, "reply", code=486, reason="Busy Here")
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    node.wait_trunk(PBX_G, active=True)
+    node.wait_trunk(CARRIER_1, active=True)
+    caller = call(workdir, "caller", NODE, numbered(41), 200, f"{CALLER}:6402")
+    assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
+    pbx.stop()
+    carrier.stop()
+    (first,) = pbx.received()
+    assert first.ruri_user == numbered(41) and first.header("Diversion") == []
+    (forwarded,) = carrier.received()
+    assert forwarded.ruri_user == mobile(41)
+    (diversion,) = forwarded.header("Diversion")
+    assert "reason=user-busy" in diversion and numbered(41) in diversion
+    time.sleep(1.1)
+    assert native_calls(node) == before + 1
+
+
+def test_no_answer_from_a_native_plan_waits_for_the_rules_timer(node: DivertNode, workdir: Path):
+    pbx = callee(workdir, "pbx", PBX_G, "ring")
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    node.wait_trunk(PBX_G, active=True)
+    node.wait_trunk(CARRIER_1, active=True)
+    caller = call(workdir, "caller", NODE, numbered(42), 200, f"{CALLER}:6403")
+    assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
+    pbx.stop()
+    carrier.stop()
+    assert caller.lasted() >= 2.0
+    (forwarded,) = carrier.received()
+    assert forwarded.ruri_user == mobile(42)
+    assert "reason=no-answer" in forwarded.header("Diversion")[0]
+
+
+def test_a_reject_rule_from_a_native_plan(node: DivertNode, workdir: Path):
+    caller = call(workdir, "caller", NODE, numbered(43), 603, f"{CALLER}:6404")
+    assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
+    assert caller.replies()[-1].startswith("SIP/2.0 603 Decline")
+
+
+def test_busy_to_a_number_that_forwards_announces_both_diversions(node: DivertNode, workdir: Path):
+    pbx = callee(workdir, "pbx", PBX_G, "reply", code=486, reason="Busy Here")
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    node.wait_trunk(PBX_G, active=True)
+    node.wait_trunk(CARRIER_1, active=True)
+    caller = call(workdir, "caller", NODE, numbered(44), 200, f"{CALLER}:6405")
+    assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
+    pbx.stop()
+    carrier.stop()
+    (forwarded,) = carrier.received()
+    assert forwarded.ruri_user == mobile(45)
+    (diversion,) = forwarded.header("Diversion")
+    assert diversion == (
+        f"<sip:{numbered(45)}@divert.invalid>;reason=unconditional;counter=1;privacy=off, "
+        f"<sip:{numbered(44)}@divert.invalid>;reason=user-busy;counter=1;privacy=off"
+    )
+
+
+def test_a_trunk_down_falls_back_to_the_core(node: DivertNode, workdir: Path):
+    """No PBX answers the probes: the plan's trunk is down, the core decides
+    again (no trunk-down forward: 503), as the Python routes would."""
+    node.wait_trunk(PBX_G, active=False, timeout=15)
+    caller = call(workdir, "caller", NODE, numbered(41), 503, f"{CALLER}:6406")
+    assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
+
+
+def test_a_change_is_seen_by_the_next_call(node: DivertNode, workdir: Path):
+    """The store shows a new forward: the very next call takes it, never a
+    plan from before it."""
+    from tests.e2e.test_forwarding import _last_forward_id
+
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    node.wait_trunk(CARRIER_1, active=True)
+    node.divert("forward", "add", numbered(42), "--when", "always", "--to", mobile(40))
+    try:
+        node.wait_store(
+            lambda reader: (
+                (found := reader.table(numbered(42))) is not None
+                and any(rule.condition.value == "always" for rule in found.rules)
+            ),
+            "the new forward of +390200000042",
+        )
+        caller = call(workdir, "caller", NODE, numbered(42), 200, f"{CALLER}:6407")
+        assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
+        carrier.stop()
+        assert carrier.received()[0].ruri_user == mobile(40)
+    finally:
+        node.divert("forward", "delete", str(_last_forward_id(node)))
