@@ -127,7 +127,8 @@ def sip_rows(sip: dict[str, Any]) -> list[tuple[str, str, str]]:
             ),
             (
                 f"node of {numbers['large']:,} numbers: start",
-                f"answers SIP {scale['large_answers_s']} s, routes {scale['large_routes_s']} s "
+                f"answers SIP {scale['large_answers_s']} s, routes {scale['large_routes_s']} s, "
+                f"native plans {scale.get('large_native_s')} s "
                 f"after `divert run` (portal seeded in {sip['seeded_s'].get('large')} s)",
                 "",
             ),

@@ -89,6 +89,7 @@ NUMBERS = 100_000
 CALLED = 10_000  # distinct numbers each case's callers dial
 CHILDREN = 4  # SIP worker processes, every system
 SHM_MB = 512  # shared memory, every system (the baselines' htables live there)
+LARGE_SHM_MB = 1024  # the large divert node's (its native plans live there)
 SMALL = 1_000  # numbers of the scale pass's small node
 LARGE = 1_000_000  # and of its large one (--large)
 NODE_KEY = "5eed" * 16  # the yardsticks' DIVERT_NODE_KEY: 64 hex characters, signs dialogs
@@ -239,7 +240,9 @@ def start(name: str, command: list[str], work: Path, **env: str) -> Process:
     return Process(name, popen, log)
 
 
-def start_divert(name: str, portal: str, state: Path, listen: str, work: Path) -> Process:
+def start_divert(
+    name: str, portal: str, state: Path, listen: str, work: Path, shm_mb: int = SHM_MB
+) -> Process:
     host = listen.split(":")[0]
     return start(
         name,
@@ -257,7 +260,7 @@ def start_divert(name: str, portal: str, state: Path, listen: str, work: Path) -
             "--children",
             str(CHILDREN),
             "--shm",
-            str(SHM_MB),
+            str(shm_mb),
             "--metrics",
             f"{host}:9161",
         ],
@@ -304,6 +307,19 @@ def kamcmd(socket_path: Path, *args: str) -> str:
         timeout=10,
         check=True,
     ).stdout
+
+
+def plans_ready(socket_path: Path) -> bool:
+    """Has divert's plan timer brought its native plans up to the store
+    (kemi/plan_sync.py): the two shared values equal?"""
+    try:
+        plans, store = (
+            kamcmd(socket_path, "pv.shvGet", name).split("value:")[-1].strip()
+            for name in ("divert_plans", "divert_store")
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return plans == store and plans not in ("", "filling", "none")
 
 
 def trunks_up(socket_path: Path) -> bool:
@@ -865,6 +881,7 @@ def systems(step_seconds: float, parts: tuple[str, ...]) -> Iterator[Systems]:
                 wait_until(
                     f"{name}'s trunks", lambda s=sockets[name]: trunks_up(s), 30, processes[name]
                 )
+            wait_until("divert's native plans", lambda: plans_ready(sockets["divert"]), 120, divert)
             try:
                 for name in CPU_SYSTEMS:
                     budgets.append(CpuBudget.create(f"divert-bench-{name}", None))
@@ -899,8 +916,14 @@ def scale(running: Systems, step_seconds: float) -> dict[str, Any]:
     try:
         for name, size in (("small", SMALL), ("large", LARGE)):
             began = time.monotonic()
+            # the large node's plans take some 400 MB of shared memory
             process = nodes[name] = start_divert(
-                f"divert-{name}", running.portals[name], states[name], NODES[name], work
+                f"divert-{name}",
+                running.portals[name],
+                states[name],
+                NODES[name],
+                work,
+                SHM_MB if size < 100_000 else LARGE_SHM_MB,
             )
             # `divert run` syncs the store in full before Kamailio starts:
             # Kamailio answering means the store is complete; checked below
@@ -920,9 +943,12 @@ def scale(running: Systems, step_seconds: float) -> dict[str, Any]:
                 raise SystemExit(f"{name} node: its first call failed\n{process.log}")
             figures[f"{name}_answers_s"] = round(answered, 1)
             figures[f"{name}_routes_s"] = round(time.monotonic() - began, 1)
+            wait_until(f"{name}'s native plans", lambda c=control: plans_ready(c), 600, process)
+            figures[f"{name}_native_s"] = round(time.monotonic() - began, 1)
             print(
                 f"  {name} node ({size} numbers): answers in {answered:.1f} s, "
-                f"routes in {figures[f'{name}_routes_s']} s",
+                f"routes in {figures[f'{name}_routes_s']} s, "
+                f"native plans in {figures[f'{name}_native_s']} s",
                 flush=True,
             )
         for name in nodes:  # imports, the small node's caches

@@ -87,9 +87,7 @@ class PlanSync:
         db.execute("BEGIN")
         try:
             epoch = str(view.meta_value(META_EPOCH) or "1")
-            seq, oldest = db.execute(
-                "SELECT coalesce(max(seq), 0), coalesce(min(seq), 0) FROM changes"
-            ).fetchone()
+            seq, oldest = view.changes_range()
             now = f"{epoch}:{seq}"
             if now == self.generation:
                 return
@@ -99,9 +97,7 @@ class PlanSync:
             if last is None or (oldest > last + 1):
                 self._fill(view)
             else:
-                changed = [
-                    row[0] for row in db.execute("SELECT key FROM changes WHERE seq > ?", (last,))
-                ]
+                changed = view.changed_since(last)
                 self._update(view, changed)
             self.sink.mark(now)
             self.generation = now
@@ -150,7 +146,7 @@ class PlanSync:
         deps = self._deps_db(fresh=True)
         source = Source(view.table, view.tenant, view.trunk)
         deps.execute("BEGIN")
-        for (key,) in view.db.execute("SELECT key FROM forward_tables WHERE key LIKE '+%'"):
+        for key in view.number_keys():
             self._put(key, compile_plan(key, source, self.config), deps)
         deps.execute("COMMIT")
 

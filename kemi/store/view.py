@@ -11,6 +11,7 @@ With the reader and the writer, it is all the SQL there is on the store.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from divert.kemi.core.model import ForwardTable
@@ -96,6 +97,23 @@ class StoreView:
             "SELECT id, tenant, name, diversion_style FROM trunks WHERE id = ?", (trunk_id,)
         ).fetchone()
         return None if row is None else TrunkRecord(row)
+
+    def changes_range(self) -> tuple[int, int]:
+        """(newest, oldest) sequence in the changes log, 0 when it is empty."""
+        newest, oldest = self.db.execute(
+            "SELECT coalesce(max(seq), 0), coalesce(min(seq), 0) FROM changes"
+        ).fetchone()
+        return int(newest), int(oldest)
+
+    def changed_since(self, seq: int) -> list[str]:
+        """The keys the changes log lists after `seq`."""
+        rows = self.db.execute("SELECT key FROM changes WHERE seq > ?", (seq,))
+        return [str(row[0]) for row in rows]
+
+    def number_keys(self) -> Iterator[str]:
+        """Every E.164 key with a forward table."""
+        for (key,) in self.db.execute("SELECT key FROM forward_tables WHERE key LIKE '+%'"):
+            yield str(key)
 
     def table_keys(self, tenant: str) -> list[str]:
         """The keys of a tenant's forward tables."""
