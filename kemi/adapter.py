@@ -63,6 +63,8 @@ from divert.kemi.modes import tenant_mode
 from divert.kemi.plan_sync import PlanSync
 from divert.kemi.plans import PlanConfig
 from divert.kemi.signalling import (
+    ALG_PRIORITY,
+    ALG_ROUND_ROBIN,
     CARRIER_SET,
     diversion_headers,
     diversions_announced,
@@ -101,8 +103,6 @@ PHONE_REPLY_ROUTE = "ksr_reply_phone"
 # where ksr_feature_code names the transaction kamailio.cfg resumes
 FEATURE_INDEX, FEATURE_LABEL = "$var(feature_index)", "$var(feature_label)"
 CARRIER, CUSTOMER_TRUNK = "2", "1"  # kamailio.cfg's $var(trusted)
-ALG_ROUND_ROBIN = 4
-ALG_PRIORITY = 8
 AUTH_HA1 = 1  # pv_auth_check flag: the password given is HA1
 AUTH_CHECK_USER = 1  # the digest user must be the From (To for REGISTER) user
 AUTH_NO_CREDENTIALS = -5
@@ -327,12 +327,13 @@ class Router:
                 )
                 state = Path(self.config.state_dir)
                 self._plans = PlanSync(state, state / "run", config, _HtableSink())
-            if not self._plans.tick() and not self._plans_failing:
-                self._plans_failing = True
-                KSR.warn("divert: native plans off: the store cannot be read\n")
-            elif self._plans.generation is not None and self._plans_failing:
-                self._plans_failing = False
-                KSR.notice("divert: native plans on again\n")
+            readable = self._plans.tick()
+            if readable == self._plans_failing:  # a change: one line each way
+                self._plans_failing = not readable
+                if readable:
+                    KSR.notice("divert: native plans on again\n")
+                else:
+                    KSR.warn("divert: native plans off: the store cannot be read\n")
         except Exception as error:
             if not self._plans_failing:
                 self._plans_failing = True

@@ -77,7 +77,7 @@ class PlanSync:
         except (sqlite3.Error, OSError, ValueError):
             if self.generation != FILLING:
                 self.sink.mark(FILLING)
-            self.generation = None
+                self.generation = FILLING  # filled again from scratch
             self.close()
             return False
 

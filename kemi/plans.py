@@ -48,14 +48,18 @@ from divert.kemi.core.model import (
     Reply,
 )
 from divert.kemi.core.state_codec import encode_leg
-from divert.kemi.signalling import CARRIER_SET, diversion_headers, trunk_set
+from divert.kemi.signalling import (
+    ALG_PRIORITY,
+    ALG_ROUND_ROBIN,
+    CARRIER_SET,
+    diversion_headers,
+    trunk_set,
+)
 from divert.kemi.store.format import NS_TABLE, NS_TRUNK, TenantRecord, TrunkRecord
 
 SEPARATOR = "~"
 BUSY_SUFFIX = ">b"  # the htable key of a number's busy step: <number>>b
 NO_ANSWER_SUFFIX = ">n"
-ALG_ROUND_ROBIN = 4  # as the adapter chooses: trunks round robin, carriers by priority
-ALG_PRIORITY = 8
 FAILURE_STEPS = ((Outcome.BUSY, BUSY_SUFFIX), (Outcome.NO_ANSWER, NO_ANSWER_SUFFIX))
 _NOBODY = Call("", False, 0.0, None)  # decide() never reads the caller; `now`: no expiring rule
 

@@ -19,6 +19,8 @@ from divert.kemi.core.policy import E164
 
 CARRIER_SET = 1
 TRUNK_SET_BASE = 1000
+ALG_ROUND_ROBIN = 4  # dispatcher algorithms: a trunk's addresses in turn,
+ALG_PRIORITY = 8  # the carriers by priority
 
 DIVERSION_REASONS = {
     Condition.ALWAYS: "unconditional",

@@ -3,6 +3,7 @@ the plan table kept equal to the store."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from divert.kemi.store.format import (
     encode_table,
 )
 from divert.kemi.store.writer import StoreWriter
+from divert.sync.gate import KamailioGate
 from tests.builders import rule, table
 
 A, B, MOBILE, OTHER = "+390200000001", "+390200000002", "+393351000001", "+393351000002"
@@ -209,6 +211,18 @@ def test_the_table_follows_the_store_and_names_what_it_holds(store: StoreWriter,
     plans.close()
 
 
+def test_a_store_that_vanishes_marks_the_table_unusable(store: StoreWriter, tmp_path: Path):
+    put(store, plain(A, rule("always", B)))
+    sink = Sink()
+    plans = PlanSync(store.dir, tmp_path, CONFIG, sink)
+    assert plans.tick() and sink.marks[-1] != FILLING
+    (store.dir / "store.sqlite").unlink()
+    assert not plans.tick()
+    assert not plans.tick()
+    assert sink.marks[-2:] == [sink.marks[-2], FILLING]  # said once
+    assert sink.marks[-2] != FILLING
+
+
 def test_an_unreadable_store_marks_the_table_unusable(tmp_path: Path):
     sink = Sink()
     plans = PlanSync(tmp_path / "nowhere", tmp_path, CONFIG, sink)
@@ -246,3 +260,54 @@ def test_every_store_transaction_closes_the_gate_before_and_opens_it_after(
 
 def test_compiled_plans_are_plain_values():
     assert Compiled().steps == {} and Compiled().dependencies == set()
+
+
+def fake_kamcmd(folder: Path, exit_code: int, says: str = "") -> Path:
+    """A `kamcmd` that records its arguments and answers as told."""
+    record = folder / "kamcmd.args"
+    script = folder / "kamcmd"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {record}\necho "{says}" >&2\nexit {exit_code}\n')
+    script.chmod(0o755)
+    return record
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    return folder
+
+
+def test_the_gate_sets_kamailios_value_through_its_control_socket(run_dir: Path):
+    record = fake_kamcmd(run_dir.parent, 0)
+    gate = KamailioGate(run_dir)
+    gate.closing()
+    assert not record.exists()  # no control socket: no Kamailio to tell
+    (run_dir / "kamailio_ctl").touch()
+    (run_dir / "kamailio.pid.main").write_text("100\n")
+    gate.closing()
+    gate.opened(7, 3)
+    gate.refresh(7, 3)  # the Kamailio told already: nothing sent
+    (run_dir / "kamailio.pid.main").write_text("200\n")
+    gate.refresh(7, 4)  # a new Kamailio gets the value
+    socket = f"unix:{run_dir / 'kamailio_ctl'}"
+    assert record.read_text().splitlines() == [
+        f"-s {socket} pv.shvSet divert_store str busy",
+        f"-s {socket} pv.shvSet divert_store str 7:3",
+        f"-s {socket} pv.shvSet divert_store str 7:4",
+    ]
+
+
+def test_a_gate_nobody_answers_is_logged_once(run_dir: Path, caplog: pytest.LogCaptureFixture):
+    (run_dir / "kamailio_ctl").touch()
+    fake_kamcmd(run_dir.parent, 1, "connect_unix_sock: connect(x): Connection refused")
+    gate = KamailioGate(run_dir)
+    gate.closing()  # a stale socket of a stopped Kamailio: nothing to say
+    assert caplog.records == []
+    fake_kamcmd(run_dir.parent, 1, "error: 500 - no such variable")
+    gate.closing()
+    gate.closing()
+    assert [r.getMessage() for r in caplog.records] == [
+        "Kamailio's plan gate cannot be set (error: 500 - no such variable): native plans may lag"
+    ]

@@ -36,6 +36,7 @@ from tests.e2e.conftest import (
     options_ping,
 )
 from tests.e2e.sip import Peer, call, callee, exchange, load, raw_request, register, tally
+from tests.e2e.test_native_plans import plans_ready, settled
 
 LISTEN = "127.0.0.7:5160"
 RATE = 20  # calls a second
@@ -299,6 +300,33 @@ def test_a_deleted_store_is_rebuilt_while_calls_route(
     os.kill(main, signal.SIGKILL)
     answering_again(fault_node, main)
     one_call_routes(fault_node, workdir, "after")
+
+
+def test_native_plans_come_back_after_a_deleted_store_and_a_killed_kamailio(
+    fault_node: DivertNode, carriers: list[Peer], workdir: Path
+):
+    """The plan table follows the store into its rebuilt file, and a new
+    Kamailio fills it again; meanwhile calls route through Python."""
+    planned = numbered(40)  # tenant gamma: always -> mobile(40), from a plan
+    before = settled(fault_node)
+    one_call_routes(fault_node, workdir, "planned", planned)
+    assert settled(fault_node) == before + 1
+
+    (fault_node.state / STORE_FILE).unlink()
+    one_call_routes(fault_node, workdir, "store-gone", planned)  # from the open file
+    wait_logged(fault_node, r"store rebuilt as store\.2\.sqlite")
+    wait_for("plans of the rebuilt store", lambda: plans_ready(fault_node))
+    counted = settled(fault_node)
+    one_call_routes(fault_node, workdir, "rebuilt", planned)
+    assert settled(fault_node) == counted + 1
+
+    main = pid_of(fault_node, "kamailio")
+    os.kill(main, signal.SIGKILL)
+    answering_again(fault_node, main)
+    wait_for("plans in the new Kamailio", lambda: plans_ready(fault_node))
+    counted = settled(fault_node)  # a new Kamailio counts from 0
+    one_call_routes(fault_node, workdir, "restarted", planned)
+    assert settled(fault_node) == counted + 1
 
 
 def test_a_damaged_store_answers_503_then_is_rebuilt(

@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 from tests.e2e.conftest import CALLER, CARRIER_1, NODE, PBX_G, DivertNode, mobile, numbered
-from tests.e2e.sip import call, callee
+from tests.e2e.sip import Peer, call, callee
+
+STRANGER = "127.0.0.63"  # neither a carrier nor a trunk
 
 
 def native_calls(node: DivertNode) -> float:
@@ -19,17 +21,40 @@ def native_calls(node: DivertNode) -> float:
     return float(found.group(1))
 
 
+def plans_ready(node: DivertNode) -> bool:
+    """Has the plan timer brought the table up to the store (the two shared
+    values equal, kamailio.cfg's route[PLAN])?"""
+    plans, store = (
+        node.kamcmd("pv.shvGet", name).split("value:")[-1].strip()
+        for name in ("divert_plans", "divert_store")
+    )
+    return plans == store and plans not in ("filling", "none")
+
+
 def settled(node: DivertNode) -> float:
     """The counter, once the plan table has caught up with the store."""
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        plans = node.kamcmd("pv.shvGet", "divert_plans")
-        store = node.kamcmd("pv.shvGet", "divert_store")
-        if plans.split("value:")[-1] == store.split("value:")[-1]:
-            break
+    while not plans_ready(node):
+        assert time.monotonic() < deadline, "the plan table never caught up with the store"
         time.sleep(0.1)
     time.sleep(1.1)  # the metrics page is served again for a second
     return native_calls(node)
+
+
+def through_pbx(
+    node: DivertNode, workdir: Path, number: str, port: int, behaviour: str, code: int = 486
+) -> tuple[Peer, Peer, Peer]:
+    """A carrier's call to `number`, answered by the carrier after the PBX
+    (`behaviour`, `code`: as `callee`'s); the PBX, the carrier and the caller."""
+    pbx_peer = callee(workdir, "pbx", PBX_G, behaviour, code=code)
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    node.wait_trunk(PBX_G, active=True)
+    node.wait_trunk(CARRIER_1, active=True)
+    caller = call(workdir, "caller", NODE, number, 200, f"{CALLER}:{port}")
+    assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
+    pbx_peer.stop()
+    carrier.stop()
+    return pbx_peer, carrier, caller
 
 
 def test_unconditional_forward_from_a_native_plan(node: DivertNode, workdir: Path):
@@ -51,14 +76,7 @@ def test_unconditional_forward_from_a_native_plan(node: DivertNode, workdir: Pat
 
 def test_busy_then_forward_from_a_native_plan(node: DivertNode, workdir: Path):
     before = settled(node)
-    pbx = callee(workdir, "pbx", PBX_G, "reply", code=486, reason="Busy Here")
-    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
-    node.wait_trunk(PBX_G, active=True)
-    node.wait_trunk(CARRIER_1, active=True)
-    caller = call(workdir, "caller", NODE, numbered(41), 200, f"{CALLER}:6402")
-    assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
-    pbx.stop()
-    carrier.stop()
+    pbx, carrier, _ = through_pbx(node, workdir, numbered(41), 6402, "reply", code=486)
     (first,) = pbx.received()
     assert first.ruri_user == numbered(41) and first.header("Diversion") == []
     (forwarded,) = carrier.received()
@@ -70,14 +88,7 @@ def test_busy_then_forward_from_a_native_plan(node: DivertNode, workdir: Path):
 
 
 def test_no_answer_from_a_native_plan_waits_for_the_rules_timer(node: DivertNode, workdir: Path):
-    pbx = callee(workdir, "pbx", PBX_G, "ring")
-    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
-    node.wait_trunk(PBX_G, active=True)
-    node.wait_trunk(CARRIER_1, active=True)
-    caller = call(workdir, "caller", NODE, numbered(42), 200, f"{CALLER}:6403")
-    assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
-    pbx.stop()
-    carrier.stop()
+    _, carrier, caller = through_pbx(node, workdir, numbered(42), 6403, "ring")
     assert caller.lasted() >= 2.0
     (forwarded,) = carrier.received()
     assert forwarded.ruri_user == mobile(42)
@@ -91,14 +102,7 @@ def test_a_reject_rule_from_a_native_plan(node: DivertNode, workdir: Path):
 
 
 def test_busy_to_a_number_that_forwards_announces_both_diversions(node: DivertNode, workdir: Path):
-    pbx = callee(workdir, "pbx", PBX_G, "reply", code=486, reason="Busy Here")
-    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
-    node.wait_trunk(PBX_G, active=True)
-    node.wait_trunk(CARRIER_1, active=True)
-    caller = call(workdir, "caller", NODE, numbered(44), 200, f"{CALLER}:6405")
-    assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
-    pbx.stop()
-    carrier.stop()
+    _, carrier, _ = through_pbx(node, workdir, numbered(44), 6405, "reply", code=486)
     (forwarded,) = carrier.received()
     assert forwarded.ruri_user == mobile(45)
     (diversion,) = forwarded.header("Diversion")
@@ -138,3 +142,31 @@ def test_a_change_is_seen_by_the_next_call(node: DivertNode, workdir: Path):
         assert carrier.received()[0].ruri_user == mobile(40)
     finally:
         node.divert("forward", "delete", str(_last_forward_id(node)))
+
+
+def test_a_stranger_gets_no_plan(node: DivertNode, workdir: Path):
+    """Only carriers and customer trunks (by the dispatcher list) reach the
+    plans: anybody else calling a planned number is challenged first."""
+    before = settled(node)
+    caller = call(workdir, "stranger", NODE, numbered(40), 407, f"{STRANGER}:6408")
+    assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
+    time.sleep(1.1)
+    assert native_calls(node) == before
+
+
+def test_diversions_announced_by_a_carrier_take_the_python_routes(node: DivertNode, workdir: Path):
+    """The diversion bound counts what the call came with: a plan, made for
+    calls with none, is not used."""
+    before = settled(node)
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    node.wait_trunk(CARRIER_1, active=True)
+    earlier = "Diversion: <sip:+390299999999@carrier.invalid>;reason=user-busy;counter=1"
+    caller = call(
+        workdir, "caller", NODE, numbered(40), 200, f"{CALLER}:6409", extra_header=earlier
+    )
+    assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
+    carrier.stop()
+    (forwarded,) = carrier.received()
+    assert forwarded.ruri_user == mobile(40)
+    time.sleep(1.1)
+    assert native_calls(node) == before
