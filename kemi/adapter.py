@@ -79,6 +79,9 @@ from divert.kemi.store.reader import CACHE_ENTRIES, StoreReader, StoreUnavailabl
 CALL_AVP = "$avp(divert_call)"
 PLANS_TABLE = "plans"  # kamailio.cfg's htable of native plans
 PLANS_GENERATION = "$shv(divert_plans)"
+SHM_CHECK_EVERY = 256
+SHM_RESERVE = 0.25  # of Kamailio's shared memory, left to transactions and registrations
+SHM_RESERVE_MIN = 64 * 1024 * 1024
 HEADERS_AVP = "$avp(divert_headers)"  # kamailio.cfg's branch route adds them
 IDENTITY_AVP = "$avp(divert_identity)"  # a subscriber caller's P-Asserted-Identity
 PRIVATE = frozenset(("id", "user"))  # Privacy values that hide the caller
@@ -185,10 +188,26 @@ _FAILED = _Failed()
 
 
 class _HtableSink:
-    """Native plans into kamailio.cfg's htable ``plans`` and ``$shv``."""
+    """Native plans into kamailio.cfg's htable ``plans`` and ``$shv``.
 
-    def put(self, key: str, line: str) -> None:
-        KSR.htable.sht_sets(PLANS_TABLE, key, line)
+    Plans never take the shared memory transactions need: every
+    `SHM_CHECK_EVERY` entries the free memory is checked against
+    `SHM_RESERVE` of the total (at least `SHM_RESERVE_MIN`)."""
+
+    def __init__(self) -> None:
+        self._puts = 0
+
+    def put(self, key: str, line: str) -> bool:
+        self._puts += 1
+        if self._puts % SHM_CHECK_EVERY == 1 and not self._room():
+            return False
+        return int(KSR.htable.sht_sets(PLANS_TABLE, key, line)) >= 0
+
+    @staticmethod
+    def _room() -> bool:
+        free = int(KSR.pv.get("$stat(free_size)") or 0)
+        total = int(KSR.pv.get("$stat(total_size)") or 0)
+        return free >= max(SHM_RESERVE_MIN, int(total * SHM_RESERVE))
 
     def drop(self, key: str) -> None:
         KSR.htable.sht_rm(PLANS_TABLE, key)
@@ -230,6 +249,7 @@ class Router:
         self._gave_up = ""  # the line to log if the pending code is not resumed
         self._plans: PlanSync | None = None  # the plan timer's (one process)
         self._plans_failing = False
+        self._plans_full = False
 
     @classmethod
     def from_environment(cls, feature_codes: Callable[[], FeatureCodes] | None = None) -> Router:
@@ -328,6 +348,13 @@ class Router:
                 state = Path(self.config.state_dir)
                 self._plans = PlanSync(state, state / "run", config, _HtableSink())
             readable = self._plans.tick()
+            if (self._plans.full is not None) != self._plans_full:
+                self._plans_full = self._plans.full is not None
+                if self._plans_full:
+                    KSR.warn(
+                        "divert: native plans off: they do not fit in Kamailio's shared "
+                        "memory (raise --shm); calls take the Python routes\n"
+                    )
             if readable == self._plans_failing:  # a change: one line each way
                 self._plans_failing = not readable
                 if readable:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
@@ -37,12 +38,19 @@ from divert.kemi.store.view import StoreView
 
 FILLING = "filling"
 DEPS_FILE = "plan-deps.sqlite"
+FULL_RETRY_S = 600.0  # a table that did not fit is tried again after this, or a new epoch
+
+
+class TableFull(Exception):
+    """Kamailio's shared memory cannot hold the plans."""
 
 
 class Sink(Protocol):
     """Where plans go: Kamailio's htable and shared variable (the adapter's)."""
 
-    def put(self, key: str, line: str) -> None: ...
+    def put(self, key: str, line: str) -> bool:
+        """False: no room (Kamailio's shared memory must keep its reserve
+        for transactions); the table is then emptied and left unused."""
 
     def drop(self, key: str) -> None: ...
 
@@ -61,6 +69,7 @@ class PlanSync:
         self._identity: tuple[int, int] | None = None
         self._deps: sqlite3.Connection | None = None
         self.generation: str | None = None  # what the table holds
+        self.full: tuple[str, float] | None = None  # (epoch, when to retry): did not fit
 
     def close(self) -> None:
         for db in (self._view.db if self._view else None, self._deps):
@@ -73,6 +82,10 @@ class PlanSync:
         (the table is then marked unusable and filled again when it can)."""
         try:
             self._tick()
+            return True
+        except TableFull:
+            self.sink.reset()  # the memory back to transactions at once
+            self.generation = FILLING
             return True
         except (sqlite3.Error, OSError, ValueError):
             if self.generation != FILLING:
@@ -89,20 +102,33 @@ class PlanSync:
             epoch = str(view.meta_value(META_EPOCH) or "1")
             seq, oldest = view.changes_range()
             now = f"{epoch}:{seq}"
-            if now == self.generation:
+            if now == self.generation or self._waiting(epoch):
                 return
             last = self._last_seq(epoch)
             self.sink.mark(FILLING)
             self.generation = FILLING
-            if last is None or (oldest > last + 1):
-                self._fill(view)
-            else:
-                changed = view.changed_since(last)
-                self._update(view, changed)
+            try:
+                if last is None or (oldest > last + 1):
+                    self._fill(view)
+                else:
+                    self._update(view, view.changed_since(last))
+            except TableFull:
+                self.full = (epoch, time.monotonic() + FULL_RETRY_S)
+                raise
             self.sink.mark(now)
             self.generation = now
         finally:
             db.execute("COMMIT")
+
+    def _waiting(self, epoch: str) -> bool:
+        """Is a table that did not fit still to be left empty?"""
+        if self.full is None:
+            return False
+        full_epoch, retry_at = self.full
+        if full_epoch == epoch and time.monotonic() < retry_at:
+            return True
+        self.full = None
+        return False
 
     def _last_seq(self, epoch: str) -> int | None:
         """The sequence the table holds, if of this epoch and file."""
@@ -146,9 +172,11 @@ class PlanSync:
         deps = self._deps_db(fresh=True)
         source = Source(view.table, view.tenant, view.trunk)
         deps.execute("BEGIN")
-        for key in view.number_keys():
-            self._put(key, compile_plan(key, source, self.config), deps)
-        deps.execute("COMMIT")
+        try:
+            for key in view.number_keys():
+                self._put(key, compile_plan(key, source, self.config), deps)
+        finally:
+            deps.execute("COMMIT")
 
     def _update(self, view: StoreView, changed: Iterable[str]) -> None:
         deps = self._deps_db(fresh=False)
@@ -163,15 +191,17 @@ class PlanSync:
             )
         source = Source(view.table, view.tenant, view.trunk)
         deps.execute("BEGIN")
-        for key in sorted(affected):
-            if not key.startswith("+"):
-                continue
-            deps.execute("DELETE FROM deps WHERE key = ?", (key,))
-            compiled = compile_plan(key, source, self.config)
-            for gone in self.sink_keys(key) - compiled.steps.keys():
-                self.sink.drop(gone)
-            self._put(key, compiled, deps)
-        deps.execute("COMMIT")
+        try:
+            for key in sorted(affected):
+                if not key.startswith("+"):
+                    continue
+                deps.execute("DELETE FROM deps WHERE key = ?", (key,))
+                compiled = compile_plan(key, source, self.config)
+                for gone in self.sink_keys(key) - compiled.steps.keys():
+                    self.sink.drop(gone)
+                self._put(key, compiled, deps)
+        finally:
+            deps.execute("COMMIT")
 
     @staticmethod
     def sink_keys(key: str) -> set[str]:
@@ -185,4 +215,5 @@ class PlanSync:
                 ((dep, key) for dep in compiled.dependencies),
             )
         for name, line in compiled.steps.items():
-            self.sink.put(name, line)
+            if not self.sink.put(name, line):
+                raise TableFull

@@ -149,14 +149,18 @@ def test_a_trunk_that_wants_history_info_leaves_that_step_to_python():
 
 
 class Sink:
-    def __init__(self) -> None:
+    def __init__(self, room: int = 1_000_000) -> None:
         self.table: dict[str, str] = {}
         self.marks: list[str] = []
         self.calls: list[str] = []
+        self.room = room  # entries it takes
 
-    def put(self, key: str, line: str) -> None:
+    def put(self, key: str, line: str) -> bool:
         self.calls.append(f"put {key}")
+        if len(self.table) >= self.room:
+            return False
         self.table[key] = line
+        return True
 
     def drop(self, key: str) -> None:
         self.calls.append(f"drop {key}")
@@ -221,6 +225,23 @@ def test_a_store_that_vanishes_marks_the_table_unusable(store: StoreWriter, tmp_
     assert not plans.tick()
     assert sink.marks[-2:] == [sink.marks[-2], FILLING]  # said once
     assert sink.marks[-2] != FILLING
+
+
+def test_plans_that_do_not_fit_leave_the_table_empty_and_unused(store: StoreWriter, tmp_path: Path):
+    put(store, plain(A, rule("always", B)), plain(B, rule("busy", MOBILE)))
+    sink = Sink(room=2)
+    plans = PlanSync(store.dir, tmp_path, CONFIG, sink)
+    assert plans.tick()
+    assert sink.table == {} and sink.marks == [FILLING]  # never a partial table in use
+    assert plans.full is not None
+    sink.calls.clear()
+    put(store, plain(MOBILE))  # the same epoch: not tried again for a while
+    assert plans.tick() and sink.calls == []
+    with store.transaction():  # a full sync's new epoch: tried again, and it fits
+        store.reset()
+        store.put_table(A, "tenant", encode_table(plain(A, rule("always", code=603))))
+    assert plans.tick()
+    assert sink.marks[-1] != FILLING and sink.table == {A: "R~603~Decline"}
 
 
 def test_an_unreadable_store_marks_the_table_unusable(tmp_path: Path):

@@ -221,6 +221,7 @@ class DivertNode:
         self.log = workdir / "divert-run.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.metrics = f"{listen.split(':')[0]}:9161"  # each node on its own address
+        self.options: tuple[str, ...] = ()  # more `divert run` options
 
     def scrape(self) -> str:
         """The node's Prometheus page."""
@@ -251,6 +252,7 @@ class DivertNode:
             "4",
             "--metrics",
             self.metrics,
+            *self.options,
         ]
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

@@ -9,10 +9,13 @@ import re
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import CALLER, CARRIER_1, NODE, PBX_G, DivertNode, mobile, numbered
 from tests.e2e.sip import Peer, call, callee
 
 STRANGER = "127.0.0.63"  # neither a carrier nor a trunk
+SMALL_NODE = "127.0.0.8:5160"  # a node of its own, with little shared memory
 
 
 def native_calls(node: DivertNode) -> float:
@@ -170,3 +173,35 @@ def test_diversions_announced_by_a_carrier_take_the_python_routes(node: DivertNo
     assert forwarded.ruri_user == mobile(40)
     time.sleep(1.1)
     assert native_calls(node) == before
+
+
+def test_plans_that_do_not_fit_in_shared_memory_are_not_used(
+    tmp_path_factory: pytest.TempPathFactory, workdir: Path
+):
+    """64 MB of shared memory leaves nothing above the reserve transactions
+    keep: the table stays empty, the node says so once, calls route."""
+    from tests.e2e.conftest import SEED
+
+    small = DivertNode(tmp_path_factory.mktemp("small-shm"), listen=SMALL_NODE)
+    small.options = ("--shm", "64")
+    small.divert("db", "upgrade")
+    for args in SEED:
+        small.divert(*args)
+    small.start()
+    try:
+        deadline = time.monotonic() + 10
+        warning = "native plans off: they do not fit in Kamailio's shared memory"
+        while warning not in small.log.read_text(errors="replace"):
+            assert time.monotonic() < deadline, small.tail()
+            time.sleep(0.2)
+        carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+        small.wait_trunk(CARRIER_1, active=True)
+        caller = call(workdir, "caller", SMALL_NODE, numbered(40), 200, f"{CALLER}:6410")
+        assert caller.wait() == 0, f"{caller.diagnostics()}\n{small.tail()}"
+        carrier.stop()
+        assert carrier.received()[0].ruri_user == mobile(40)
+        assert "\tall: 0\n" in small.kamcmd("htable.stats")  # the plans table: empty
+        assert native_calls(small) == 0
+        assert small.log.read_text(errors="replace").count(warning) == 1
+    finally:
+        small.stop()
