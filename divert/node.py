@@ -95,6 +95,14 @@ class NodeConfig:
         return self.state_dir / "run"
 
 
+def plan_slot_bits(numbers: int) -> int:
+    """The plan table's size (2^bits slots, kamailio.cfg's htable ``plans``):
+    about two slots a number, so that a lookup walks no chain, between 4,096
+    slots (128 KB of shared memory) and 1,048,576 (32 MB).  Kamailio is
+    started again with the size of the store it then has."""
+    return max(12, min(20, (2 * numbers).bit_length()))
+
+
 def kamailio_binary() -> str:
     found = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin")
     if found is None:
@@ -282,6 +290,7 @@ class Node:
             "DS_PING": str(self.config.probe_interval),
             "FR_TIMER": str(self.config.fail_timer_ms),
             "REGISTRATIONS_DB": f'"sqlite://{registrations.path(self.config.state_dir)}"',
+            "PLANS_HTABLE": f'"plans=>size={plan_slot_bits(self._numbers())};"',
         }
         command = [
             kamailio_binary(),
@@ -307,6 +316,17 @@ class Node:
         for name, value in defines.items():
             command += ["-A", f"{name}={value}"]
         return command
+
+    def _numbers(self) -> int:
+        """Forward tables in the store (0 when it cannot be read)."""
+        try:
+            view = StoreView.open(self.config.state_dir)
+            try:
+                return view.counts()["forward_tables"]
+            finally:
+                view.close()
+        except sqlite3.Error:
+            return 0
 
     def _kamailio_environment(self) -> dict[str, str]:
         return {

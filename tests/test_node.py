@@ -112,3 +112,13 @@ def test_the_cache_size_reaches_each_sip_worker(
     assert code == 0 and environment["DIVERT_CACHE_SIZE"] == "200000"
     # the native routes check dialog signatures with the key (kamailio.cfg)
     assert environment["DIVERT_NODE_KEY"] == load_key(tmp_path).hex()
+
+
+def test_the_plan_table_is_sized_to_the_store():
+    assert [node.plan_slot_bits(n) for n in (0, 1_000, 100_000, 1_000_000, 10**8)] == [
+        12,
+        12,
+        18,
+        20,
+        20,
+    ]
