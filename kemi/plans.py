@@ -24,6 +24,13 @@ counter of the forward taken ('' for none), the headers each branch adds
 route needs (`state_codec.encode_leg` without its caller, which the
 configuration appends).  Fields never hold ``~`` (checked).
 
+A number's arrival line, when it relays, ends in four more fields, the
+code and reason of its busy step, then of its no-answer step: a reply
+there (most numbers end a busy or unanswered forward with 486 or 480),
+``+`` when the step is a relay kept in the entry ``<number>>b`` (``>n``),
+'' when the step is Python's.  One entry a number, most of the time: the
+table's shared memory is what a plan costs.
+
 `dependencies` names, as the store's changes log does, every record the
 plan read but the number's own table and tenant: a change to any of them
 is a change to the plan (`divert.kemi.plan_sync`).
@@ -58,6 +65,8 @@ from divert.kemi.signalling import (
 from divert.kemi.store.format import NS_TABLE, NS_TRUNK, TenantRecord, TrunkRecord
 
 SEPARATOR = "~"
+REPLY = "R"
+IN_ENTRY = "+"  # a failure step too long for the arrival's line: in <number>>b or >n
 BUSY_SUFFIX = ">b"  # the htable key of a number's busy step: <number>>b
 NO_ANSWER_SUFFIX = ">n"
 FAILURE_STEPS = ((Outcome.BUSY, BUSY_SUFFIX), (Outcome.NO_ANSWER, NO_ANSWER_SUFFIX))
@@ -125,14 +134,25 @@ def _steps(key: str, source: Source, config: PlanConfig, read: set[str]) -> dict
         raise NotPlannable  # the call's time mode changes with the clock
     limits = Limits(max_diversions=config.max_diversions)
     arrival = decide(_NOBODY, CallState.begin(key), None, lookup, limits)
-    steps = {key: _line(arrival, source, config, read)}
-    if isinstance(arrival, Relay):
-        for outcome, suffix in FAILURE_STEPS:
-            try:
-                after = decide(_NOBODY, arrival.state, outcome, lookup, limits)
-                steps[key + suffix] = _line(after, source, config, read)
-            except NotPlannable:
-                pass  # that outcome's step is Python's
+    line = _line(arrival, source, config, read)
+    if not isinstance(arrival, Relay):
+        return {key: line}
+    steps: dict[str, str] = {}
+    failures: list[str] = []
+    for outcome, suffix in FAILURE_STEPS:
+        try:
+            after = _line(
+                decide(_NOBODY, arrival.state, outcome, lookup, limits), source, config, read
+            )
+        except NotPlannable:
+            failures += ["", ""]  # that outcome's step is Python's
+            continue
+        if after.startswith(REPLY + SEPARATOR):  # short: in the arrival's line
+            failures += after.split(SEPARATOR)[1:]
+        else:
+            failures += [IN_ENTRY, ""]
+            steps[key + suffix] = after
+    steps[key] = SEPARATOR.join((line, *failures))
     return steps
 
 
@@ -140,7 +160,7 @@ def _line(decision: Decision, source: Source, config: PlanConfig, read: set[str]
     if isinstance(decision, Reply):
         if decision.code == 503:
             raise NotPlannable  # the adapter says why calls end 503
-        return _joined("R", str(decision.code), decision.reason)
+        return _joined(REPLY, str(decision.code), decision.reason)
     return _relay_line(decision, source, config, read)
 
 

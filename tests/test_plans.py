@@ -57,7 +57,11 @@ def fields(line: str) -> list[str]:
 
 def test_an_unconditional_forward_is_one_native_step():
     compiled = compile_plan(A, source(plain(A, rule("always", MOBILE))), CONFIG)
-    kind, dispatcher_set, alg, uri, ring, stat, emergency, headers, leg = fields(compiled.steps[A])
+    assert list(compiled.steps) == [A]  # its failure steps are replies, in the same line
+    kind, dispatcher_set, alg, uri, ring, stat, emergency, headers, leg, *failures = fields(
+        compiled.steps[A]
+    )
+    assert failures == ["486", "Busy Here", "480", "No Answer"]
     assert (kind, dispatcher_set, alg, uri, ring) == (
         "E",
         "1",
@@ -90,6 +94,7 @@ def test_ringing_a_trunk_carries_its_busy_and_no_answer_steps():
     arrival = fields(compiled.steps[A])
     assert arrival[:5] == ["T", "1007", "4", f"sip:{A}@divert.invalid", "20000"]
     assert arrival[7] == ""  # the called number's own branch announces nothing
+    assert arrival[9:] == ["+", "", "+", ""]  # relays: in entries of their own
     busy = fields(compiled.steps[A + ">b"])
     assert busy[3] == f"sip:{MOBILE}@divert.invalid" and "reason=user-busy" in busy[7]
     no_answer = fields(compiled.steps[A + ">n"])
@@ -98,8 +103,8 @@ def test_ringing_a_trunk_carries_its_busy_and_no_answer_steps():
 
 def test_a_busy_target_without_a_rule_ends_in_the_cores_reply():
     compiled = compile_plan(A, source(plain(A)), CONFIG)
-    assert compiled.steps[A + ">b"] == "R~486~Busy Here"
-    assert compiled.steps[A + ">n"] == "R~480~No Answer"
+    assert list(compiled.steps) == [A]
+    assert fields(compiled.steps[A])[9:] == ["486", "Busy Here", "480", "No Answer"]
 
 
 def test_a_reject_rule_is_a_reply_step():
@@ -141,7 +146,8 @@ def test_a_trunk_that_wants_history_info_leaves_that_step_to_python():
     own = plain(A, rule("busy", B))
     target = plain(B)
     compiled = compile_plan(A, source(own, target, style="history-info"), CONFIG)
-    assert A in compiled.steps and A + ">b" not in compiled.steps
+    assert list(compiled.steps) == [A]
+    assert fields(compiled.steps[A])[9:] == ["", "", "480", "No Answer"]  # busy: Python's
     assert f"k|{TRUNK.ref}" in compiled.dependencies
 
 

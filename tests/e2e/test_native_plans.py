@@ -24,6 +24,17 @@ def native_calls(node: DivertNode) -> float:
     return float(found.group(1))
 
 
+def decision_seconds(node: DivertNode) -> tuple[float, float]:
+    """(count, sum) of the decision-time histogram on the metrics page."""
+    page = node.scrape()
+    found = [
+        re.search(rf"^divert_decision_seconds_{part} (\S+)$", page, re.M)
+        for part in ("count", "sum")
+    ]
+    assert found[0] and found[1], "the decision histogram is not on the metrics page"
+    return float(found[0].group(1)), float(found[1].group(1))
+
+
 def plans_ready(node: DivertNode) -> bool:
     """Has the plan timer brought the table up to the store (the two shared
     values equal, kamailio.cfg's route[PLAN])?"""
@@ -79,6 +90,7 @@ def test_unconditional_forward_from_a_native_plan(node: DivertNode, workdir: Pat
 
 def test_busy_then_forward_from_a_native_plan(node: DivertNode, workdir: Path):
     before = settled(node)
+    timed = decision_seconds(node)
     pbx, carrier, _ = through_pbx(node, workdir, numbered(41), 6402, "reply", code=486)
     (first,) = pbx.received()
     assert first.ruri_user == numbered(41) and first.header("Diversion") == []
@@ -88,6 +100,7 @@ def test_busy_then_forward_from_a_native_plan(node: DivertNode, workdir: Path):
     assert "reason=user-busy" in diversion and numbered(41) in diversion
     time.sleep(1.1)
     assert native_calls(node) == before + 1
+    assert decision_seconds(node) == (timed[0] + 2, timed[1])  # both steps the plan's
 
 
 def test_no_answer_from_a_native_plan_waits_for_the_rules_timer(node: DivertNode, workdir: Path):
@@ -96,6 +109,25 @@ def test_no_answer_from_a_native_plan_waits_for_the_rules_timer(node: DivertNode
     (forwarded,) = carrier.received()
     assert forwarded.ruri_user == mobile(42)
     assert "reason=no-answer" in forwarded.header("Diversion")[0]
+
+
+def test_a_busy_number_without_a_busy_forward_gets_486_from_its_plan(
+    node: DivertNode, workdir: Path
+):
+    before = settled(node)
+    timed = decision_seconds(node)
+    pbx = callee(workdir, "pbx", PBX_G, "reply", code=486)
+    node.wait_trunk(PBX_G, active=True)
+    caller = call(workdir, "caller", NODE, numbered(42), 486, f"{CALLER}:6411")
+    assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
+    pbx.stop()
+    assert caller.replies()[-1].startswith("SIP/2.0 486 Busy Here")
+    assert "SIP/2.0 181 Call Is Being Forwarded" not in caller.replies()
+    time.sleep(1.1)
+    assert native_calls(node) == before + 1
+    # two decisions, both the plan's: the core's clock (its time sum) never ran
+    count, total = decision_seconds(node)
+    assert (count, total) == (timed[0] + 2, timed[1])
 
 
 def test_a_reject_rule_from_a_native_plan(node: DivertNode, workdir: Path):
