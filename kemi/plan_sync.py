@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Protocol
 
 from divert.kemi.plans import FAILURE_STEPS, Compiled, PlanConfig, Source, compile_plan
-from divert.kemi.store.format import META_EPOCH, NS_TABLE, NS_TENANT
+from divert.kemi.store.format import META_EPOCH, NS_TABLE, NS_TENANT, SEQ_FILE
 from divert.kemi.store.view import StoreView
 
 FILLING = "filling"
@@ -69,6 +69,7 @@ class PlanSync:
         self._identity: tuple[int, int] | None = None
         self._deps: sqlite3.Connection | None = None
         self.generation: str | None = None  # what the table holds
+        self._seen: bytes | None = None  # store.seq when the table was last found current
         self.full: tuple[str, float] | None = None  # (epoch, when to retry): did not fit
 
     def close(self) -> None:
@@ -91,10 +92,16 @@ class PlanSync:
             if self.generation != FILLING:
                 self.sink.mark(FILLING)
                 self.generation = FILLING  # filled again from scratch
+            self._seen = None
             self.close()
             return False
 
     def _tick(self) -> None:
+        # the store's published position first: a 16-byte read, where the
+        # rest is a read transaction (most ticks find nothing new)
+        published = self._published()
+        if published is not None and published == self._seen and self.full is None:
+            return
         view = self._open()
         db = view.db
         db.execute("BEGIN")
@@ -102,7 +109,10 @@ class PlanSync:
             epoch = str(view.meta_value(META_EPOCH) or "1")
             seq, oldest = view.changes_range()
             now = f"{epoch}:{seq}"
-            if now == self.generation or self._waiting(epoch):
+            if now == self.generation:
+                self._seen = published
+                return
+            if self._waiting(epoch):
                 return
             last = self._last_seq(epoch)
             self.sink.mark(FILLING)
@@ -117,8 +127,16 @@ class PlanSync:
                 raise
             self.sink.mark(now)
             self.generation = now
+            self._seen = published
         finally:
             db.execute("COMMIT")
+
+    def _published(self) -> bytes | None:
+        """``store.seq`` as the writer last published it (None: unreadable)."""
+        try:
+            return (self.state_dir / SEQ_FILE).read_bytes()
+        except OSError:
+            return None
 
     def _waiting(self, epoch: str) -> bool:
         """Is a table that did not fit still to be left empty?"""

@@ -226,11 +226,30 @@ def test_a_store_that_vanishes_marks_the_table_unusable(store: StoreWriter, tmp_
     sink = Sink()
     plans = PlanSync(store.dir, tmp_path, CONFIG, sink)
     assert plans.tick() and sink.marks[-1] != FILLING
+    # gone, and another position published (as a rebuild begins)
     (store.dir / "store.sqlite").unlink()
+    (store.dir / "store.seq").write_bytes(b"\xff" * 16)
     assert not plans.tick()
     assert not plans.tick()
     assert sink.marks[-2:] == [sink.marks[-2], FILLING]  # said once
     assert sink.marks[-2] != FILLING
+
+
+def test_a_tick_with_nothing_published_reads_no_store(
+    store: StoreWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    put(store, plain(A))
+    plans = PlanSync(store.dir, tmp_path, CONFIG, Sink())
+    assert plans.tick()
+
+    def no_read() -> None:
+        raise AssertionError("the store was read")
+
+    monkeypatch.setattr(plans, "_open", no_read)
+    assert plans.tick()
+    monkeypatch.undo()
+    put(store, plain(B))
+    assert plans.tick() and plans.generation is not None and plans.generation.endswith(":2")
 
 
 def test_plans_that_do_not_fit_leave_the_table_empty_and_unused(store: StoreWriter, tmp_path: Path):
