@@ -450,19 +450,22 @@ def test_a_preloaded_route_elsewhere_is_refused_from_all_but_trunks(
 # -- 5. junk --------------------------------------------------------------------
 
 
-def junk_cases(source: str) -> dict[str, tuple[bytes, int, int]]:
+def junk_cases(
+    source: str, called: str = numbered(1), rejecting: str = numbered(9)
+) -> dict[str, tuple[bytes, int, int]]:
     """name: (datagram, the reply a carrier gets, the reply a stranger gets).
     A stranger is asked who it is (407) before the node reads the rest.
     Each case is a new request (its own branch and Call-ID): not a
-    retransmission of the one before."""
+    retransmission of the one before.  `called` forwards always, `rejecting`
+    answers 603 (tenant acme's: the Python routes; gamma's: native plans)."""
     host = source.split(":")[0]
 
-    def invite(*headers: str, number: str = numbered(1)) -> bytes:
+    def invite(*headers: str, number: str = called) -> bytes:
         return raw_request("INVITE", f"sip:{number}@{NODE}", source, *headers)
 
     return {
         "request-uri user": (
-            invite().replace(f"INVITE sip:{numbered(1)}".encode(), b"INVITE sip:+39\xff\xfe01"),
+            invite().replace(f"INVITE sip:{called}".encode(), b"INVITE sip:+39\xff\xfe01"),
             400,
             407,
         ),
@@ -472,7 +475,7 @@ def junk_cases(source: str) -> dict[str, tuple[bytes, int, int]]:
             400,
         ),
         "to user": (
-            invite().replace(f"To: <sip:{numbered(1)}".encode(), b"To: <sip:\xe2\x82"),
+            invite().replace(f"To: <sip:{called}".encode(), b"To: <sip:\xe2\x82"),
             400,
             400,
         ),
@@ -495,7 +498,7 @@ def junk_cases(source: str) -> dict[str, tuple[bytes, int, int]]:
             400,
         ),
         "unparsable route": (  # a trunk's Route set is dropped; a stranger's refused
-            invite("Route: <sip:@@@;lr>", number=numbered(9)),
+            invite("Route: <sip:@@@;lr>", number=rejecting),
             603,
             403,
         ),
@@ -503,14 +506,21 @@ def junk_cases(source: str) -> dict[str, tuple[bytes, int, int]]:
 
 
 @pytest.mark.parametrize(
+    ("called", "rejecting"),
+    [(numbered(1), numbered(9)), (numbered(40), numbered(43))],
+    ids=["python-routes", "native-plans"],
+)
+@pytest.mark.parametrize(
     "source", [f"{CALLER}:6170", "127.0.0.62:6170"], ids=["carrier", "stranger"]
 )
-def test_junk_gets_a_4xx_and_no_error_line(node: DivertNode, carrier: Peer, source: str):
+def test_junk_gets_a_4xx_and_no_error_line(
+    node: DivertNode, carrier: Peer, source: str, called: str, rejecting: str
+):
     mark = log_mark(node)
     stranger = not source.startswith(CALLER)
     host, port = source.split(":")
     for index, (name, (datagram, from_carrier, from_stranger)) in enumerate(
-        junk_cases(source).items()
+        junk_cases(source, called, rejecting).items()
     ):
         own = f"{host}:{int(port) + index}"  # replies to one case do not mix with the next's
         replies = exchange(NODE, own, datagram.replace(source.encode(), own.encode()), wait=0.6)
