@@ -67,6 +67,7 @@ log = logging.getLogger("divert.run")
 # package two folders above the path it is given.
 PACKAGE = Path(str(resources.files("divert")))
 CONFIG = PACKAGE / "kamailio_cfg" / "kamailio.cfg"
+REGEX_GROUPS = CONFIG.with_name("regex-groups")
 ENTRY = PACKAGE / "kemi" / "entry.py"
 DS_FLAGS_PROBE = 8  # dispatcher: OPTIONS-probe this destination
 # Kamailio's memory managers: TLSF allocates in constant time, where the
@@ -291,6 +292,7 @@ class Node:
             "FR_TIMER": str(self.config.fail_timer_ms),
             "REGISTRATIONS_DB": f'"sqlite://{registrations.path(self.config.state_dir)}"',
             "PLANS_HTABLE": f'"plans=>size={plan_slot_bits(self._numbers())};"',
+            "REGEX_GROUPS": f'"{REGEX_GROUPS}"',
         }
         command = [
             kamailio_binary(),

@@ -44,10 +44,9 @@ def mod_init() -> Router:
 
     Python's start set the process's LC_CTYPE from the environment (mostly a
     UTF-8 locale), and glibc's regular expressions then read multibyte
-    characters: kamailio.cfg's `=~` on every request, several times slower
-    than in the C locale (`make bench`'s profile: the largest cost a
-    hand-written kamailio.cfg does not have).  Back to C before Kamailio
-    compiles them: they only ever accept ASCII, and Python fixed its own
-    encodings when it started."""
+    characters: kamailio.cfg's `=~` (those not in regex-groups), several
+    times slower than in the C locale.  Back to C before Kamailio compiles
+    them: they only ever accept ASCII, and Python fixed its own encodings
+    when it started."""
     locale.setlocale(locale.LC_CTYPE, "C")
     return Router.from_environment(feature_codes)
