@@ -1,7 +1,8 @@
 """Keeping Kamailio's table of native plans equal to the store.
 
 One Kamailio process (a timer, kamailio.cfg's route[PLANS]) runs `tick`
-ten times a second.  Each tick reads the store in one read transaction:
+within a tenth of a second of the sync worker's gate moving, and once a
+second in any case.  Each tick reads the store in one read transaction:
 its epoch and sequence, the keys its changes log lists since the last tick,
 and what the affected numbers' plans read (`divert.kemi.plans`); it writes
 their steps to the shared table ``plans``, then names what the table holds

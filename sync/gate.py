@@ -10,8 +10,9 @@ read the store itself.
 Kamailio not running (no control socket, or nobody listening) is fine: a
 Kamailio that starts has ``none`` and waits for the next transaction's
 value, or `refresh`'s.  A Kamailio that runs but does not answer is logged:
-then only its plan timer, ten times a second, keeps stale plans from being
-used (it marks the table ``filling`` as soon as it sees the new sequence).
+then only its plan timer, which looks once a second when nothing tells it
+to sooner, keeps stale plans from being used (it marks the table
+``filling`` as soon as it sees the new sequence).
 """
 
 from __future__ import annotations
