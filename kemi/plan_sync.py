@@ -88,6 +88,7 @@ class PlanSync:
         except TableFull:
             self.sink.reset()  # the memory back to transactions at once
             self.generation = FILLING
+            self._seen = None  # looked at again at the next tick: still waiting
             return True
         except (sqlite3.Error, OSError, ValueError):
             if self.generation != FILLING:
@@ -101,7 +102,7 @@ class PlanSync:
         # the store's published position first: a 16-byte read, where the
         # rest is a read transaction (most ticks find nothing new)
         published = self._published()
-        if published is not None and published == self._seen and self.full is None:
+        if published is not None and published == self._seen:
             return
         view = self._open()
         db = view.db
@@ -114,6 +115,7 @@ class PlanSync:
                 self._seen = published
                 return
             if self._waiting(epoch):
+                self._seen = published
                 return
             last = self._last_seq(epoch)
             self.sink.mark(FILLING)
@@ -140,7 +142,8 @@ class PlanSync:
             return None
 
     def _waiting(self, epoch: str) -> bool:
-        """Is a table that did not fit still to be left empty?"""
+        """Is a table that did not fit still to be left empty?  Until a new
+        epoch, or `FULL_RETRY_S` and then the store's next change."""
         if self.full is None:
             return False
         full_epoch, retry_at = self.full
