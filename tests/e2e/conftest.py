@@ -34,6 +34,7 @@ PBX_DEAD = "127.0.0.21:5060"
 PBX_SILENT = "127.0.0.22:5060"
 PBX_B = "127.0.0.23:5060"
 PBX_G = "127.0.0.24:5060"  # tenant gamma's: no schedule, so its numbers get native plans
+PROBE_SETTLE_S = 2.3  # the node's fail timer for a probe, and a margin
 PHONE = "127.0.0.30:5070"
 VOICEMAIL = "127.0.0.40:5060"
 PHONE_SOURCE = "127.0.0.37"  # alice's phone dialling codes
@@ -306,13 +307,26 @@ class DivertNode:
         ).stdout
 
     def wait_trunk(self, address: str, active: bool, timeout: float = 10) -> None:
-        """Until the dispatcher's probing sees `address` up (or down)."""
+        """Until the dispatcher's probing sees `address` up (or down).
+
+        Up, and answered by a peer started just now: a probe sent before
+        it listened still times out (after the node's 2 s fail timer) and
+        marks the trunk down again, so "up" counts once the peer has
+        listened for longer than that."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             listing = self.kamcmd("dispatcher.list")
             state = _flags_of(listing, f"sip:{address}")
             if state is not None and (state.startswith("A") == active):
-                return
+                young = [
+                    PROBE_SETTLE_S - peer.listening_for()
+                    for peer in Peer.running
+                    if peer.address == address and peer.listening_for() < PROBE_SETTLE_S
+                ]
+                if not active or not young:
+                    return
+                time.sleep(max(young))
+                continue
             time.sleep(0.2)
         raise AssertionError(f"trunk {address} not {'up' if active else 'down'} in {timeout} s")
 

@@ -183,6 +183,7 @@ class Peer:
         scenario_file = workdir / f"{name}.xml"
         scenario_file.write_text(scenario)
         port = int(args[args.index("-p") + 1])
+        self.address = f"{args[args.index('-i') + 1]}:{port}"
         command = [
             "sipp",
             *args,
@@ -206,6 +207,23 @@ class Peer:
                 command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
         Peer.running.append(self)
+        self._wait_bound(args[args.index("-i") + 1], port)
+
+    def listening_for(self) -> float:
+        """Seconds this peer has been running."""
+        return time.monotonic() - self.started
+
+    def _wait_bound(self, host: str, port: int) -> None:
+        """Until this sipp listens: a test that goes on sooner races the
+        node's probes (a trunk still marked up from an earlier test, and no
+        one there yet to answer the call)."""
+        deadline = time.monotonic() + 10
+        while not _udp_bound(host, port):
+            if self.process.poll() is not None:
+                return  # done already (a caller's short call), or failed: `wait` says
+            if time.monotonic() > deadline:
+                raise AssertionError(f"sipp {self.name} not listening on {host}:{port}")
+            time.sleep(0.02)
 
     def wait(self, timeout: float = 60) -> int:
         try:
@@ -277,6 +295,13 @@ class Peer:
             if path.exists():
                 parts.append(f"--- {path.name}\n{path.read_text()[-3000:]}")
         return "\n".join(parts)
+
+
+def _udp_bound(host: str, port: int) -> bool:
+    """Is a UDP socket bound to host:port (from /proc/net/udp)?"""
+    wanted = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+    with open("/proc/net/udp") as table:
+        return any(line.split()[1] == wanted for line in list(table)[1:])
 
 
 def callee(
