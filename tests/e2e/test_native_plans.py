@@ -100,7 +100,7 @@ def test_busy_then_forward_from_a_native_plan(node: DivertNode, workdir: Path):
     assert "reason=user-busy" in diversion and numbered(41) in diversion
     time.sleep(1.1)
     assert native_calls(node) == before + 1
-    assert decision_seconds(node) == (timed[0] + 2, timed[1])  # both steps the plan's
+    assert decision_seconds(node) == timed  # both steps the plan's: the core never ran
 
 
 def test_no_answer_from_a_native_plan_waits_for_the_rules_timer(node: DivertNode, workdir: Path):
@@ -125,9 +125,8 @@ def test_a_busy_number_without_a_busy_forward_gets_486_from_its_plan(
     assert "SIP/2.0 181 Call Is Being Forwarded" not in caller.replies()
     time.sleep(1.1)
     assert native_calls(node) == before + 1
-    # two decisions, both the plan's: the core's clock (its time sum) never ran
-    count, total = decision_seconds(node)
-    assert (count, total) == (timed[0] + 2, timed[1])
+    # two decisions, both the plan's: the core never ran
+    assert decision_seconds(node) == timed
 
 
 def test_a_reject_rule_from_a_native_plan(node: DivertNode, workdir: Path):

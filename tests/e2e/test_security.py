@@ -497,6 +497,7 @@ def junk_cases(
             400,
             400,
         ),
+        "space in call-id": (invite().replace(b"Call-ID: ", b"Call-ID: a b"), 400, 400),
         "unparsable route": (  # a trunk's Route set is dropped; a stranger's refused
             invite("Route: <sip:@@@;lr>", number=rejecting),
             603,
