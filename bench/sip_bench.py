@@ -27,7 +27,8 @@ Throughput: for each case, a rising rate ladder; at each rate divert, the
 equivalent, then the baseline, for `step_seconds` each; a rate passes with
 no failed call, retransmissions under 1% of calls, and the calls done in
 time.  The highest rate reached before a rate fails twice in a row, then
-5% and 10% above it (REFINE_STEPS) until one fails twice: the figure.  Latency: request route execution times from Kamailio's own
+5% and 10% above it (REFINE_STEPS) until one fails twice: the figure.
+Latency: request route execution times from Kamailio's own
 `latency_cfg_log`, turned on at run time for one fixed-rate pass per case.
 CPU per call: the CPU time the Kamailio processes of each system used (the
 scheduler's count in /proc, in ns) over fixed-rate passes in alternation,
