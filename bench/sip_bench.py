@@ -116,9 +116,10 @@ CPU_SYSTEMS = ("divert", "equivalent", "baseline", "twin")
 # In the ladder each Kamailio (all its processes) gets CPU_SHARE of one core,
 # the same for all: the rate each sustains is then set by its cost per
 # call, at rates the sipp peers drive with ease.  Rates rise by about 15%
-# from half of what divert's CPU per call (measured unconfined, at a lower
-# rate: an overestimate) says the share sustains, so the ladder starts below
-# divert's limit on a fast machine and a slow one alike.
+# from what divert's CPU per call (measured unconfined at CPU_RATE, where a
+# call costs 3 to 5 times what it does near the limit: processes wake for
+# each message instead of finding several) says the share sustains, so the
+# ladder starts below divert's limit on a fast machine and a slow one alike.
 CPU_SHARE = 0.2
 LADDER_STEP = 1.15
 # then, above each system's last rate passed, these finer steps (the first
@@ -417,10 +418,10 @@ def _last_row(stat: Path) -> dict[str, str]:
 
 
 def ladder_rates(divert_us: float | None) -> tuple[int, ...]:
-    """The confined ladder: from half the rate CPU_SHARE sustains at
+    """The confined ladder: from the rate CPU_SHARE sustains at
     `divert_us` a call, up by LADDER_STEP, to LADDER_TOP."""
     sustained = CPU_SHARE / (divert_us or 500) * 1e6
-    rate = max(50.0, sustained / 2)
+    rate = max(50.0, sustained)
     rates = []
     while rate <= LADDER_TOP:
         rates.append(int(round(rate, -1)))
