@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: deps system-packages venv postgres test lint unit run bench bench-sync soak clean
+.PHONY: deps system-packages venv postgres test lint unit run cluster bench bench-sync bench-cluster soak clean
 
 deps: system-packages venv
 
@@ -46,6 +46,11 @@ run: deps
 	$(VENV)/bin/divert --portal sqlite:///var/portal.db run --listen 127.0.0.1:5060 \
 		--state-dir var --carrier 127.0.0.2:5060
 
+# Three nodes as one cluster on 127.0.2.1-3, one PostgreSQL portal (README
+# "Several nodes"), until Ctrl-C
+cluster: deps postgres
+	$(PY) scripts/cluster-demo
+
 # Sync worker and store figures (issue 3): 1,000,000 numbers, a few minutes.
 # divert against a native kamailio.cfg, and the core's costs (issue 6): ~6 min
 bench: deps
@@ -53,6 +58,10 @@ bench: deps
 
 bench-sync: deps postgres
 	$(PY) bench/sync_bench.py
+
+# Three nodes: a portal change and a registration reaching each (issue 17)
+bench-cluster: deps postgres
+	$(PY) bench/cluster_bench.py
 
 # A node under 100 calls/s for 5 minutes, its memory sampled (not in `make test`):
 # figures in var/soak/soak.json.  Shorter: $(PY) bench/soak.py --seconds 20

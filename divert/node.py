@@ -49,7 +49,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from divert import metrics, readiness, registrations
 from divert.db import absolute_portal_url
 from divert.errors import DivertError, PortalUnavailable
-from divert.kemi.signalling import CARRIER_SET, trunk_set
+from divert.kemi.signalling import CARRIER_SET, PEER_SET, trunk_set
 from divert.kemi.signing import NODE_KEY_ENV, NodeKeyError, ensure_key, load_key
 from divert.kemi.store.format import META_POSITION, META_SYNCED_AT
 from divert.kemi.store.reader import CACHE_ENTRIES
@@ -70,10 +70,14 @@ CONFIG = PACKAGE / "kamailio_cfg" / "kamailio.cfg"
 REGEX_GROUPS = CONFIG.with_name("regex-groups")
 ENTRY = PACKAGE / "kemi" / "entry.py"
 DS_FLAGS_PROBE = 8  # dispatcher: OPTIONS-probe this destination
+DS_FLAGS_DISABLED = 4  # never probed nor chosen: a peer node, only recognised
 # Kamailio's memory managers: TLSF allocates in constant time, where the
 # default (qm) searches its free lists and cost a seventh of a SIP worker's
 # CPU under load (perf, make bench); both pools use it.
 MEMORY_MANAGER = "tlsf"
+# a cluster's size: DMQ sends each registration to every other node, and
+# kamailio.cfg names each peer (DMQ_PEER_1 ...)
+MAX_PEERS = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,8 @@ class NodeConfig:
     # store entries each SIP worker caches; every worker caches for itself
     cache_entries: int = CACHE_ENTRIES
     metrics: str = "127.0.0.1:9161"  # Prometheus scrape target ADDR:PORT, '' : none
+    # the other nodes of its cluster (SIP IPv4:PORT each); none: it runs alone
+    peers: tuple[str, ...] = ()
 
     @property
     def run_dir(self) -> Path:
@@ -140,12 +146,38 @@ def check_listen(listen: str) -> tuple[str, int]:
     return address
 
 
-def dispatcher_list(state_dir: Path, carriers: tuple[str, ...]) -> str:
-    """The dispatcher list: carriers (set 1), then every customer trunk."""
+def parse_peers(listen: str, peers: list[str]) -> tuple[str, ...]:
+    """The `--peer` addresses, checked: IPv4:PORT each, on an address other
+    than this node's (Kamailio takes any port of its own address for
+    itself: a peer there would be skipped as this node's own Path), none
+    twice; a one-line DivertError otherwise."""
+    own_host, _ = parse_listen(listen)
+    seen: list[str] = []
+    for peer in peers:
+        host, _ = parse_listen(peer, "--peer")
+        if host == own_host:
+            raise DivertError(
+                f"--peer {peer}: a peer needs an address other than this node's ({own_host})"
+            )
+        if peer in seen:
+            raise DivertError(f"--peer {peer} is given twice")
+        seen.append(peer)
+    if len(seen) > MAX_PEERS:
+        raise DivertError(f"at most {MAX_PEERS} --peer: a cluster of {MAX_PEERS + 1} nodes")
+    return tuple(seen)
+
+
+def dispatcher_list(
+    state_dir: Path, carriers: tuple[str, ...], peers: tuple[str, ...] = ()
+) -> str:
+    """The dispatcher list: carriers (set 1), the cluster's other nodes (set
+    2: kamailio.cfg takes DMQ messages and Path-routed calls from them
+    only), then every customer trunk."""
     lines = [
         f"{CARRIER_SET} sip:{carrier} {DS_FLAGS_PROBE} {10 - i}"
         for i, carrier in enumerate(carriers)
     ]
+    lines += [f"{PEER_SET} sip:{peer} {DS_FLAGS_DISABLED} 0" for peer in peers]
     store = StoreView.open(state_dir)
     try:  # sqlite3.Error when the store is gone or broken: the caller keeps its list
         lines += [
@@ -315,6 +347,11 @@ class Node:
             "-Y",
             str(run),  # Kamailio's runtime folder: not /run/kamailio, which needs root
         ]
+        if self.config.peers:
+            defines["CLUSTER"] = "1"
+            defines["DMQ_SERVER"] = f'"sip:{self.config.listen}"'
+            for index, peer in enumerate(self.config.peers, 1):
+                defines[f"DMQ_PEER_{index}"] = f'"sip:{peer}"'
         for name, value in defines.items():
             command += ["-A", f"{name}={value}"]
         return command
@@ -340,6 +377,8 @@ class Node:
             "DIVERT_PORTAL": absolute_portal_url(self.config.portal_url),
             # the native routes check dialog signatures with it (kemi/signing.py)
             NODE_KEY_ENV: load_key(self.config.state_dir).hex(),
+            # REGISTERs get a Path through this node (kemi/adapter.py)
+            "DIVERT_CLUSTER": "1" if self.config.peers else "",
         }
 
     def watch(self, stopping: Callable[[], bool], wakeup_fd: int) -> int:
@@ -395,7 +434,9 @@ class Node:
         """The list the store asks for; None (the list stays) when the store
         cannot be read, logged once until it can again."""
         try:
-            current = dispatcher_list(self.config.state_dir, self.config.carriers)
+            current = dispatcher_list(
+                self.config.state_dir, self.config.carriers, self.config.peers
+            )
         except (sqlite3.Error, OSError) as error:
             if not self._list_failure_logged:
                 log.warning("trunk list kept: cannot read the store (%s)", error)
@@ -419,7 +460,7 @@ class Node:
         content = (
             text
             if text is not None
-            else dispatcher_list(self.config.state_dir, self.config.carriers)
+            else dispatcher_list(self.config.state_dir, self.config.carriers, self.config.peers)
         )
         path = self.config.state_dir / "dispatcher.list"
         temporary = path.with_suffix(".tmp")

@@ -127,6 +127,8 @@ class AdapterConfig:
     max_diversions: int = 5
     cache_size: int = CACHE_ENTRIES  # divert run passes --cache as DIVERT_CACHE_SIZE
     carrier_style: str = "diversion"
+    # a node of a cluster (divert run --peer): registrations carry a Path
+    cluster: bool = False
 
     @classmethod
     def from_environment(cls) -> AdapterConfig:
@@ -136,6 +138,7 @@ class AdapterConfig:
             max_diversions=int(os.environ.get("DIVERT_MAX_DIVERSIONS", "5")),
             cache_size=int(os.environ.get("DIVERT_CACHE_SIZE", str(CACHE_ENTRIES))),
             carrier_style=os.environ.get("DIVERT_CARRIER_STYLE", "diversion"),
+            cluster=os.environ.get("DIVERT_CLUSTER", "") == "1",
         )
 
 
@@ -466,7 +469,25 @@ class Router:
         subscriber = self._authenticated("$tU", "$td")
         if subscriber is not None:
             KSR.nathelper.fix_nated_register()  # calls go where the phone really is
+            if self.config.cluster:
+                self._path_through_here()
             KSR.registrar.save("location", 0)
+
+    @staticmethod
+    def _path_through_here() -> None:
+        """A node of a cluster: the other nodes call the phone through this
+        one, which knows where it really is (RFC 3327 Path, with the
+        source address as `received`; kamailio.cfg: route PEER_CALL).  A
+        phone's own Path is dropped: it would send other nodes' calls
+        wherever it names.  Written as text and applied to the message:
+        save() reads the message's own headers, and the path module's
+        add_path_received needs a socket to send from, which a REGISTER
+        answered here has not."""
+        here = f"{KSR.pv.get('$Ri')}:{KSR.pv.get('$Rp')}"
+        phone = f"sip:{KSR.pv.get('$si')}:{KSR.pv.get('$sp')}"
+        KSR.hdr.remove("Path")
+        KSR.hdr.append(f"Path: <sip:{here};lr;received={phone}>\r\n")
+        KSR.textopsx.msg_apply_changes()
 
     def _authenticated(self, user_pv: str, domain_pv: str) -> SubscriberRecord | None:
         """Digest-authenticate the request's subscriber against the store's

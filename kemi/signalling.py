@@ -18,6 +18,7 @@ from divert.kemi.core.model import Condition, DiversionStyle, EndpointKind, Outc
 from divert.kemi.core.policy import E164
 
 CARRIER_SET = 1
+PEER_SET = 2  # the other nodes of a cluster (divert run --peer)
 TRUNK_SET_BASE = 1000
 ALG_ROUND_ROBIN = 4  # dispatcher algorithms: a trunk's addresses in turn,
 ALG_PRIORITY = 8  # the carriers by priority

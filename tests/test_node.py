@@ -122,3 +122,59 @@ def test_the_plan_table_is_sized_to_the_store():
         20,
         20,
     ]
+
+
+@pytest.mark.parametrize(
+    ("peers", "message"),
+    [
+        (["127.0.0.1:5070"], "a peer needs an address other than this node's (127.0.0.1)"),
+        (["10.0.0.2:5060", "10.0.0.2:5060"], "--peer 10.0.0.2:5060 is given twice"),
+        (["peer-b"], "--peer 'peer-b' must be IPv4:PORT"),
+        ([f"10.0.0.{i}:5060" for i in range(2, 10)], "at most 7 --peer: a cluster of 8 nodes"),
+    ],
+)
+def test_bad_peers_are_one_line(
+    sqlite_url: str, tmp_path: Path, capsys, peers: list[str], message: str
+):
+    options = [option for peer in peers for option in ("--peer", peer)]
+    code, err = run(capsys, "--portal", sqlite_url, "run", "--state-dir", str(tmp_path), *options)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_peers_make_a_cluster_node(
+    sqlite_url: str, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+):
+    """Each peer: DMQ's, and dispatcher set 2 (heard, never probed nor
+    chosen); Python adds a Path to REGISTERs.  Without peers: none of it."""
+    started: list[node.NodeConfig] = []
+    monkeypatch.setattr(node, "run_node", lambda config, _reachable: started.append(config) or 0)
+    peers = ("--peer", "127.0.0.2:5060", "--peer", "127.0.0.3:5060")
+    for options in (peers, ()):
+        code, _ = run(capsys, "--portal", sqlite_url, "run", "--state-dir", str(tmp_path), *options)
+        assert code == 0
+    ensure_key(tmp_path)
+    clustered, alone = (node.Node(config) for config in started)
+    monkeypatch.setattr(node.Node, "_numbers", lambda _self: 0)
+    command = " ".join(clustered._kamailio_command())
+    for define in (
+        "CLUSTER=1",
+        'DMQ_SERVER="sip:127.0.0.1:5060"',
+        'DMQ_PEER_1="sip:127.0.0.2:5060"',
+        'DMQ_PEER_2="sip:127.0.0.3:5060"',
+    ):
+        assert f"-A {define}" in command
+    assert "CLUSTER" not in " ".join(alone._kamailio_command())
+    assert clustered._kamailio_environment()["DIVERT_CLUSTER"] == "1"
+    assert alone._kamailio_environment()["DIVERT_CLUSTER"] == ""
+
+
+def test_peers_are_in_the_dispatcher_list_as_set_2(tmp_path: Path):
+    from divert.sync.worker import SyncWorker, WorkerConfig
+
+    url = f"sqlite:///{tmp_path / 'portal.db'}"
+    assert main(["--portal", url, "db", "upgrade"]) == 0
+    worker = SyncWorker(WorkerConfig(url, tmp_path))
+    worker.sync_once()
+    worker.close()
+    listing = node.dispatcher_list(tmp_path, ("127.0.0.9:5060",), ("127.0.0.2:5060",))
+    assert listing.splitlines() == ["1 sip:127.0.0.9:5060 8 10", "2 sip:127.0.0.2:5060 4 0"]

@@ -45,6 +45,13 @@ def register(groups: Groups) -> None:
         default="127.0.0.1:9161",
         help="Prometheus scrape target ADDR:PORT (GET /metrics); '' : none",
     )
+    run.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        help="another node of this cluster, its SIP IPv4:PORT (repeat for each); "
+        "registrations are shared with the peers over DMQ on the SIP port",
+    )
     run.set_defaults(handler=node_run)
 
 
@@ -74,6 +81,7 @@ def node_run(context: Context, args: argparse.Namespace) -> int:
         raise DivertError("--shm must be 32-65536 MB")
     if not 100 <= args.cache <= 10_000_000:
         raise DivertError("--cache must be 100-10000000 entries")
+    peers = node.parse_peers(args.listen, args.peer)
     config = node.NodeConfig(
         context.url,
         args.listen,
@@ -85,5 +93,6 @@ def node_run(context: Context, args: argparse.Namespace) -> int:
         shm_mb=args.shm,
         cache_entries=args.cache,
         metrics=args.metrics,
+        peers=peers,
     )
     return node.run_node(config, reachable)
