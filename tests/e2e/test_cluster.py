@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, text
 from divert.db import open_portal
 from divert.kemi.store.reader import StoreReader
 from tests.conftest import PG_ADMIN_URL, _url_for
-from tests.e2e.conftest import CALLER, CARRIER_1, DivertNode, mobile, numbered
+from tests.e2e.conftest import CALLER, CARRIER_1, DivertNode, dial, mobile, numbered
 from tests.e2e.sip import Peer, call, callee, exchange, load, register, tally
 
 NODES = ("127.0.0.101:5060", "127.0.0.102:5060", "127.0.0.103:5060")
@@ -221,6 +221,35 @@ def test_a_portal_change_routes_on_every_node(
         node.wait_store(lambda r: not forwards_always(r, ALICE), "the forward gone")
     phone = call_alice(tmp_path, cluster[2], "after-delete", 7415)
     assert len(phone.received()) == 1
+
+
+def test_a_feature_code_dialled_at_one_node_routes_on_every_node(
+    cluster: list[DivertNode], registered: None, carrier: Peer, tmp_path: Path
+):
+    status = dial(cluster[1], tmp_path, f"*72{mobile(63)}", 480, 7460, password=PASSWORD)
+    assert status == f"SIP/2.0 480 Forwarding Activated (always) to {mobile(63)}"
+    try:
+        for index in (2, 0):
+            node = cluster[index]
+            node.wait_store(lambda r: forwards_always(r, ALICE), "alice's own forward")
+            before = len(carrier.received())
+            caller = call(
+                tmp_path,
+                f"caller-code-{index}",
+                node.listen,
+                ALICE,
+                200,
+                f"{CALLER}:{7461 + index}",
+            )
+            assert caller.wait() == 0, caller.diagnostics() + node.tail()
+            time.sleep(0.3)
+            assert carrier.received()[before].ruri_user == mobile(63)
+    finally:
+        assert dial(cluster[2], tmp_path, "*73", 480, 7465, password=PASSWORD).startswith(
+            "SIP/2.0 480 All Forwarding Cancelled"
+        )
+    for node in cluster:
+        node.wait_store(lambda r: not forwards_always(r, ALICE), "alice's forward cancelled")
 
 
 def forwards_always(reader: StoreReader, key: str) -> bool:
