@@ -167,9 +167,7 @@ def parse_peers(listen: str, peers: list[str]) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def dispatcher_list(
-    state_dir: Path, carriers: tuple[str, ...], peers: tuple[str, ...] = ()
-) -> str:
+def dispatcher_list(state_dir: Path, carriers: tuple[str, ...], peers: tuple[str, ...] = ()) -> str:
     """The dispatcher list: carriers (set 1), the cluster's other nodes (set
     2: kamailio.cfg takes DMQ messages and Path-routed calls from them
     only), then every customer trunk."""
