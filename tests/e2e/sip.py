@@ -790,10 +790,18 @@ class Tally:
 
 
 def load(
-    workdir: Path, name: str, node: str, number: str, source: str, calls: int, rate: int
+    workdir: Path,
+    name: str,
+    node: str,
+    number: str,
+    source: str,
+    calls: int,
+    rate: int,
+    recv_timeout_ms: int = 10000,
 ) -> Peer:
     """`calls` calls at `rate` a second to `number`, each answered, ACKed
-    and hung up; sipp writes its counters to ``<name>.stat.csv`` at the end."""
+    and hung up; sipp writes its counters to ``<name>.stat.csv`` at the end.
+    A call that hears nothing for `recv_timeout_ms` fails."""
     host, port = source.split(":")
     scenario = (SCENARIOS / "uac-call.xml").read_text()
     scenario = scenario.replace("      {extra_header}\n", "")
@@ -809,7 +817,7 @@ def load(
     args = [node, "-s", number, "-i", host, "-p", port, "-m", str(calls), "-r", str(rate)]
     # every wait of a call is bounded (a call in flight when Kamailio died may
     # never hear back): it fails after 10 s rather than keep sipp running
-    args += ["-recv_timeout", "10000", "-timeout", f"{seconds}s"]
+    args += ["-recv_timeout", str(recv_timeout_ms), "-timeout", f"{seconds}s"]
     args += ["-trace_stat", "-stf", str(workdir / f"{name}.stat.csv")]
     return Peer(workdir, name, args, scenario)
 

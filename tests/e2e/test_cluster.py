@@ -271,8 +271,7 @@ def test_a_node_killed_and_restarted_routes_to_the_phone_without_a_new_registrat
     cluster: list[DivertNode], registered: None, tmp_path: Path
 ):
     first = cluster[0]
-    time.sleep(5.5)  # usrloc writes registrations back every 5 s
-    kill_node(first)
+    kill_node(first)  # its registrations: from its file (written every 5 s) and its peers
     first.start()
     wait_joined(cluster)
     wait_contact(first, present=True)
@@ -313,12 +312,14 @@ def test_a_node_lost_costs_only_its_calls_in_flight(
     cluster: list[DivertNode], registered: None, carrier: Peer, tmp_path: Path
 ):
     second, third = cluster[1], cluster[2]
-    calls = 100
+    calls = 60  # 3 s through node 3, across node 2's death
     through_third = load(tmp_path, "third", third.listen, FORWARDED, f"{CALLER}:7440", calls, RATE)
+    # through node 2 until it dies and after: a call that hears nothing for
+    # 3 s has failed
     through_second = load(
-        tmp_path, "second", second.listen, FORWARDED, f"{CALLER}:7441", calls, RATE
+        tmp_path, "second", second.listen, FORWARDED, f"{CALLER}:7441", 40, RATE, 3000
     )
-    time.sleep(2.0)
+    time.sleep(1.5)
     killed_at = time.monotonic()
     kill_node(second)
     assert through_third.wait(timeout=60) == 0, through_third.diagnostics()
