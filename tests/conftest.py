@@ -8,6 +8,7 @@ once per run, and dropped afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -50,17 +51,24 @@ def pg_template() -> Iterator[str]:
     admin.dispose()
 
 
-@pytest.fixture
-def pg_url(pg_template: str) -> Iterator[str]:
-    """URL of a fresh, migrated PostgreSQL portal for this test only."""
-    name = f"divert_t_{uuid.uuid4().hex[:12]}"
+@contextlib.contextmanager
+def database_from(template: str, prefix: str = "divert_t") -> Iterator[str]:
+    """URL of a new database cloned from `template`, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     yield _url_for(name)
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_template: str) -> Iterator[str]:
+    """URL of a fresh, migrated PostgreSQL portal for this test only."""
+    with database_from(pg_template) as url:
+        yield url
 
 
 @pytest.fixture

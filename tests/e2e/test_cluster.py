@@ -15,18 +15,18 @@ import contextlib
 import os
 import signal
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from divert.db import open_portal
 from divert.kemi.store.reader import StoreReader
-from tests.conftest import PG_ADMIN_URL, _url_for
+from tests.conftest import database_from
 from tests.e2e.conftest import CALLER, CARRIER_1, DivertNode, dial, mobile, numbered
 from tests.e2e.sip import Peer, call, callee, exchange, load, register, tally
+from tests.e2e.test_faults import ours, wait_for
 
 NODES = ("127.0.0.101:5060", "127.0.0.102:5060", "127.0.0.103:5060")
 PHONE = "127.0.0.104:5070"
@@ -57,15 +57,9 @@ def cluster_node(workdir: Path, portal: str, index: int) -> DivertNode:
 
 @pytest.fixture(scope="module")
 def portal(pg_template: str) -> Iterator[str]:
-    """A PostgreSQL portal of the module's own, seeded."""
-    name = f"divert_cluster_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
-    yield _url_for(name)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    """A PostgreSQL portal of the module's own."""
+    with database_from(pg_template, "divert_cluster") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -111,15 +105,6 @@ def registered(cluster: list[DivertNode], tmp_path_factory: pytest.TempPathFacto
     assert registers.wait() == 0, registers.diagnostics() + cluster[0].tail()
     for node in cluster:
         wait_contact(node, present=True)
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def wait_joined(nodes: list[DivertNode], timeout: float = 30) -> None:
@@ -280,21 +265,6 @@ def test_a_node_killed_and_restarted_routes_to_the_phone_without_a_new_registrat
         assert len(phone.received()) == 1
 
 
-def alive_under(state: Path) -> list[int]:
-    """Processes whose command line names the state folder."""
-    marker = str(state).encode()
-    found = []
-    for entry in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if marker in entry.read_bytes():
-                status = (entry.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                if status != "Z":
-                    found.append(int(entry.parent.name))
-        except OSError:
-            continue
-    return found
-
-
 def test_a_node_starting_with_no_registrations_gets_them_from_its_peers(
     cluster: list[DivertNode], registered: None, tmp_path: Path
 ):
@@ -338,11 +308,11 @@ def test_a_node_lost_costs_only_its_calls_in_flight(
 def kill_node(node: DivertNode) -> None:
     """SIGKILL to every process of the node at once, as a machine lost."""
     assert node.process is not None
-    for pid in {node.process.pid, *alive_under(node.state)}:
+    for pid in {node.process.pid, *ours(node)}:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     node.process.wait()
-    wait_for(f"{node.listen}'s processes gone", lambda: not alive_under(node.state))
+    wait_for(f"{node.listen}'s processes gone", lambda: not ours(node))
 
 
 def test_a_deregistration_at_one_node_is_seen_at_every_node(
