@@ -24,12 +24,20 @@ counter of the forward taken ('' for none), the headers each branch adds
 route needs (`state_codec.encode_leg` without its caller, which the
 configuration appends).  Fields never hold ``~`` (checked).
 
-A number's arrival line, when it relays, ends in four more fields, the
-code and reason of its busy step, then of its no-answer step: a reply
-there (most numbers end a busy or unanswered forward with 486 or 480),
-``+`` when the step is a relay kept in the entry ``<number>>b`` (``>n``),
-'' when the step is Python's.  One entry a number, most of the time: the
-table's shared memory is what a plan costs.
+A number's arrival line, when it relays, ends in six more fields, the
+code and reason of its busy step, of its no-answer step, then of its
+down step (its trunk, or every carrier, unreachable: no destination up,
+or a branch that timed out unanswered or failed 5xx): a reply there (most
+numbers end a busy or unanswered forward with 486 or 480, and a down
+target with 503), ``+`` when the step is a relay kept in the entry
+``<number>>b`` (``>n``, ``>d``), '' when the step is Python's.  One entry
+a number, most of the time: the table's shared memory is what a plan
+costs.  The down step matters under overload most: a node behind on its
+work sees branches time out unanswered, and a plan that sent them to
+Python would spend more per call exactly when it has least to spend.
+
+A 503 is Python's (its log line) except as the down step, whose log line
+kamailio.cfg writes itself (route[SAID_503]).
 
 `dependencies` names, as the store's changes log does, every record the
 plan read but the number's own table and tenant: a change to any of them
@@ -69,7 +77,12 @@ REPLY = "R"
 IN_ENTRY = "+"  # a failure step too long for the arrival's line: in <number>>b or >n
 BUSY_SUFFIX = ">b"  # the htable key of a number's busy step: <number>>b
 NO_ANSWER_SUFFIX = ">n"
-FAILURE_STEPS = ((Outcome.BUSY, BUSY_SUFFIX), (Outcome.NO_ANSWER, NO_ANSWER_SUFFIX))
+DOWN_SUFFIX = ">d"
+FAILURE_STEPS = (
+    (Outcome.BUSY, BUSY_SUFFIX),
+    (Outcome.NO_ANSWER, NO_ANSWER_SUFFIX),
+    (Outcome.TRUNK_DOWN, DOWN_SUFFIX),
+)
 _NOBODY = Call("", False, 0.0, None)  # decide() never reads the caller; `now`: no expiring rule
 
 
@@ -142,7 +155,11 @@ def _steps(key: str, source: Source, config: PlanConfig, read: set[str]) -> dict
     for outcome, suffix in FAILURE_STEPS:
         try:
             after = _line(
-                decide(_NOBODY, arrival.state, outcome, lookup, limits), source, config, read
+                decide(_NOBODY, arrival.state, outcome, lookup, limits),
+                source,
+                config,
+                read,
+                may_end_503=outcome is Outcome.TRUNK_DOWN,
             )
         except NotPlannable:
             failures += ["", ""]  # that outcome's step is Python's
@@ -156,9 +173,15 @@ def _steps(key: str, source: Source, config: PlanConfig, read: set[str]) -> dict
     return steps
 
 
-def _line(decision: Decision, source: Source, config: PlanConfig, read: set[str]) -> str:
+def _line(
+    decision: Decision,
+    source: Source,
+    config: PlanConfig,
+    read: set[str],
+    may_end_503: bool = False,
+) -> str:
     if isinstance(decision, Reply):
-        if decision.code == 503:
+        if decision.code == 503 and not may_end_503:
             raise NotPlannable  # the adapter says why calls end 503
         return _joined(REPLY, str(decision.code), decision.reason)
     return _relay_line(decision, source, config, read)

@@ -61,7 +61,8 @@ def test_an_unconditional_forward_is_one_native_step():
     kind, dispatcher_set, alg, uri, ring, stat, emergency, headers, leg, *failures = fields(
         compiled.steps[A]
     )
-    assert failures == ["486", "Busy Here", "480", "No Answer"]
+    # busy, no answer, and every carrier down (kamailio.cfg logs the 503)
+    assert failures == ["486", "Busy Here", "480", "No Answer", "503", "Service Unavailable"]
     assert (kind, dispatcher_set, alg, uri, ring) == (
         "E",
         "1",
@@ -94,17 +95,41 @@ def test_ringing_a_trunk_carries_its_busy_and_no_answer_steps():
     arrival = fields(compiled.steps[A])
     assert arrival[:5] == ["T", "1007", "4", f"sip:{A}@divert.invalid", "20000"]
     assert arrival[7] == ""  # the called number's own branch announces nothing
-    assert arrival[9:] == ["+", "", "+", ""]  # relays: in entries of their own
+    assert arrival[9:] == ["+", "", "+", "", "503", "Service Unavailable"]  # relays: own entries
     busy = fields(compiled.steps[A + ">b"])
     assert busy[3] == f"sip:{MOBILE}@divert.invalid" and "reason=user-busy" in busy[7]
     no_answer = fields(compiled.steps[A + ">n"])
     assert no_answer[3] == f"sip:{OTHER}@divert.invalid" and "reason=no-answer" in no_answer[7]
 
 
+def test_a_trunk_down_takes_the_emergency_forward_from_its_own_entry():
+    emergency = rule("trunk-down", MOBILE, origin="trunk pbx emergency")
+    compiled = compile_plan(A, source(plain(A, emergency)), CONFIG)
+    assert fields(compiled.steps[A])[13:] == ["+", ""]
+    down = fields(compiled.steps[A + ">d"])
+    assert down[:4] == ["E", "1", "8", f"sip:{MOBILE}@divert.invalid"]
+    assert (down[5], down[6]) == ("divert:forwards_trunk_down", "1")  # counted as emergency
+    assert "reason=out-of-service" in down[7]
+
+
+def test_a_503_is_a_plan_step_only_where_a_target_is_down():
+    """Elsewhere the adapter says why calls end 503: Python's."""
+    busy_503 = compile_plan(A, source(plain(A, rule("busy", code=503))), CONFIG)
+    assert fields(busy_503.steps[A])[9:11] == ["", ""]
+    assert A not in compile_plan(A, source(plain(A, rule("always", code=503))), CONFIG).steps
+
+
 def test_a_busy_target_without_a_rule_ends_in_the_cores_reply():
     compiled = compile_plan(A, source(plain(A)), CONFIG)
     assert list(compiled.steps) == [A]
-    assert fields(compiled.steps[A])[9:] == ["486", "Busy Here", "480", "No Answer"]
+    assert fields(compiled.steps[A])[9:] == [
+        "486",
+        "Busy Here",
+        "480",
+        "No Answer",
+        "503",
+        "Service Unavailable",
+    ]
 
 
 def test_a_reject_rule_is_a_reply_step():
@@ -147,7 +172,8 @@ def test_a_trunk_that_wants_history_info_leaves_that_step_to_python():
     target = plain(B)
     compiled = compile_plan(A, source(own, target, style="history-info"), CONFIG)
     assert list(compiled.steps) == [A]
-    assert fields(compiled.steps[A])[9:] == ["", "", "480", "No Answer"]  # busy: Python's
+    failures = fields(compiled.steps[A])[9:]
+    assert failures == ["", "", "480", "No Answer", "503", "Service Unavailable"]  # busy: Python's
     assert f"k|{TRUNK.ref}" in compiled.dependencies
 
 

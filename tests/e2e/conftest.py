@@ -34,6 +34,7 @@ PBX_DEAD = "127.0.0.21:5060"
 PBX_SILENT = "127.0.0.22:5060"
 PBX_B = "127.0.0.23:5060"
 PBX_G = "127.0.0.24:5060"  # tenant gamma's: no schedule, so its numbers get native plans
+PBX_G_DEAD = "127.0.0.25:5060"  # gamma's trunk that never answers, with an emergency number
 PROBE_SETTLE_S = 2.3  # the node's fail timer for a probe, and a margin
 PHONE = "127.0.0.30:5070"
 VOICEMAIL = "127.0.0.40:5060"
@@ -44,6 +45,7 @@ DAVE_PASSWORD = "dave-secret1"
 OPERATOR = "+393351000099"
 EMERGENCY_DEAD = "+393330000912"
 EMERGENCY_SILENT = "+393330000913"
+EMERGENCY_G = "+393330000914"
 
 
 def numbered(index: int) -> str:
@@ -183,6 +185,18 @@ SEED = [
         ("number", "add", numbered(40 + i), "--tenant", "gamma", "--trunk", "pbx-g")
         for i in range(6)
     ],
+    (
+        "trunk",
+        "add",
+        "pbx-g-dead",
+        "--tenant",
+        "gamma",
+        "--address",
+        PBX_G_DEAD,
+        "--emergency",
+        EMERGENCY_G,
+    ),
+    ("number", "add", numbered(46), "--tenant", "gamma", "--trunk", "pbx-g-dead"),
     ("forward", "add", numbered(40), "--when", "always", "--to", mobile(40)),
     ("forward", "add", numbered(41), "--when", "busy", "--to", mobile(41)),
     ("forward", "add", numbered(42), "--when", "no-answer", "--to", mobile(42), "--timeout", "2"),

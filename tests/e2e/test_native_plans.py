@@ -11,7 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import CALLER, CARRIER_1, NODE, PBX_G, DivertNode, mobile, numbered
+from tests.e2e.conftest import (
+    CALLER,
+    CARRIER_1,
+    CARRIER_2,
+    EMERGENCY_G,
+    NODE,
+    PBX_G,
+    DivertNode,
+    mobile,
+    numbered,
+)
 from tests.e2e.sip import Peer, call, callee
 
 STRANGER = "127.0.0.63"  # neither a carrier nor a trunk
@@ -146,12 +156,92 @@ def test_busy_to_a_number_that_forwards_announces_both_diversions(node: DivertNo
     )
 
 
-def test_a_trunk_down_falls_back_to_the_core(node: DivertNode, workdir: Path):
-    """No PBX answers the probes: the plan's trunk is down, the core decides
-    again (no trunk-down forward: 503), as the Python routes would."""
+def said_503(node: DivertNode, reason: str) -> int:
+    """How often the node's log says calls ended 503 for `reason`."""
+    return node.log.read_bytes().count(f"calls answered 503: {reason}".encode())
+
+
+def test_a_trunk_down_ends_in_503_from_its_plan(node: DivertNode, workdir: Path):
+    """No PBX answers the probes: the plan's down step (no trunk-down
+    forward: 503) answers without the core, and says why in the log."""
     node.wait_trunk(PBX_G, active=False, timeout=15)
+    before = settled(node)
+    timed = decision_seconds(node)
+    lines = said_503(node, "a customer trunk is down")
     caller = call(workdir, "caller", NODE, numbered(41), 503, f"{CALLER}:6406")
     assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
+    time.sleep(1.1)
+    assert native_calls(node) == before + 1
+    assert decision_seconds(node) == timed
+    # one line a minute per worker: this test's is the first of its kind
+    assert said_503(node, "a customer trunk is down") == lines + 1, node.tail()
+
+
+def test_a_dead_trunk_takes_its_emergency_forward_from_the_plan(node: DivertNode, workdir: Path):
+    before = settled(node)
+    timed = decision_seconds(node)
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    node.wait_trunk(CARRIER_1, active=True)
+    caller = call(workdir, "caller", NODE, numbered(46), 200, f"{CALLER}:6412")
+    assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
+    carrier.stop()
+    (forwarded,) = carrier.received()
+    assert forwarded.ruri_user == EMERGENCY_G
+    assert forwarded.header("Diversion") == [
+        f"<sip:{numbered(46)}@divert.invalid>;reason=out-of-service;counter=1;privacy=off"
+    ]
+    time.sleep(1.1)
+    assert native_calls(node) == before + 1
+    assert decision_seconds(node) == timed
+
+
+def test_a_carrier_that_never_answers_fails_over_within_the_plan(node: DivertNode, workdir: Path):
+    """The first carrier lets the INVITE time out without a word (what an
+    overloaded node sees most): the next carrier gets the same call and
+    headers, as on the Python routes (test_forwarding's failover)."""
+    before = settled(node)
+    timed = decision_seconds(node)
+    first = callee(workdir, "carrier-1", CARRIER_1, "silent", timeout=15)
+    second = callee(workdir, "carrier-2", CARRIER_2, "answer")
+    node.wait_trunk(CARRIER_1, active=True)
+    node.wait_trunk(CARRIER_2, active=True)
+    caller = call(workdir, "caller", NODE, numbered(40), 200, f"{CALLER}:6413")
+    try:
+        assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
+    finally:
+        first.stop()
+        second.stop()
+    tried = first.received()
+    assert tried and {r.ruri_user for r in tried} == {mobile(40)}
+    (relayed,) = second.received()
+    assert relayed.ruri_user == mobile(40)
+    assert relayed.header("Diversion") == tried[0].header("Diversion")
+    assert relayed.header("Via")[0] != tried[0].header("Via")[0]  # a branch of its own
+    time.sleep(1.1)
+    assert native_calls(node) == before + 1
+    assert decision_seconds(node) == timed
+
+
+def test_every_carrier_failing_ends_in_503_from_the_plan(node: DivertNode, workdir: Path):
+    before = settled(node)
+    timed = decision_seconds(node)
+    lines = said_503(node, "no carrier is up")
+    first = callee(workdir, "carrier-1", CARRIER_1, "reply", code=503, reason="Overloaded")
+    second = callee(workdir, "carrier-2", CARRIER_2, "reply", code=500, reason="Broken")
+    node.wait_trunk(CARRIER_1, active=True)
+    node.wait_trunk(CARRIER_2, active=True)
+    caller = call(workdir, "caller", NODE, numbered(40), 503, f"{CALLER}:6414")
+    try:
+        assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
+    finally:
+        first.stop()
+        second.stop()
+    assert len(first.received()) == len(second.received()) == 1
+    assert caller.replies()[-1].startswith("SIP/2.0 503 Service Unavailable")
+    time.sleep(1.1)
+    assert native_calls(node) == before + 1
+    assert decision_seconds(node) == timed
+    assert said_503(node, "no carrier is up") == lines + 1, node.tail()
 
 
 def test_a_change_is_seen_by_the_next_call(node: DivertNode, workdir: Path):
