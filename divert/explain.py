@@ -120,6 +120,46 @@ def explain(
     )
 
 
+def limits(max_diversions: int) -> Limits:
+    """The diversion bound to explain with (the node's: --max-diversions)."""
+    if max_diversions < 0:
+        raise DivertError("--max-diversions must be 0 or more")
+    return Limits(max_diversions=max_diversions)
+
+
+def parse_after(text: str) -> After:
+    """An --after item: an outcome, or redirect:NUMBER (international form)."""
+    from divert.kemi.signalling import redirect_targets
+
+    kind, colon, number = text.partition(":")
+    if kind == "redirect" and colon:
+        # as the node reads a Contact: international form only
+        read = redirect_targets(f"SIP/2.0 302 Moved\r\nContact: <tel:{number}>\r\n\r\n")
+        if not read:
+            raise DivertError(
+                f"--after {text!r}: the node follows redirects to numbers in international "
+                "form only (+39..., 0039...)"
+            )
+        return Redirect(read[0])
+    try:
+        return Outcome(text)
+    except ValueError:
+        choices = ", ".join(o.value for o in Outcome)
+        raise DivertError(f"--after {text!r}: give one of {choices}, or redirect:NUMBER") from None
+
+
+def parse_time(connection: Connection, text: str, called: str) -> datetime:
+    """An --at time; without a zone, in the called number's tenant's."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise DivertError(f"--at {text!r} is not an ISO 8601 time, e.g. 2026-11-23T09:30") from None
+    if moment.tzinfo is None:
+        tenant = find.tenant_by_id(connection, find.number(connection, called).tenant_id)
+        moment = moment.replace(tzinfo=ZoneInfo(str(tenant.timezone)))
+    return moment
+
+
 def _caller(connection: Connection, tenant: find.AnyRow, caller: str | None) -> tuple[str, bool]:
     """Who calls, and whether that is an internal call for this tenant.
 

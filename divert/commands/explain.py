@@ -6,10 +6,8 @@ import argparse
 import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from divert.commands.context import in_transaction
-from divert.errors import DivertError
 from divert.kemi.core.decide import Limits
 from divert.kemi.core.model import Outcome
 
@@ -17,7 +15,6 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from divert.commands import Groups
-    from divert.explain import After
 
 
 def register(groups: Groups) -> None:
@@ -50,53 +47,16 @@ def register(groups: Groups) -> None:
 def explain_call(connection: Connection, args: argparse.Namespace) -> None:
     from divert import explain as explaining
 
-    if args.max_diversions < 0:
-        raise DivertError("--max-diversions must be 0 or more")
-    at = _parse_time(connection, args.at, args.number) if args.at else datetime.now(UTC)
+    at = explaining.parse_time(connection, args.at, args.number) if args.at else datetime.now(UTC)
     result = explaining.explain(
         connection,
         args.number,
         args.caller,
-        [_after(text) for text in args.after],
+        [explaining.parse_after(text) for text in args.after],
         at,
-        Limits(max_diversions=args.max_diversions),
+        explaining.limits(args.max_diversions),
     )
     if args.json:
         print(json.dumps(explaining.as_json(result), indent=2))
     else:
         print(explaining.as_text(result))
-
-
-def _after(text: str) -> After:
-    """An --after item: an outcome, or redirect:NUMBER (international form)."""
-    from divert import explain as explaining
-    from divert.kemi.signalling import redirect_targets
-
-    kind, colon, number = text.partition(":")
-    if kind == "redirect" and colon:
-        # as the node reads a Contact: international form only
-        read = redirect_targets(f"SIP/2.0 302 Moved\r\nContact: <tel:{number}>\r\n\r\n")
-        if not read:
-            raise DivertError(
-                f"--after {text!r}: the node follows redirects to numbers in international "
-                "form only (+39..., 0039...)"
-            )
-        return explaining.Redirect(read[0])
-    try:
-        return Outcome(text)
-    except ValueError:
-        choices = ", ".join(o.value for o in Outcome)
-        raise DivertError(f"--after {text!r}: give one of {choices}, or redirect:NUMBER") from None
-
-
-def _parse_time(connection: Connection, text: str, called: str) -> datetime:
-    from divert.portal import find
-
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise DivertError(f"--at {text!r} is not an ISO 8601 time, e.g. 2026-11-23T09:30") from None
-    if moment.tzinfo is None:
-        tenant = find.tenant_by_id(connection, find.number(connection, called).tenant_id)
-        moment = moment.replace(tzinfo=ZoneInfo(str(tenant.timezone)))
-    return moment

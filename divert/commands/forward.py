@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 
 from divert.commands.context import in_transaction
 from divert.commands.output import row_id, table
-from divert.errors import DivertError
 from divert.kemi.core.model import FORWARD_CONDITIONS, Scope
 
 if TYPE_CHECKING:
@@ -100,14 +99,7 @@ def when(condition: str, away: bool | None) -> str:
 def forward_add(connection: Connection, args: argparse.Namespace) -> None:
     from divert.portal import forwards
 
-    if (args.number is None) == (args.subscriber is None):
-        raise DivertError("give the NUMBER whose calls to forward, or --subscriber with --tenant")
-    if args.subscriber is not None:
-        if args.tenant is None:
-            raise DivertError("--subscriber needs --tenant")
-        owner = forwards.owner_of_subscriber(connection, args.tenant, args.subscriber)
-    else:
-        owner = forwards.owner_of_number(connection, args.number, args.tenant)
+    owner = forwards.owner_of(connection, args.number, args.subscriber, args.tenant)
     forward_id, label = forwards.add(
         connection,
         owner,

@@ -6,7 +6,6 @@ import argparse
 from typing import TYPE_CHECKING
 
 from divert.commands.context import in_transaction
-from divert.errors import DivertError
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -40,12 +39,5 @@ def policy_show(connection: Connection, args: argparse.Namespace) -> None:
 def policy_set(connection: Connection, args: argparse.Namespace) -> None:
     from divert.portal import policy
 
-    if args.allow_countries is None and args.deny_prefixes is None:
-        raise DivertError("nothing to change: give --allow-countries or --deny-prefixes")
-    if args.allow_countries is not None:
-        policy.store(
-            connection, policy.ALLOWED_COUNTRIES, policy.parse_countries(args.allow_countries)
-        )
-    if args.deny_prefixes is not None:
-        policy.store(connection, policy.DENIED_PREFIXES, policy.parse_prefixes(args.deny_prefixes))
+    policy.change(connection, args.allow_countries, args.deny_prefixes)
     policy_show(connection, args)

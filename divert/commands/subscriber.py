@@ -87,17 +87,13 @@ def subscriber_list(connection: Connection, args: argparse.Namespace) -> None:
 
 
 def subscriber_set(connection: Connection, args: argparse.Namespace) -> None:
-    from divert.errors import DivertError
     from divert.portal import subscribers
 
-    if args.caller_id is None and args.away is None:
-        raise DivertError("nothing to change: give --caller-id, --away or --present")
+    chosen = subscribers.change(connection, args.tenant, args.username, args.caller_id, args.away)
     if args.caller_id is not None:
-        chosen = subscribers.set_caller_id(connection, args.tenant, args.username, args.caller_id)
         shown = chosen or "the number it was given first"
         print(f"subscriber {args.username}: calls to the carriers show {shown}")
     if args.away is not None:
-        subscribers.set_presence(connection, args.tenant, args.username, args.away)
         print(f"subscriber {args.username}: {'away' if args.away else 'present'}")
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, CursorResult, Row, select
 
-from divert.errors import DivertError
+from divert.errors import DivertError, NotFound
 from divert.numbering import normalise
 from divert.schema.tables import numbers, subscribers, tenants, trunks
 
@@ -23,7 +23,7 @@ def inserted_id(result: CursorResult[Any]) -> int:
 def tenant(connection: Connection, name: str) -> AnyRow:
     row = connection.execute(select(tenants).where(tenants.c.name == name)).first()
     if row is None:
-        raise DivertError(f"unknown tenant {name!r}; see 'divert tenant list'")
+        raise NotFound(f"unknown tenant {name!r}; see 'divert tenant list'")
     return row
 
 
@@ -36,7 +36,7 @@ def trunk(connection: Connection, tenant_row: AnyRow, name: str) -> AnyRow:
         select(trunks).where(trunks.c.tenant_id == tenant_row.id, trunks.c.name == name)
     ).first()
     if row is None:
-        raise DivertError(
+        raise NotFound(
             f"unknown trunk {name!r} in tenant {tenant_row.name}; see 'divert trunk list'"
         )
     return row
@@ -49,7 +49,7 @@ def subscriber(connection: Connection, tenant_row: AnyRow, username: str) -> Any
         )
     ).first()
     if row is None:
-        raise DivertError(
+        raise NotFound(
             f"unknown subscriber {username!r} in tenant {tenant_row.name}; "
             "see 'divert subscriber list'"
         )
@@ -75,5 +75,5 @@ def number(connection: Connection, raw: str, tenant_name: str | None = None) -> 
     e164 = normalise(raw, number_region(connection, raw, tenant_name))
     row = connection.execute(select(numbers).where(numbers.c.e164 == e164)).first()
     if row is None:
-        raise DivertError(f"unknown number {e164}; see 'divert number list'")
+        raise NotFound(f"unknown number {e164}; see 'divert number list'")
     return row

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, or_, select, update
 
-from divert.errors import DivertError
+from divert.errors import DivertError, NotFound
 from divert.kemi.core.decide import Lookup
 from divert.kemi.core.keys import subscriber_key
 from divert.kemi.core.model import Condition
@@ -46,6 +46,20 @@ def owner_of_subscriber(connection: Connection, tenant_name: str, username: str)
     owned = connection.scalars(select(numbers.c.e164).where(numbers.c.subscriber_id == row.id))
     keys = (subscriber_key(username, str(tenant.domain)), *owned)
     return Owner(tenant, subscriber_id=row.id, keys=keys)
+
+
+def owner_of(
+    connection: Connection, number: str | None, subscriber: str | None, tenant_name: str | None
+) -> Owner:
+    """A number, or a subscriber of `tenant_name`: exactly one of the two."""
+    if (number is None) == (subscriber is None):
+        raise DivertError("give the NUMBER whose calls to forward, or --subscriber with --tenant")
+    if subscriber is not None:
+        if tenant_name is None:
+            raise DivertError("--subscriber needs --tenant")
+        return owner_of_subscriber(connection, tenant_name, subscriber)
+    assert number is not None
+    return owner_of_number(connection, number, tenant_name)
 
 
 def parse_destination(connection: Connection, tenant: find.AnyRow, spec: str) -> tuple[str, str]:
@@ -195,9 +209,13 @@ def remove(connection: Connection, forward_id: int) -> None:
 
 
 def listing(
-    connection: Connection, tenant_name: str | None, now: datetime | None = None
+    connection: Connection,
+    tenant_name: str | None,
+    now: datetime | None = None,
+    ids: Sequence[int] = (),
 ) -> Sequence[find.AnyRow]:
-    """Every active forward (enabled, not expired), by tenant and owner."""
+    """Every active forward (enabled, not expired), by tenant and owner;
+    only those of `ids` when given."""
     moment = now or datetime.now(UTC)
     answering = subscribers.alias("answering")  # the subscriber who owns a forward's number
     query = (
@@ -227,6 +245,8 @@ def listing(
     )
     if tenant_name is not None:
         query = query.where(forwards.c.tenant_id == find.tenant(connection, tenant_name).id)
+    if ids:
+        query = query.where(forwards.c.id.in_(ids))
     return connection.execute(query).all()
 
 
@@ -262,7 +282,7 @@ def _owned_by(owner: Owner) -> ColumnElement[bool]:
 def _forward(connection: Connection, forward_id: int) -> find.AnyRow:
     row = connection.execute(select(forwards).where(forwards.c.id == forward_id)).first()
     if row is None:
-        raise DivertError(f"unknown forward {forward_id}; see 'divert forward list'")
+        raise NotFound(f"unknown forward {forward_id}; see 'divert forward list'")
     return row
 
 

@@ -45,3 +45,13 @@ def store(connection: Connection, name: str, value: str) -> None:
     connection.execute(delete(settings).where(settings.c.name == name))
     if value:
         connection.execute(insert(settings).values(name=name, value=value))
+
+
+def change(connection: Connection, allow_countries: str | None, deny_prefixes: str | None) -> None:
+    """Set what is given: comma-separated lists, '' clears."""
+    if allow_countries is None and deny_prefixes is None:
+        raise DivertError("nothing to change: give --allow-countries or --deny-prefixes")
+    if allow_countries is not None:
+        store(connection, ALLOWED_COUNTRIES, parse_countries(allow_countries))
+    if deny_prefixes is not None:
+        store(connection, DENIED_PREFIXES, parse_prefixes(deny_prefixes))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, delete, insert, select
 
-from divert.errors import DivertError
+from divert.errors import DivertError, NotFound
 from divert.kemi.core.schedule import format_days, parse_days, parse_minute
 from divert.portal import find
 from divert.schema.tables import schedules, tenants
@@ -56,5 +56,5 @@ def modes_of(connection: Connection, tenant_id: int) -> set[str]:
 def remove(connection: Connection, schedule_id: int) -> None:
     found = connection.scalar(select(schedules.c.id).where(schedules.c.id == schedule_id))
     if found is None:
-        raise DivertError(f"unknown schedule {schedule_id}; see 'divert schedule list'")
+        raise NotFound(f"unknown schedule {schedule_id}; see 'divert schedule list'")
     connection.execute(delete(schedules).where(schedules.c.id == schedule_id))

@@ -72,6 +72,24 @@ def add(
     return find.inserted_id(connection.execute(insert(subscribers).values(**values)))
 
 
+def change(
+    connection: Connection,
+    tenant_name: str,
+    username: str,
+    caller_id: str | None = None,
+    away: bool | None = None,
+) -> str | None:
+    """Change what is given; returns the caller ID chosen (None: the default)."""
+    if caller_id is None and away is None:
+        raise DivertError("nothing to change: give --caller-id, --away or --present")
+    chosen = None
+    if caller_id is not None:
+        chosen = set_caller_id(connection, tenant_name, username, caller_id)
+    if away is not None:
+        set_presence(connection, tenant_name, username, away)
+    return chosen
+
+
 def set_caller_id(connection: Connection, tenant_name: str, username: str, raw: str) -> str | None:
     """Choose which of the subscriber's numbers its calls to the carriers
     assert; '' goes back to the default (the number it was given first).
