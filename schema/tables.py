@@ -19,6 +19,9 @@ Vocabulary (see `divert.kemi.core.model` for how the sync worker compiles it):
 - number: an E.164 DID owned by exactly one trunk or one subscriber.
 - forward: owned by a number or a subscriber; see the CHECKs for the values.
 - schedule: a tenant's time modes (day, night, holiday) by weekday and hour.
+- api_token: who may use the portal API (`divert.portal.tokens`): the
+  SHA-256 of each token, never the token; no tenant means the operator's.
+  Not journaled: nodes never need it.
 - change_journal: one row per changed row, written by triggers (see
   `divert.schema.journal`), read by the sync worker in `id` order.
 """
@@ -170,6 +173,17 @@ settings = Table(
     Column("id", Id, primary_key=True),
     Column("name", String(64), nullable=False, unique=True),
     Column("value", Text, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("tenant_id", Id, ForeignKey("tenants.id", ondelete="CASCADE"), index=True),
+    Column("label", String(64), nullable=False, server_default=""),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True)),
 )
 
 change_journal = Table(

@@ -33,6 +33,8 @@ GROUPS = (
     "sync",
     "run",
     "explain",
+    "token",
+    "api",
 )
 
 

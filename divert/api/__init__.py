@@ -1,0 +1,1 @@
+"""The portal API and the self-care page (`divert api`)."""
