@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: deps system-packages venv postgres test lint unit run cluster bench bench-sync bench-cluster soak clean
+.PHONY: deps system-packages venv postgres test lint unit run cluster bench bench-sync bench-cluster bench-api soak clean
 
 deps: system-packages venv
 
@@ -40,11 +40,13 @@ unit: venv
 	@scripts/run-pytest -m "not postgres"
 
 # The demo node in the foreground until Ctrl-C: embedded SQLite portal with
-# demo data (made once, in var/), carrier at 127.0.0.2:5060, SIP on 127.0.0.1:5060.
+# demo data (made once, in var/), carrier at 127.0.0.2:5060, SIP on 127.0.0.1:5060;
+# the portal API and the self-care page on http://127.0.0.1:8080 beside it.
 run: deps
 	@scripts/demo-portal
+	@scripts/demo-api start
 	$(VENV)/bin/divert --portal sqlite:///var/portal.db run --listen 127.0.0.1:5060 \
-		--state-dir var --carrier 127.0.0.2:5060
+		--state-dir var --carrier 127.0.0.2:5060; status=$$?; scripts/demo-api stop; exit $$status
 
 # Three nodes as one cluster on 127.0.2.1-3, one PostgreSQL portal (README
 # "Several nodes"), until Ctrl-C
@@ -62,6 +64,10 @@ bench-sync: deps postgres
 # Three nodes: a portal change and a registration reaching each (issue 17)
 bench-cluster: deps postgres
 	$(PY) bench/cluster_bench.py
+
+# The portal API against PostgreSQL with 100,000 numbers (issue 18): about a minute
+bench-api: deps postgres
+	$(PY) bench/api_bench.py
 
 # A node under 100 calls/s for 5 minutes, its memory sampled (not in `make test`):
 # figures in var/soak/soak.json.  Shorter: $(PY) bench/soak.py --seconds 20

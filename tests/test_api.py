@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -140,6 +141,15 @@ def test_a_tenant_sees_its_forwards_and_its_trunks_emergency_forward(api: Portal
         ("forward", ACME_A, None, "busy", "+393351000001"),
         ("emergency", None, "pbx", "trunk-down", "+393331234567"),
     ]
+    one = api.get("/forwards", api.acme, number="0200000001")  # national: the tenant's region
+    assert [(r["kind"], r["number"], r["trunk"]) for r in one] == [  # type: ignore[union-attr,index]
+        ("forward", ACME_A, None),
+        ("emergency", None, "pbx"),
+    ]
+    alices = api.get("/forwards", api.acme, number=ACME_ALICE)
+    assert alices == []  # no forward, and no trunk: no emergency forward either
+    other = api.client.get("/api/v1/forwards", headers=api.as_(api.acme), params={"number": BETA_X})
+    assert other.status_code == 404
     everything = api.get("/forwards", api.operator)
     assert isinstance(everything, list)
     assert {r["tenant"] for r in everything} == {"acme", "beta"}
@@ -297,7 +307,8 @@ def test_explain_gives_the_chain_as_divert_explain_json(api: Portal):
     assert isinstance(chain, dict)
     assert chain["steps"] == expected["steps"] and len(chain["steps"]) == 2
     assert chain["steps"][1]["relay"]["target"] == "+393351000001"
-    assert chain["trunks"]  # the page names trunks
+    assert chain["trunks"] == {"1": "pbx", "2": "pbx-b"}  # the page names trunks
+    assert chain["default_ring_timeout"] == 120
     bad = api.client.get(
         "/api/v1/explain", headers=api.as_(api.acme), params={"number": ACME_A, "after": "later"}
     )
@@ -496,3 +507,38 @@ def test_the_destination_policy(api: Portal):
         "/api/v1/policy", headers=api.as_(api.operator), json={"deny_prefixes": "0899"}
     )
     assert bad.json()["error"] == "denied prefixes '0899' must be E.164 prefixes like +39899,+44909"
+
+
+# -- the command ----------------------------------------------------------------------
+
+
+def test_divert_api_refuses_a_bad_or_taken_address_in_one_line(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+):
+    import socket
+
+    assert main(["--portal", sqlite_url, "api", "--listen", "localhost"]) == 2
+    assert capsys.readouterr().err == (
+        "divert: --listen 'localhost' must be IPv4:PORT, e.g. 127.0.0.1:5060\n"
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--portal", sqlite_url, "api", "--listen", f"127.0.0.1:{port}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"divert: cannot listen on 127.0.0.1:{port}: ") and err.count("\n") == 1
+
+
+def test_divert_api_needs_a_migrated_portal(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from divert.db import open_portal
+    from divert.schema.migrate import upgrade
+
+    portal = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = open_portal(portal, create=True)
+    upgrade(engine, "0008")  # a portal of the divert before the API
+    engine.dispose()
+    assert main(["--portal", portal, "api", "--listen", "127.0.0.1:8199"]) == 1
+    assert "is at schema 0008, this divert needs 0009; run 'divert db upgrade'" in (
+        capsys.readouterr().err
+    )

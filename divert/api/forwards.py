@@ -19,7 +19,7 @@ from divert import explain as explaining
 from divert.api.app import Authenticated, transaction
 from divert.api.auth import Caller, Forbidden, owned_numbers
 from divert.errors import NotFound
-from divert.kemi.core.decide import Limits
+from divert.kemi.core.decide import DEFAULT_RING_SECONDS, Limits
 from divert.kemi.core.model import Outcome
 from divert.portal import find, forwards, trunks
 from divert.schema.tables import CALLER_SCOPES, CONDITIONS
@@ -146,18 +146,30 @@ def vocabulary() -> Vocabulary:
 
 
 @router.get("/forwards", tags=["forwards"])
-def list_forwards(request: Request, who: Authenticated, tenant: str | None = None) -> list[Forward]:
-    """Every active forward the caller may see, with the trunks' emergency forwards."""
+def list_forwards(
+    request: Request,
+    who: Authenticated,
+    tenant: str | None = None,
+    number: Annotated[str | None, Query(description="only this number's")] = None,
+) -> list[Forward]:
+    """Every active forward the caller may see, with the trunks' emergency
+    forwards (seed 000's list); one number's when `number` is given."""
     with transaction(request) as connection:
         if tenant is not None:
             who.tenant_row(connection, tenant)
         name = who.tenant_name(tenant)
-        rows = forwards.listing(connection, name)
+        trunk_id: int | None = None
+        if number is not None:
+            owned = _visible_number(connection, who, number)
+            rows = forwards.listing(connection, None, number_id=int(owned.id))
+            trunk_id = None if owned.trunk_id is None else int(owned.trunk_id)
+        else:
+            rows = forwards.listing(connection, name)
         if who.subscriber_id is not None:
             mine = owned_numbers(connection, who)
             rows = [r for r in rows if r.subscriber_id == who.subscriber_id or r.e164 in mine]
         shown = [_forward(row) for row in rows]
-        if who.subscriber_id is None:
+        if who.subscriber_id is None and (number is None or trunk_id is not None):
             names = {int(t.id): str(t.name) for t in _tenants(connection)}
             shown += [
                 Forward(
@@ -169,7 +181,7 @@ def list_forwards(request: Request, who: Authenticated, tenant: str | None = Non
                     to=str(t.emergency),
                 )
                 for t in trunks.listing(connection, name)
-                if t.emergency
+                if t.emergency and (trunk_id is None or int(t.id) == trunk_id)
             ]
         return shown
 
@@ -238,13 +250,10 @@ def explain(
     at: Annotated[str | None, Query(description="ISO 8601 time (default: now)")] = None,
     max_diversions: int = Limits().max_diversions,
 ) -> dict[str, Any]:
-    """The chain a call to `number` would take, as `divert explain --json`."""
+    """The chain a call to `number` would take, as `divert explain --json`,
+    with the trunks' names and the node's default ring time."""
     with transaction(request) as connection:
-        row = find.number(connection, number, who.tenant)
-        if not who.sees(int(row.tenant_id)) or (
-            who.subscriber_id is not None and row.subscriber_id != who.subscriber_id
-        ):
-            raise NotFound(f"unknown number {row.e164}; see 'divert number list'")
+        _visible_number(connection, who, number)
         moment = explaining.parse_time(connection, at, number) if at else datetime.now(UTC)
         result = explaining.explain(
             connection,
@@ -256,6 +265,7 @@ def explain(
         )
         shown = explaining.as_json(result)
         shown["trunks"] = result.trunks
+        shown["default_ring_timeout"] = DEFAULT_RING_SECONDS  # a relay's ring_timeout null
         return shown
 
 
@@ -278,14 +288,22 @@ def _one(connection: Connection, who: Caller, forward_id: int) -> Forward:
     return _forward(row)
 
 
+def _visible_number(connection: Connection, who: Caller, number: str) -> Any:
+    """Number `number`, if the caller may see it (else 404, as unknown)."""
+    row = find.number(connection, number, who.tenant)
+    if not who.sees(int(row.tenant_id)) or (
+        who.subscriber_id is not None and row.subscriber_id != who.subscriber_id
+    ):
+        raise NotFound(f"unknown number {row.e164}; see 'divert number list'")
+    return row
+
+
 def _own_owner(connection: Connection, who: Caller, new: NewForward) -> None:
     """A subscriber adds forwards to itself or to numbers it owns, only."""
     if new.subscriber is not None and new.subscriber != who.username:
         raise Forbidden("a subscriber sets its own forwards only")
     if new.number is not None:
-        row = find.number(connection, new.number, who.tenant)
-        if row.subscriber_id != who.subscriber_id:
-            raise NotFound(f"unknown number {row.e164}; see 'divert number list'")
+        _visible_number(connection, who, new.number)
 
 
 def _forward(row: Any) -> Forward:

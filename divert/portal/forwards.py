@@ -213,9 +213,10 @@ def listing(
     tenant_name: str | None,
     now: datetime | None = None,
     ids: Sequence[int] = (),
+    number_id: int | None = None,
 ) -> Sequence[find.AnyRow]:
     """Every active forward (enabled, not expired), by tenant and owner;
-    only those of `ids` when given."""
+    only those of `ids`, or of one number, when given."""
     moment = now or datetime.now(UTC)
     answering = subscribers.alias("answering")  # the subscriber who owns a forward's number
     query = (
@@ -247,6 +248,8 @@ def listing(
         query = query.where(forwards.c.tenant_id == find.tenant(connection, tenant_name).id)
     if ids:
         query = query.where(forwards.c.id.in_(ids))
+    if number_id is not None:
+        query = query.where(forwards.c.number_id == number_id)
     return connection.execute(query).all()
 
 

@@ -197,6 +197,8 @@ SEED = [
         EMERGENCY_G,
     ),
     ("number", "add", numbered(46), "--tenant", "gamma", "--trunk", "pbx-g-dead"),
+    # no forward: the self-care page adds one (tests/e2e/test_self_care.py)
+    ("number", "add", numbered(47), "--tenant", "gamma", "--trunk", "pbx-g"),
     ("forward", "add", numbered(40), "--when", "always", "--to", mobile(40)),
     ("forward", "add", numbered(41), "--when", "busy", "--to", mobile(41)),
     ("forward", "add", numbered(42), "--when", "no-answer", "--to", mobile(42), "--timeout", "2"),

@@ -194,7 +194,7 @@ function svg(tag, attributes, text) {
 }
 
 function draw(chain) {
-  const box = { width: 230, height: 96, gap: 70 };
+  const box = { width: 262, height: 96, gap: 70 };
   const chart = $("chain");
   const steps = chain.steps;
   const width = 20 + (box.width + box.gap) * (steps.length + 1);
@@ -232,7 +232,7 @@ function draw(chain) {
       const where = relay.endpoint.kind === "trunk" ? "trunk " + (chain.trunks[relay.endpoint.ref] || relay.endpoint.ref) : relay.endpoint.kind;
       group.append(svg("text", { x: x + 12, y: y + 26 }, "rings " + relay.target));
       group.append(svg("text", { x: x + 12, y: y + 46, class: "small" }, "at " + where));
-      group.append(svg("text", { x: x + 12, y: y + 64, class: "small" }, relay.ring_timeout ? "for " + relay.ring_timeout + " s" : "no ring limit set"));
+      group.append(svg("text", { x: x + 12, y: y + 64, class: "small" }, relay.ring_timeout ? "for " + relay.ring_timeout + " s" : "for " + chain.default_ring_timeout + " s (the node's default)"));
       if (relay.diversions.length) {
         const last = relay.diversions[relay.diversions.length - 1];
         group.append(svg("text", { x: x + 12, y: y + 82, class: "small" }, "diverted from " + last.from + " (" + last.reason + ")"));
