@@ -43,7 +43,8 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.cluster_bench import ADMIN, DIVERT, TENANT, did, populate  # noqa: E402
+from cluster_bench import ADMIN, DIVERT, TENANT, did, populate  # noqa: E402  (bench/, sys.path[0])
+
 from divert.db import open_portal  # noqa: E402
 from divert.schema.migrate import upgrade  # noqa: E402
 
