@@ -27,6 +27,7 @@ from divert.kemi.core.model import (
     CallState,
     Decision,
     EndpointKind,
+    ForwardTable,
     Outcome,
     Relay,
     Reply,
@@ -74,7 +75,11 @@ def explain(
     after: list[After],
     at: datetime,
     limits: Limits = DEFAULT_LIMITS,
+    seen_by: str | None = None,
 ) -> Explanation:
+    """`seen_by`: explain as tenant `seen_by` may see it (the portal API):
+    another tenant's numbers are numbers of the outside world, whose
+    forwards it does not learn."""
     number = find.number(connection, called)
     tenant = find.tenant_by_id(connection, number.tenant_id)
     caller_id, internal = _caller(connection, tenant, caller)
@@ -83,6 +88,13 @@ def explain(
     mode = tenant_mode(record, at.timestamp()) if record else None
     call = Call(caller_id, internal, at.timestamp(), mode)
     lookup = reader.lookup()
+    if seen_by is not None:
+        everyone = lookup
+
+        def lookup(key: str) -> ForwardTable | None:
+            table = everyone(key)
+            return table if table is None or table.tenant == seen_by else None
+
     policy = load_policy(connection)
 
     def refusal(e164: str) -> str | None:  # as the node words it (the store's policy)
@@ -106,7 +118,16 @@ def explain(
     away = None
     if table is not None and table.away and table.endpoint.kind is EndpointKind.SUBSCRIBER:
         away = table.endpoint.ref
-    names = {str(row.id): str(row.name) for row in connection.execute(select(trunks))}
+    used = {
+        decision.endpoint.ref
+        for _, decision in steps
+        if isinstance(decision, Relay) and decision.endpoint.kind is EndpointKind.TRUNK
+    }
+    names = {
+        str(row.id): str(row.name)
+        for row in connection.execute(select(trunks))
+        if str(row.id) in used  # the trunks the chain rings, and only those
+    }
     return Explanation(
         str(number.e164),
         caller_id,

@@ -307,7 +307,7 @@ def test_explain_gives_the_chain_as_divert_explain_json(api: Portal):
     assert isinstance(chain, dict)
     assert chain["steps"] == expected["steps"] and len(chain["steps"]) == 2
     assert chain["steps"][1]["relay"]["target"] == "+393351000001"
-    assert chain["trunks"] == {"1": "pbx", "2": "pbx-b"}  # the page names trunks
+    assert chain["trunks"] == {"1": "pbx"}  # the trunks the chain rings, named
     assert chain["default_ring_timeout"] == 120
     bad = api.client.get(
         "/api/v1/explain", headers=api.as_(api.acme), params={"number": ACME_A, "after": "later"}
@@ -336,11 +336,12 @@ def test_tenants(api: Portal):
     assert created.status_code == 201 and created.json()["region"] == "DE"
     again = api.client.post("/api/v1/tenants", headers=api.as_(api.operator), json=new)
     assert again.status_code == 422 and again.json() == {"error": "tenant 'gamma' already exists"}
-    changed = api.client.patch(
-        "/api/v1/tenants/acme", headers=api.as_(api.acme), json={"timezone": "Europe/Paris"}
-    )
+    move = {"timezone": "Europe/Paris"}
+    mine = api.client.patch("/api/v1/tenants/acme", headers=api.as_(api.acme), json=move)
+    assert mine.status_code == 403  # its voicemail server, its operator: the operator's
+    changed = api.client.patch("/api/v1/tenants/acme", headers=api.as_(api.operator), json=move)
     assert changed.json()["timezone"] == "Europe/Paris"
-    nothing = api.client.patch("/api/v1/tenants/acme", headers=api.as_(api.acme), json={})
+    nothing = api.client.patch("/api/v1/tenants/acme", headers=api.as_(api.operator), json={})
     assert nothing.status_code == 422 and nothing.json()["error"].startswith("nothing to change")
     busy = api.client.delete("/api/v1/tenants/acme", headers=api.as_(api.operator))
     assert busy.status_code == 422 and "delete them first" in busy.json()["error"]
@@ -542,3 +543,52 @@ def test_divert_api_needs_a_migrated_portal(tmp_path: Path, capsys: pytest.Captu
     assert "is at schema 0008, this divert needs 0009; run 'divert db upgrade'" in (
         capsys.readouterr().err
     )
+
+
+def test_explain_keeps_other_tenants_forwards_hidden(api: Portal):
+    """A redirect (or a forward) to another tenant's number: to the tenant
+    it is a number of the outside world; the operator sees beta's forward."""
+    redirected = {"number": ACME_A, "after": [f"redirect:{BETA_X}"]}
+    seen = api.get("/explain", api.acme, **redirected)
+    everything = api.get("/explain", api.operator, **redirected)
+    assert isinstance(seen, dict) and isinstance(everything, dict)
+    hidden, known = seen["steps"][-1]["relay"], everything["steps"][-1]["relay"]
+    assert (hidden["target"], hidden["endpoint"]["kind"]) == (BETA_X, "external")
+    assert known["target"] == "+393351000009"  # beta's always-forward
+    assert "pbx-b" not in seen["trunks"].values()
+
+
+def test_odd_requests_get_one_line_json_errors(api: Portal):
+    for method, path, body, status in (
+        ("GET", "/api/v1/forwards/99999999999999999999999", None, 422),
+        ("DELETE", "/api/v1/schedules/0", None, 422),
+        ("GET", "/api/v1/nothing-here", None, 404),
+        ("PUT", "/api/v1/forwards", None, 405),
+        ("POST", "/api/v1/forwards", "{not json", 422),
+    ):
+        response = api.client.request(
+            method,
+            path,
+            headers={**api.as_(api.acme), "Content-Type": "application/json"},
+            content=body,
+        )
+        assert response.status_code == status, (path, response.text)
+        assert list(response.json()) == ["error"] and "\n" not in response.json()["error"]
+
+
+def test_a_number_of_another_tenant_is_not_deleted_by_naming_the_wrong_tenant(api: Portal):
+    code, _, err = api.cli("number", "delete", BETA_X, "--tenant", "acme")
+    assert code == 2 and err.startswith(f"divert: unknown number {BETA_X} in tenant acme")
+    assert BETA_X in api.cli("number", "list")[1]
+
+
+def test_an_expiry_past_the_last_representable_time_is_refused_in_one_line():
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from divert.errors import DivertError
+    from divert.portal.forwards import parse_until
+
+    west = SimpleNamespace(timezone="America/New_York")
+    with pytest.raises(DivertError, match="is too far ahead"):
+        parse_until("9999-12-31T23:59", west, datetime.now(UTC))  # type: ignore[arg-type]

@@ -21,23 +21,28 @@ made here routes the next call like one made with the CLI.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
+from fastapi import Path as PathParameter
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from divert.api.auth import Caller, Forbidden, Unauthorized, authenticate
 from divert.errors import DivertError, NotFound, PortalUnavailable
 
 PAGE = Path(__file__).with_name("page")
+log = logging.getLogger("divert.api")
 _credentials = APIKeyHeader(
     name="Authorization",
     auto_error=False,
@@ -66,6 +71,8 @@ def caller(request: Request, authorization: Annotated[str | None, Depends(_crede
 
 
 Authenticated = Annotated[Caller, Depends(caller)]
+RowId = Annotated[int, PathParameter(ge=1, le=2**63 - 1, description="as listed")]
+"""A portal row's id: a 64-bit key (a larger one is a 422, not a database error)."""
 
 
 def create_app(engine: Engine) -> FastAPI:
@@ -77,7 +84,7 @@ def create_app(engine: Engine) -> FastAPI:
         "destination policy, and what a call would do.",
         version="1",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # Swagger UI would load its scripts from a CDN
         redoc_url=None,
     )
     app.state.engine = engine
@@ -95,6 +102,9 @@ def create_app(engine: Engine) -> FastAPI:
         return FileResponse(PAGE / "index.html", headers={"Cache-Control": "no-store"})
 
     return app
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def _errors(app: FastAPI) -> None:
@@ -126,6 +136,23 @@ def _errors(app: FastAPI) -> None:
         first = problem.errors()[0] if problem.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
         return error(422, f"{where or 'request'}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(HTTPException)
+    def http_error(_: Request, problem: HTTPException) -> JSONResponse:
+        # Starlette's own: no such route (404), a method it does not take
+        # (405), a body that is not JSON (400)
+        return error(problem.status_code, str(problem.detail))
+
+    @app.middleware("http")
+    async def internal(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """The unforeseen: one log line and a one-line 500, never a traceback."""
+        try:
+            return await call_next(request)
+        except Exception as problem:
+            log.error("internal error: %s: %s", type(problem).__name__, first_line(problem))
+            return error(500, f"internal error: {type(problem).__name__}")
 
     @app.exception_handler(IntegrityError)
     def conflict(_: Request, problem: IntegrityError) -> JSONResponse:

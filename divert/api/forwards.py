@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection, select
 
 from divert import explain as explaining
-from divert.api.app import Authenticated, transaction
+from divert.api.app import Authenticated, RowId, transaction
 from divert.api.auth import Caller, Forbidden, owned_numbers
 from divert.errors import NotFound
 from divert.kemi.core.decide import DEFAULT_RING_SECONDS, Limits
@@ -215,14 +215,14 @@ def add_forward(request: Request, who: Authenticated, new: NewForward) -> Forwar
 
 
 @router.get("/forwards/{forward_id}", tags=["forwards"])
-def get_forward(request: Request, who: Authenticated, forward_id: int) -> Forward:
+def get_forward(request: Request, who: Authenticated, forward_id: RowId) -> Forward:
     with transaction(request) as connection:
         return _one(connection, who, forward_id)
 
 
 @router.patch("/forwards/{forward_id}", tags=["forwards"])
 def change_forward(
-    request: Request, who: Authenticated, forward_id: int, change: ForwardChange
+    request: Request, who: Authenticated, forward_id: RowId, change: ForwardChange
 ) -> Forward:
     with transaction(request) as connection:
         _one(connection, who, forward_id)
@@ -231,7 +231,7 @@ def change_forward(
 
 
 @router.delete("/forwards/{forward_id}", status_code=204, tags=["forwards"])
-def delete_forward(request: Request, who: Authenticated, forward_id: int) -> Response:
+def delete_forward(request: Request, who: Authenticated, forward_id: RowId) -> Response:
     with transaction(request) as connection:
         _one(connection, who, forward_id)
         forwards.remove(connection, forward_id)
@@ -253,15 +253,16 @@ def explain(
     """The chain a call to `number` would take, as `divert explain --json`,
     with the trunks' names and the node's default ring time."""
     with transaction(request) as connection:
-        _visible_number(connection, who, number)
-        moment = explaining.parse_time(connection, at, number) if at else datetime.now(UTC)
+        called = str(_visible_number(connection, who, number).e164)
+        moment = explaining.parse_time(connection, at, called) if at else datetime.now(UTC)
         result = explaining.explain(
             connection,
-            number,
+            called,
             caller,
             [explaining.parse_after(text) for text in after or ()],
             moment,
             explaining.limits(max_diversions),
+            seen_by=who.tenant,
         )
         shown = explaining.as_json(result)
         shown["trunks"] = result.trunks

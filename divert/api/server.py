@@ -28,7 +28,7 @@ def serve(engine: Engine, host: str, port: int, portal: str) -> int:
     listener.listen(128)
     logging.basicConfig(format="%(asctime)s divert %(levelname)s %(message)s", level=logging.INFO)
     log.info(
-        "portal API on http://%s:%d/api/docs, self-care page on /self-care (portal %s)",
+        "portal API on http://%s:%d/api/v1, self-care page on /self-care (portal %s)",
         host,
         port,
         portal,

@@ -131,9 +131,13 @@ def parse_until(text: str, tenant: find.AnyRow, now: datetime) -> datetime:
         raise DivertError(f"time {text!r} is not ISO 8601, e.g. 2026-12-24T18:00") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=ZoneInfo(str(tenant.timezone)))
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31 west of UTC: past the last representable time
+        raise DivertError(f"--until {text} is too far ahead") from None
     if moment <= now:
         raise DivertError(f"--until {text} is in the past")
-    return moment.astimezone(UTC)
+    return moment
 
 
 def add(

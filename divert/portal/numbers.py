@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from divert.errors import DivertError
+from divert.errors import DivertError, NotFound
 from divert.numbering import normalise
 from divert.portal import find
 from divert.schema.tables import forwards, numbers, subscribers, tenants, trunks
@@ -62,6 +62,10 @@ def listing(connection: Connection, tenant_name: str | None) -> Sequence[find.An
 def remove(connection: Connection, raw: str, tenant_name: str | None) -> tuple[str, int]:
     """Delete a DID and its forwards; returns (E.164, forwards deleted)."""
     row = find.number(connection, raw, tenant_name)
+    if tenant_name is not None and row.tenant_id != find.tenant(connection, tenant_name).id:
+        raise NotFound(
+            f"unknown number {row.e164} in tenant {tenant_name}; see 'divert number list'"
+        )
     count = connection.scalar(select(func.count()).where(forwards.c.number_id == row.id)) or 0
     connection.execute(delete(forwards).where(forwards.c.number_id == row.id))
     connection.execute(delete(numbers).where(numbers.c.id == row.id))

@@ -25,7 +25,7 @@ async function api(method, path, body) {
     throw new Error("signed out");
   }
   if (response.status === 204) return null;
-  const data = await response.json();
+  const data = await response.json().catch(() => ({ error: response.status + " " + response.statusText }));
   if (!response.ok) throw new Error(data.error || response.statusText);
   return data;
 }
@@ -160,7 +160,11 @@ async function saveEdit(event) {
 
 async function remove(forward) {
   if (!confirm("Delete forward " + forward.id + " (" + forward.when + " to " + forward.to + ")?")) return;
-  await api("DELETE", "/forwards/" + forward.id);
+  try {
+    await api("DELETE", "/forwards/" + forward.id);
+  } catch (error) {
+    alert(error.message);
+  }
   await listForwards();
 }
 
