@@ -592,3 +592,22 @@ def test_an_expiry_past_the_last_representable_time_is_refused_in_one_line():
     west = SimpleNamespace(timezone="America/New_York")
     with pytest.raises(DivertError, match="is too far ahead"):
         parse_until("9999-12-31T23:59", west, datetime.now(UTC))  # type: ignore[arg-type]
+
+
+@pytest.mark.postgres
+def test_a_portal_outage_is_a_503_and_the_api_recovers(pg_url: str):
+    from divert.db import open_portal
+    from tests.conftest import portal_reachable
+
+    engine = open_portal(pg_url)
+    with TestClient(create_app(engine)) as client:
+        portal_reachable(pg_url, False)
+        try:
+            down = client.get("/api/v1/forwards", headers={"Authorization": "Bearer dvt_x"})
+        finally:
+            portal_reachable(pg_url, True)
+        assert down.status_code == 503
+        assert down.json()["error"].startswith("cannot use the portal: ")
+        again = client.get("/api/v1/forwards", headers={"Authorization": "Bearer dvt_x"})
+        assert again.status_code == 401  # the portal answers again: the token is checked
+    engine.dispose()
