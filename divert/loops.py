@@ -16,7 +16,7 @@ honoured; modes are compared by name (conservative across tenants).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from divert.kemi.core.decide import Lookup
 from divert.kemi.core.model import Condition, DestKind
@@ -37,10 +37,12 @@ def find_loop(
     return None
 
 
-def loop_refusal(path: tuple[str, ...], internal: bool) -> str:
-    """Why a forward closing the loop `path` is refused, in the portal's words."""
+def loop_refusal(path: tuple[str, ...], internal: bool, shown: Callable[[str], str] = str) -> str:
+    """Why a forward closing the loop `path` is refused, in the portal's
+    words; `shown` names each key (the API hides other tenants' numbers)."""
     callers = "internal" if internal else "external"
-    return f"refused: this forward would close a loop for {callers} callers: {' -> '.join(path)}"
+    hops = " -> ".join(shown(key) for key in path)
+    return f"refused: this forward would close a loop for {callers} callers: {hops}"
 
 
 def _cycle_from(lookup: Lookup, start: str, internal: bool, now: float) -> tuple[str, ...] | None:

@@ -611,3 +611,16 @@ def test_a_portal_outage_is_a_503_and_the_api_recovers(pg_url: str):
         again = client.get("/api/v1/forwards", headers={"Authorization": "Bearer dvt_x"})
         assert again.status_code == 401  # the portal answers again: the token is checked
     engine.dispose()
+
+
+def test_a_loop_through_another_tenant_is_refused_without_naming_its_numbers(api: Portal):
+    assert api.cli("forward", "add", BETA_X, "--when", "always", "--to", ACME_B)[0] == 0
+    closing = {"number": ACME_B, "when": "always", "to": BETA_X}
+    refused = api.client.post("/api/v1/forwards", headers=api.as_(api.acme), json=closing)
+    assert refused.status_code == 422
+    assert refused.json()["error"] == (
+        "refused: this forward would close a loop for external callers: "
+        f"{ACME_B} -> another tenant's number -> {ACME_B}"
+    )
+    everything = api.client.post("/api/v1/forwards", headers=api.as_(api.operator), json=closing)
+    assert BETA_X in everything.json()["error"]  # the operator sees the whole loop

@@ -210,6 +210,7 @@ def add_forward(request: Request, who: Authenticated, new: NewForward) -> Forwar
             new.timeout,
             new.until,
             modes=new.modes,
+            seen_by=who.tenant,
         )
         return _one(connection, who, forward_id)
 
@@ -226,7 +227,9 @@ def change_forward(
 ) -> Forward:
     with transaction(request) as connection:
         _one(connection, who, forward_id)
-        forwards.change_destination(connection, forward_id, change.to, change.timeout)
+        forwards.change_destination(
+            connection, forward_id, change.to, change.timeout, seen_by=who.tenant
+        )
         return _one(connection, who, forward_id)
 
 

@@ -150,6 +150,7 @@ def add(
     until: str | None = None,
     now: datetime | None = None,
     modes: str | None = None,
+    seen_by: str | None = None,
 ) -> tuple[int, str]:
     """Validate and save a forward; returns its id and destination label."""
     moment = now or datetime.now(UTC)
@@ -187,12 +188,16 @@ def add(
         "modes": parse_modes(connection, owner.tenant, modes) if modes else None,
     }
     forward_id = find.inserted_id(connection.execute(insert(forwards).values(**values)))
-    refuse_loops(connection, owner.keys, moment)
+    refuse_loops(connection, owner.keys, moment, seen_by)
     return forward_id, destination_label(kind, value)
 
 
 def change_destination(
-    connection: Connection, forward_id: int, destination: str, ring_timeout: int | None = None
+    connection: Connection,
+    forward_id: int,
+    destination: str,
+    ring_timeout: int | None = None,
+    seen_by: str | None = None,
 ) -> str:
     """Point a forward elsewhere; returns the new destination label."""
     row = _forward(connection, forward_id)
@@ -203,7 +208,7 @@ def change_destination(
         _check_timeout(row.condition, ring_timeout)
         values["ring_timeout"] = ring_timeout
     connection.execute(update(forwards).where(forwards.c.id == forward_id).values(**values))
-    refuse_loops(connection, _keys_of(connection, row), datetime.now(UTC))
+    refuse_loops(connection, _keys_of(connection, row), datetime.now(UTC), seen_by)
     return destination_label(kind, value)
 
 
@@ -257,11 +262,24 @@ def listing(
     return connection.execute(query).all()
 
 
-def refuse_loops(connection: Connection, keys: Sequence[str], now: datetime) -> None:
-    """Raise if the forwards as they now stand close a loop through `keys`."""
-    loop = find_loop(portal_lookup(connection), keys, now.timestamp())
-    if loop is not None:
-        raise DivertError(loop_refusal(*loop))
+def refuse_loops(
+    connection: Connection, keys: Sequence[str], now: datetime, seen_by: str | None = None
+) -> None:
+    """Raise if the forwards as they now stand close a loop through `keys`.
+    `seen_by`: the tenant that asks (the API), to whom other tenants'
+    numbers in the loop are only "another tenant's number"."""
+    lookup = portal_lookup(connection)
+    loop = find_loop(lookup, keys, now.timestamp())
+    if loop is None:
+        return
+
+    def shown(key: str) -> str:
+        table = lookup(key)
+        if seen_by is None or table is None or table.tenant == seen_by:
+            return key
+        return "another tenant's number"
+
+    raise DivertError(loop_refusal(*loop, shown=shown))
 
 
 def portal_lookup(connection: Connection) -> Lookup:
