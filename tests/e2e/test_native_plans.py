@@ -156,9 +156,11 @@ def test_busy_to_a_number_that_forwards_announces_both_diversions(node: DivertNo
     )
 
 
-def said_503(node: DivertNode, reason: str) -> int:
-    """How often the node's log says calls ended 503 for `reason`."""
-    return node.log.read_bytes().count(f"calls answered 503: {reason}".encode())
+def said_503_natively(node: DivertNode, reason: str) -> bool:
+    """Has kamailio.cfg (not Python: its lines are the <script>'s) said that
+    calls ended 503 for `reason`?  Once a minute per worker at most: another
+    test's call (test_fuzz's, to these numbers) may have said it first."""
+    return f"<script>: divert: calls answered 503: {reason}".encode() in node.log.read_bytes()
 
 
 def test_a_trunk_down_ends_in_503_from_its_plan(node: DivertNode, workdir: Path):
@@ -167,14 +169,12 @@ def test_a_trunk_down_ends_in_503_from_its_plan(node: DivertNode, workdir: Path)
     node.wait_trunk(PBX_G, active=False, timeout=15)
     before = settled(node)
     timed = decision_seconds(node)
-    lines = said_503(node, "a customer trunk is down")
     caller = call(workdir, "caller", NODE, numbered(41), 503, f"{CALLER}:6406")
     assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
     time.sleep(1.1)
     assert native_calls(node) == before + 1
     assert decision_seconds(node) == timed
-    # one line a minute per worker: this test's is the first of its kind
-    assert said_503(node, "a customer trunk is down") == lines + 1, node.tail()
+    assert said_503_natively(node, "a customer trunk is down"), node.tail()
 
 
 def test_a_dead_trunk_takes_its_emergency_forward_from_the_plan(node: DivertNode, workdir: Path):
@@ -225,7 +225,6 @@ def test_a_carrier_that_never_answers_fails_over_within_the_plan(node: DivertNod
 def test_every_carrier_failing_ends_in_503_from_the_plan(node: DivertNode, workdir: Path):
     before = settled(node)
     timed = decision_seconds(node)
-    lines = said_503(node, "no carrier is up")
     first = callee(workdir, "carrier-1", CARRIER_1, "reply", code=503, reason="Overloaded")
     second = callee(workdir, "carrier-2", CARRIER_2, "reply", code=500, reason="Broken")
     node.wait_trunk(CARRIER_1, active=True)
@@ -241,7 +240,7 @@ def test_every_carrier_failing_ends_in_503_from_the_plan(node: DivertNode, workd
     time.sleep(1.1)
     assert native_calls(node) == before + 1
     assert decision_seconds(node) == timed
-    assert said_503(node, "no carrier is up") == lines + 1, node.tail()
+    assert said_503_natively(node, "no carrier is up"), node.tail()
 
 
 def test_a_change_is_seen_by_the_next_call(node: DivertNode, workdir: Path):
