@@ -1,8 +1,8 @@
 """The self-care page in a real browser (Debian's Chromium, driven by
 Selenium through Debian's chromedriver: nothing downloaded), served by
 `divert api` on the session node's portal: a customer signs in, sees its
-forwards, adds a busy forward, a call through the node takes it, and the
-customer deletes it.  The page's main views are saved as screenshots
+forwards, adds a busy forward and changes it, a call through the node
+takes it, and the customer deletes it.  The page's main views are saved as screenshots
 (``DIVERT_SCREENSHOTS=dir`` keeps them there: the README's come from it)."""
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def divert(node: DivertNode, *args: str) -> str:
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
-def test_a_customer_adds_a_busy_forward_a_call_takes_it_and_the_customer_deletes_it(
+def test_a_customer_adds_and_changes_a_busy_forward_a_call_takes_it_and_it_is_deleted(
     node: DivertNode, workdir: Path, api: str, browser: object
 ):
     from selenium.webdriver.common.by import By
@@ -122,6 +122,22 @@ def test_a_customer_adds_a_busy_forward_a_call_takes_it_and_the_customer_deletes
     (added,) = driver.find_elements(By.XPATH, row_of)
     assert "busy" in added.text and mobile_47 in added.text
     driver.save_screenshot(str(pictures / "forwards.png"))
+
+    # change it: the ring number first goes elsewhere, then back
+    for target in (mobile(46), mobile_47):
+        (added,) = driver.find_elements(By.XPATH, row_of)
+        added.find_element(By.CSS_SELECTOR, "button.edit").click()
+        wait.until(shown.visibility_of_element_located((By.ID, "edit-to")))
+        driver.find_element(By.ID, "edit-to").clear()
+        driver.find_element(By.ID, "edit-to").send_keys(target)
+        driver.find_element(By.CSS_SELECTOR, "#edit-forward button[type=submit]").click()
+        wait.until(
+            lambda d, target=target: any(
+                target in row.text for row in d.find_elements(By.XPATH, row_of)
+            )
+        )
+        if target == mobile(46):
+            assert mobile(46) in divert(node, "forward", "list", "--tenant", "gamma")
 
     # a bad destination: the CLI's one-line message, on the page
     driver.find_element(By.ID, "add-to").send_keys("reject:99")
