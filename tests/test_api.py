@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 
 from divert.api.app import create_app
 from divert.cli import main
+from divert.portal import tenants
 from divert.schema.tables import api_tokens
 
 ACME_A, ACME_B, ACME_ALICE = "+390200000001", "+390200000002", "+390200000003"
@@ -624,3 +625,34 @@ def test_a_loop_through_another_tenant_is_refused_without_naming_its_numbers(api
     )
     everything = api.client.post("/api/v1/forwards", headers=api.as_(api.operator), json=closing)
     assert BETA_X in everything.json()["error"]  # the operator sees the whole loop
+
+
+def test_a_row_created_by_someone_else_meanwhile_is_a_one_line_409(api: Portal, portal: Engine):
+    """Two writers race: the portal's checks pass, then another session
+    creates the same tenant before our INSERT.  The database's own constraint
+    refuses ours and the API says so in one line (409), not a 500."""
+    raced_once: list[bool] = []
+
+    def meanwhile(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO TENANTS") and not raced_once:
+            raced_once.append(True)
+            with portal.begin() as other:
+                tenants.add(other, "racer", "IT")
+
+    event.listen(portal, "before_cursor_execute", meanwhile)
+    try:
+        raced = api.client.post(
+            "/api/v1/tenants", headers=api.as_(api.operator), json={"name": "racer", "region": "DE"}
+        )
+    finally:
+        event.remove(portal, "before_cursor_execute", meanwhile)
+    assert raced.status_code == 409, raced.text
+    assert raced.json()["error"].startswith("refused by the portal: ")
+    assert "\n" not in raced.json()["error"]
+    # the other writer's tenant stands, ours is not half made
+    listed = api.get("/tenants", api.operator)
+    assert [(t["name"], t["region"]) for t in listed] == [  # type: ignore[union-attr,index]
+        ("acme", "IT"),
+        ("beta", "IT"),
+        ("racer", "IT"),
+    ]
