@@ -94,7 +94,8 @@ def sip_rows(sip: dict[str, Any]) -> list[tuple[str, str, str]]:
                     "",
                     f"divert / equivalent x{cpu['ratio_equivalent']}, / baseline "
                     f"x{cpu['ratio_baseline']}, twin / baseline x{cpu['twin_ratio']} "
-                    f"({cpu['rate']}/s, retransmissions {resent})",
+                    f"({cpu['rate']}/s each, all at once, rounds paired; "
+                    f"retransmissions {resent})",
                     "",
                 ),
             ]
@@ -116,8 +117,8 @@ def sip_rows(sip: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(
             (
                 "divert CPU per call, cold / warm numbers",
-                f"cold {_us(cold['cold_us'])} / warm {_us(cold['warm_us'])} = x{_x(cold['ratio'])} "
-                f"({cold['rate']}/s, unconditional)",
+                f"cold {_us(cold['cold_us'])} / warm {_us(cold['warm_us'])}: "
+                f"x{_x(cold['ratio'])} ({cold['rate']}/s, unconditional; rounds paired)",
                 "<= x1.3",
             )
         )
@@ -129,7 +130,7 @@ def sip_rows(sip: dict[str, Any]) -> list[tuple[str, str, str]]:
             (
                 "divert CPU per call, dialling all numbers",
                 f"{numbers['small']:,}: {_us(scale['small_us'])}, {numbers['large']:,}: "
-                f"{_us(scale['large_us'])} = x{_x(scale['growth'])}",
+                f"{_us(scale['large_us'])}: x{_x(scale['growth'])} (both at once, rounds paired)",
                 "<= x1.10",
             ),
             (

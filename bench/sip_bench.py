@@ -74,6 +74,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -667,38 +668,88 @@ class Target:
 
 
 def cpu_rounds(
-    work: Path, targets: dict[str, Target], step_seconds: float, tag: str
+    work: Path,
+    targets: dict[str, Target],
+    step_seconds: float,
+    tag: str,
+    together: bool = False,
 ) -> dict[str, Any]:
-    """Kamailio CPU per call at CPU_RATE of each target, in alternation,
-    CPU_ROUNDS rounds; the median round of each."""
-    samples: dict[str, list[float]] = {name: [] for name in targets}
+    """Kamailio CPU per call at CPU_RATE of each target, CPU_ROUNDS rounds;
+    the median round of each.
+
+    `together`: the targets are separate nodes, and each round calls all of
+    them at once, each measured over the same seconds: whatever the shared
+    machine does meanwhile (a neighbour's burst, a slower hour) it does to
+    all of them alike.  Otherwise (one node, two kinds of call) in
+    alternation.  Compare two targets with `paired`, round by round.
+    """
+    samples: dict[str, list[float | None]] = {name: [] for name in targets}
     retransmissions = dict.fromkeys(targets, 0)
     failed = dict.fromkeys(targets, 0)
     calls = int(CPU_RATE * step_seconds)
-    for round_ in range(CPU_ROUNDS):
-        for name, target in targets.items():
-            pids = kamailio_pids(target.root)
-            before = cpu_seconds(pids)
-            step = sipp_calls(
+
+    def measure(names: list[str], round_: int) -> None:
+        pids = {name: kamailio_pids(targets[name].root) for name in names}
+        before = {name: cpu_seconds(pids[name]) for name in names}
+        steps: dict[str, Step] = {}
+
+        def call(name: str) -> None:
+            steps[name] = sipp_calls(
                 work,
-                target.node,
-                target.numbers(round_),
+                targets[name].node,
+                targets[name].numbers(round_),
                 CPU_RATE,
                 calls,
                 f"cpu-{tag}-{name}-{round_}",
             )
+
+        threads = [threading.Thread(target=call, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for name in names:
+            step = steps[name]
             retransmissions[name] += step.retransmissions
             failed[name] += step.calls - step.successful
-            if step.successful:
-                samples[name].append(round((cpu_seconds(pids) - before) / step.successful * 1e6, 1))
+            used = cpu_seconds(pids[name]) - before[name]
+            # a round with a failed call does not count: its cost is not a call's
+            if step.successful == step.calls:
+                samples[name].append(round(used / step.successful * 1e6, 1))
+            else:
+                samples[name].append(None)
+
+    for round_ in range(CPU_ROUNDS):
+        if together:
+            measure(list(targets), round_)
+        else:
+            for name in targets:
+                measure([name], round_)
     return {
         "rate": CPU_RATE,
         "calls": calls,
-        "us": {name: round(statistics.median(us)) if us else None for name, us in samples.items()},
+        "together": together,
+        "us": {name: _median(us) for name, us in samples.items()},
         "retransmissions": retransmissions,
         "failed": failed,
         "samples": samples,
     }
+
+
+def _median(values: list[float | None]) -> int | None:
+    counted = [value for value in values if value is not None]
+    return round(statistics.median(counted)) if counted else None
+
+
+def paired(figures: dict[str, Any], a: str, b: str) -> float | None:
+    """a / b: the median of the rounds' own ratios, each of two figures
+    measured side by side (together, or one straight after the other)."""
+    ratios = [
+        x / y
+        for x, y in zip(figures["samples"][a], figures["samples"][b], strict=True)
+        if x is not None and y
+    ]
+    return round(statistics.median(ratios), 2) if ratios else None
 
 
 def cpu_per_call(running: Systems, case: str, step_seconds: float) -> dict[str, Any]:
@@ -710,14 +761,14 @@ def cpu_per_call(running: Systems, case: str, step_seconds: float) -> dict[str, 
         )
         for name in CPU_SYSTEMS
     }
-    figures = cpu_rounds(running.work, targets, step_seconds, case)
+    figures = cpu_rounds(running.work, targets, step_seconds, case, together=True)
     us = figures["us"]
     return {
         **figures,
         **{f"{name}_us": us[name] for name in CPU_SYSTEMS},
-        "ratio_equivalent": _ratio(us["divert"], us["equivalent"], 2),
-        "ratio_baseline": _ratio(us["divert"], us["baseline"], 2),
-        "twin_ratio": _ratio(us["twin"], us["baseline"], 2),
+        "ratio_equivalent": paired(figures, "divert", "equivalent"),
+        "ratio_baseline": paired(figures, "divert", "baseline"),
+        "twin_ratio": paired(figures, "twin", "baseline"),
     }
 
 
@@ -738,7 +789,7 @@ def cold_warm(running: Systems, step_seconds: float) -> dict[str, Any]:
         **figures,
         "cold_us": us["cold"],
         "warm_us": us["warm"],
-        "ratio": _ratio(us["cold"], us["warm"], 2),
+        "ratio": paired(figures, "cold", "warm"),
     }
 
 
@@ -1048,12 +1099,12 @@ def scale(running: Systems, step_seconds: float) -> dict[str, Any]:
             name: Target(NODES[name], nodes[name].popen.pid, lambda r, n=name: files[f"{n}-{r}"])
             for name in nodes
         }
-        cpu = cpu_rounds(work, targets, step_seconds, "scale")
+        cpu = cpu_rounds(work, targets, step_seconds, "scale", together=True)
         figures |= {
             "cpu": cpu,
             "small_us": cpu["us"]["small"],
             "large_us": cpu["us"]["large"],
-            "growth": _ratio(cpu["us"]["large"], cpu["us"]["small"], 2),
+            "growth": paired(cpu, "large", "small"),
             "memory_large": memory(nodes["large"], states["large"]),
         }
     finally:
