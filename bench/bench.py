@@ -8,7 +8,7 @@ numbers) and bench/sip_bench.py (through Kamailio: divert, the
 wire-equivalent native configuration, the minimal baseline and its Python
 twin side by side; cold and warm numbers; nodes of 1,000 and 1,000,000
 numbers), prints one table and writes every figure to var/bench/bench.json.
-About 15 minutes on 2 cores (--quick: about 5); loopback only (the /24 of
+About 25 minutes on 2 cores (--quick: about 5); loopback only (the /24 of
 --net), every run bounded in count and time.
 """
 
