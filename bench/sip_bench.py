@@ -34,9 +34,9 @@ ratio the median of the ladders' own (paired) ratios.
 Latency: request route execution times from Kamailio's own
 `latency_cfg_log`, turned on at run time for one fixed-rate pass per case.
 CPU per call: the CPU time the Kamailio processes of each system used (the
-scheduler's count in /proc, in ns) over fixed-rate passes in alternation,
-divided by the calls;
-steadier than the ladder on a shared machine.
+scheduler's count in /proc, in ns) over fixed-rate passes, every system
+called at once in each, divided by the calls; ratios the median of the
+passes' own: steadier than the ladder on a shared machine.
 
 Cold and warm (divert): passes where every call dials a number no worker
 has dialled since the node started (numbers set aside for it, never in
@@ -753,8 +753,8 @@ def paired(figures: dict[str, Any], a: str, b: str) -> float | None:
 
 
 def cpu_per_call(running: Systems, case: str, step_seconds: float) -> dict[str, Any]:
-    """Kamailio CPU per call at CPU_RATE, divert and the yardsticks in
-    alternation."""
+    """Kamailio CPU per call at CPU_RATE, divert and the yardsticks called
+    at once in each round."""
     targets = {
         name: Target(
             NODES[name], running.processes[name].popen.pid, lambda _r: running.injections[case]
