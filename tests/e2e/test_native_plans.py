@@ -139,6 +139,31 @@ def test_a_busy_number_without_a_busy_forward_gets_486_from_its_plan(
     assert decision_seconds(node) == timed
 
 
+def test_a_redirect_from_a_plans_pbx_is_followed_with_the_plans_call_state(
+    node: DivertNode, workdir: Path
+):
+    """The PBX of a number with a plan answers 302: that is Python's, which
+    needs the call state the plan carried (built only now, kamailio.cfg's
+    route[PLAN_CALL]): the forward names the number as the one diverted."""
+    before = settled(node)
+    contact = f"<sip:{mobile(77)}@pbx.example>"
+    pbx = callee(workdir, "pbx", PBX_G, "reply", code=302, reason="Moved", contact=contact)
+    carrier = callee(workdir, "carrier", CARRIER_1, "answer")
+    node.wait_trunk(PBX_G, active=True)
+    node.wait_trunk(CARRIER_1, active=True)
+    caller = call(workdir, "caller", NODE, numbered(41), 200, f"{CALLER}:6412")
+    assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
+    pbx.stop()
+    carrier.stop()
+    (forwarded,) = carrier.received()
+    assert forwarded.ruri_user == mobile(77)
+    (diversion,) = forwarded.header("Diversion")
+    assert diversion.startswith(f"<sip:{numbered(41)}@divert.invalid>;")
+    assert "SIP/2.0 302" not in " ".join(caller.replies())  # never relayed upstream
+    time.sleep(1.1)
+    assert native_calls(node) == before + 1  # the arrival was the plan's
+
+
 def test_a_reject_rule_from_a_native_plan(node: DivertNode, workdir: Path):
     caller = call(workdir, "caller", NODE, numbered(43), 603, f"{CALLER}:6404")
     assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
