@@ -322,6 +322,10 @@ class DivertNode:
             ["kamcmd", "-s", socket_path, *args], capture_output=True, text=True, timeout=10
         ).stdout
 
+    def trunk_flags(self, address: str) -> str | None:
+        """The dispatcher's flags of `address` ("AP": active and probed)."""
+        return _flags_of(self.kamcmd("dispatcher.list"), f"sip:{address}")
+
     def wait_trunk(self, address: str, active: bool, timeout: float = 10) -> None:
         """Until the dispatcher's probing sees `address` up (or down).
 
@@ -331,8 +335,7 @@ class DivertNode:
         listened for longer than that."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            listing = self.kamcmd("dispatcher.list")
-            state = _flags_of(listing, f"sip:{address}")
+            state = self.trunk_flags(address)
             if state is not None and (state.startswith("A") == active):
                 young = [
                     PROBE_SETTLE_S - peer.listening_for()

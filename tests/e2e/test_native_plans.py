@@ -18,6 +18,7 @@ from tests.e2e.conftest import (
     EMERGENCY_G,
     NODE,
     PBX_G,
+    PBX_G_DEAD,
     DivertNode,
     mobile,
     numbered,
@@ -218,6 +219,34 @@ def test_a_dead_trunk_takes_its_emergency_forward_from_the_plan(node: DivertNode
     time.sleep(1.1)
     assert native_calls(node) == before + 1
     assert decision_seconds(node) == timed
+
+
+def test_an_emergency_forward_refused_by_a_carrier_goes_on_to_the_next_carrier(
+    node: DivertNode, workdir: Path
+):
+    """The dead trunk's emergency forward (its plan's down step) gets 503
+    from the first carrier: as for any forward to the carriers, the next
+    carrier gets the call, once, and the first stays up (its 503 was about
+    one call).  Not the arrival's failure again: that would mark the
+    carrier down as if it were the customer's dead trunk."""
+    node.wait_trunk(PBX_G_DEAD, active=False, timeout=15)  # the plan's step for a trunk known down
+    first = callee(workdir, "carrier-1", CARRIER_1, "reply", code=503, reason="Overloaded")
+    second = callee(workdir, "carrier-2", CARRIER_2, "answer")
+    node.wait_trunk(CARRIER_1, active=True)
+    node.wait_trunk(CARRIER_2, active=True)
+    caller = call(workdir, "caller", NODE, numbered(46), 200, f"{CALLER}:6415")
+    try:
+        assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
+        (refused,) = first.received()
+        assert refused.ruri_user == EMERGENCY_G
+        assert (node.trunk_flags(CARRIER_1) or "").startswith("A"), node.kamcmd("dispatcher.list")
+    finally:
+        first.stop()
+        second.stop()
+    (relayed,) = second.received()
+    assert relayed.ruri_user == EMERGENCY_G
+    assert relayed.header("Diversion") == refused.header("Diversion")
+    assert caller.replies().count("SIP/2.0 181 Call Is Being Forwarded") == 1
 
 
 def test_a_carrier_that_never_answers_fails_over_within_the_plan(node: DivertNode, workdir: Path):
