@@ -152,7 +152,7 @@ def test_a_redirect_from_a_plans_pbx_is_followed_with_the_plans_call_state(
     carrier = callee(workdir, "carrier", CARRIER_1, "answer")
     node.wait_trunk(PBX_G, active=True)
     node.wait_trunk(CARRIER_1, active=True)
-    caller = call(workdir, "caller", NODE, numbered(41), 200, f"{CALLER}:6412")
+    caller = call(workdir, "caller", NODE, numbered(41), 200, f"{CALLER}:6416")
     assert caller.wait() == 0, f"{caller.diagnostics()}\n{node.tail()}"
     pbx.stop()
     carrier.stop()
