@@ -193,6 +193,54 @@ def test_a_signed_in_dialog_request_is_relayed(node: DivertNode, carrier: Peer, 
     assert [r.request_line for r in carrier.received("BYE")] == [f"BYE {callee} SIP/2.0"]
 
 
+def test_a_signed_request_with_a_12_kb_call_id_is_relayed_and_a_forged_one_is_not(
+    node: DivertNode,
+):
+    """kamailio.cfg formats the text it checks and signs in Kamailio's
+    buffers (8 KB by default): a Call-ID longer than that, in a request of a
+    size the node takes (up to 16 KB), is checked and signed like any other.
+    (With the default buffers its check failed to format, and it got a
+    400.)  The far end is a socket of the test's own: sipp drops such a
+    Call-ID."""
+    source, far_end = f"{CALLER}:6127", ("127.0.0.62", 6128)
+    call_id, from_tag = f"long-{'x' * 12_000}", "ft1"
+    callee = f"sip:callee@{far_end[0]}:{far_end[1]}"
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(far_end)
+    listener.settimeout(0.2)
+    try:
+        key = load_key(node.state)
+        for to_tag, signature, relayed in (
+            ("signed", dialog_signature(key, call_id, from_tag), True),
+            ("forged", dialog_signature(key, call_id + "y", from_tag), False),
+        ):
+            bye = raw_request(
+                "BYE",
+                callee,
+                source,
+                f"Route: <sip:{NODE};lr;sig={signature}>",
+                to_tag=to_tag,
+                call_id=call_id,
+                from_tag=from_tag,
+            )
+            replies = exchange(NODE, source, bye, wait=0.5)
+            assert ("SIP/2.0 403 Not A Dialog Of This Node" not in replies) == relayed, replies
+        arrived = []  # the signed BYE, and tm's resends of it (nobody answers)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                arrived.append(listener.recv(65535))
+            except TimeoutError:
+                continue
+    finally:
+        listener.close()
+    assert arrived
+    for message in arrived:
+        assert message.split(b"\r\n", 1)[0] == f"BYE {callee} SIP/2.0".encode()
+        assert f"Call-ID: {call_id}\r\n".encode() in message
+        assert b";tag=signed\r\n" in message
+
+
 def test_a_forged_alias_in_a_signed_dialog_is_refused_not_followed(node: DivertNode):
     """Kamailio 5.6.3's handle_ruri_alias overflows a 1 KB buffer: a party to
     a dialog must not reach it with a long or odd alias."""
