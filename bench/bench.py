@@ -100,6 +100,29 @@ def sip_rows(sip: dict[str, Any]) -> list[tuple[str, str, str]]:
                 ),
             ]
         for case in sip_bench.CASES:
+            checks = sip.get(f"checks_{case}")
+            if checks is None:
+                continue
+            rows += [
+                (
+                    f"what divert's checks cost, {case}",
+                    f"divert {_us(checks['divert_us'])}, without them {_us(checks['bare_us'])}, "
+                    f"wire-equivalent {_us(checks['equivalent_us'])}: divert / without "
+                    f"x{checks['ratio_bare']}, without / equivalent "
+                    f"x{checks['bare_ratio_equivalent']} (all at once, rounds paired)",
+                    "",
+                ),
+            ]
+        if "checks_unconditional" in sip:
+            rows.append(
+                (
+                    "",
+                    "the checks (bench/bare_node.py): "
+                    + ", ".join(sip["checks_unconditional"]["checks"]),
+                    "",
+                )
+            )
+        for case in sip_bench.CASES:
             late = sip[f"latency_{case}"]
             rows.append(
                 (

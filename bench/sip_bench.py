@@ -16,7 +16,10 @@ workers, in front of the same sipp peers (addresses: NET.x, `--net`):
 - baseline: bench/baseline/kamailio.cfg on NET.2:5060, the minimal native
   routes (relay, Diversion on busy), the same htables;
 - twin: the baseline's cfg on NET.3:5060 routing with bench/baseline/twin.py,
-  its routes in Python KEMI (a control, in the CPU-per-call pass only).
+  its routes in Python KEMI (a control, in the CPU-per-call pass only);
+- bare: divert on NET.7:5060 without the checks its native routes make and
+  the equivalent does not (bench/bare_node.py), in a CPU-per-call pass of
+  its own with divert and the equivalent: what those checks cost.
 
 Peers: the carrier NET.11:5080 answers every call; the PBX NET.20:5060
 answers 486 Busy Here; callers send from the carrier's address (divert
@@ -82,10 +85,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bare_node import bare_config, checks
 from cpu_budget import BudgetUnavailable, CpuBudget
 
 from divert.kemi.store.view import StoreView
-from divert.node import MEMORY_MANAGER
+from divert.node import CONFIG, MEMORY_MANAGER
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -108,6 +112,7 @@ HOSTS = {
     "equivalent": 4,
     "small": 5,
     "large": 6,
+    "bare": 7,
     "carrier": 11,
     "pbx": 20,
     "probe": 99,
@@ -117,6 +122,8 @@ NODES: dict[str, str] = {}  # system -> IP:5060
 CARRIER = PBX = CALLER_IP = PROBE_IP = ""
 LADDER_SYSTEMS = ("divert", "equivalent", "baseline")
 CPU_SYSTEMS = ("divert", "equivalent", "baseline", "twin")
+# the checks' pass (part "main"): the bare node between divert and the equivalent
+CHECKS_SYSTEMS = ("divert", "bare", "equivalent")
 # In the ladder each Kamailio (all its processes) gets CPU_SHARE of one core,
 # the same for all: the rate each sustains is then set by its cost per
 # call, at rates the sipp peers drive with ease.  Rates rise by about 15%
@@ -161,7 +168,7 @@ def configure(net: str) -> None:
     if len(parts) != 3 or parts[0] != "127" or not all(p.isdigit() and int(p) < 256 for p in parts):
         raise SystemExit(f"--net {net!r}: three octets of loopback, e.g. 127.0.1")
     NET = net
-    for name in ("divert", "baseline", "twin", "equivalent", "small", "large"):
+    for name in ("divert", "baseline", "twin", "equivalent", "small", "large", "bare"):
         NODES[name] = f"{net}.{HOSTS[name]}:5060"
     CARRIER = f"{net}.{HOSTS['carrier']}:5080"
     PBX = f"{net}.{HOSTS['pbx']}:5060"
@@ -259,13 +266,20 @@ def start(name: str, command: list[str], work: Path, **env: str) -> Process:
 
 
 def start_divert(
-    name: str, portal: str, state: Path, listen: str, work: Path, shm_mb: int = SHM_MB
+    name: str,
+    portal: str,
+    state: Path,
+    listen: str,
+    work: Path,
+    shm_mb: int = SHM_MB,
+    divert: tuple[str, ...] = (DIVERT,),
 ) -> Process:
+    """A divert node; `divert`: the command that stands for `divert`."""
     host = listen.split(":")[0]
     return start(
         name,
         [
-            DIVERT,
+            *divert,
             "--portal",
             portal,
             "run",
@@ -772,6 +786,28 @@ def cpu_per_call(running: Systems, case: str, step_seconds: float) -> dict[str, 
     }
 
 
+def checks_cost(running: Systems, case: str, step_seconds: float) -> dict[str, Any]:
+    """Kamailio CPU per call at CPU_RATE of divert, the bare node (divert
+    without the checks the equivalent lacks) and the equivalent, called at
+    once in each round."""
+    targets = {
+        name: Target(
+            NODES[name], running.processes[name].popen.pid, lambda _r: running.injections[case]
+        )
+        for name in CHECKS_SYSTEMS
+    }
+    figures = cpu_rounds(running.work, targets, step_seconds, f"checks-{case}", together=True)
+    us = figures["us"]
+    return {
+        **figures,
+        **{f"{name}_us": us[name] for name in CHECKS_SYSTEMS},
+        "checks": checks(),
+        "ratio_equivalent": paired(figures, "divert", "equivalent"),
+        "bare_ratio_equivalent": paired(figures, "bare", "equivalent"),
+        "ratio_bare": paired(figures, "divert", "bare"),
+    }
+
+
 def cold_warm(running: Systems, step_seconds: float) -> dict[str, Any]:
     """divert's CPU per call dialling numbers no worker has dialled (a fresh
     file each round) against ten numbers every worker has cached."""
@@ -967,6 +1003,17 @@ def systems(step_seconds: float, parts: tuple[str, ...]) -> Iterator[Systems]:
             divert = processes["divert"] = start_divert(
                 "divert", portal, state, NODES["divert"], work
             )
+            if "main" in parts:
+                bare = work / "bare.cfg"
+                bare.write_text(bare_config(CONFIG.read_text()))
+                processes["bare"] = start_divert(
+                    "bare",
+                    portal,
+                    work / "state-bare",
+                    NODES["bare"],
+                    work,
+                    divert=(sys.executable, str(BENCH / "bare_node.py"), str(bare), "--"),
+                )
             for name, cfg in (
                 ("baseline", "kamailio.cfg"),
                 ("twin", "kamailio.cfg"),
@@ -1019,13 +1066,23 @@ def systems(step_seconds: float, parts: tuple[str, ...]) -> Iterator[Systems]:
                 "divert": state / "run" / "kamailio_ctl",
                 **{name: work / f"{name}.ctl" for name in ("baseline", "twin", "equivalent")},
             }
-            for name in ("divert", "equivalent"):
+            nodes = [name for name in ("divert", "bare") if name in processes]
+            if "bare" in processes:
+                sockets["bare"] = work / "state-bare" / "run" / "kamailio_ctl"
+                wait_until("bare", lambda: options_ok(NODES["bare"]), 120, processes["bare"])
+            for name in (*nodes, "equivalent"):
                 wait_until(
                     f"{name}'s trunks", lambda s=sockets[name]: trunks_up(s), 30, processes[name]
                 )
-            wait_until("divert's native plans", lambda: plans_ready(sockets["divert"]), 120, divert)
+            for name in nodes:
+                wait_until(
+                    f"{name}'s native plans",
+                    lambda s=sockets[name]: plans_ready(s),
+                    120,
+                    processes[name],
+                )
             try:
-                for name in CPU_SYSTEMS:
+                for name in (*CPU_SYSTEMS, *(["bare"] if "bare" in processes else [])):
                     budgets.append(CpuBudget.create(f"divert-bench-{name}", None))
                     budgets[-1].add(kamailio_pids(processes[name].popen.pid))
                 cpu_note = (
@@ -1134,9 +1191,10 @@ def run(
         results["cpu"] = running.cpu_note
         work, injections = running.work, running.injections
         warm_ups = ("unconditional", "busy") if "main" in parts else ("unconditional",)
+        warmed = [name for name in (*CPU_SYSTEMS, "bare") if name in running.processes]
         for case in warm_ups:
             # a short warm-up: Python workers import lazily, caches fill
-            for name in CPU_SYSTEMS:
+            for name in warmed:
                 sipp_calls(work, NODES[name], injections[case], 200, 400, f"warm-{case}-{name}")
         if "main" in parts:
             for case in CASES:
@@ -1146,6 +1204,8 @@ def run(
                 )
                 results[f"cpu_{case}"] = cpu_per_call(running, case, step_seconds)
                 print(f"  {case}: CPU per call {results[f'cpu_{case}']['us']}", flush=True)
+                results[f"checks_{case}"] = checks_cost(running, case, step_seconds)
+                print(f"  {case}: checks' CPU {results[f'checks_{case}']['us']}", flush=True)
                 rates: tuple[int, ...]
                 if not running.budgets:
                     rates = UNCONFINED_LADDER
