@@ -28,7 +28,7 @@ EDITS: tuple[tuple[str, str, str], ...] = (
         "if (0) {",
     ),
     (
-        "plans equal to the store",
+        "plans equal to the store (on arrival)",
         "\tif ($shv(divert_plans) ne $shv(divert_store)) {\n\t\treturn -1;\n\t}\n"
         "\tif ($(rU{s.substr,0,1})",
         "\tif ($(rU{s.substr,0,1})",
@@ -68,7 +68,12 @@ EDITS: tuple[tuple[str, str, str], ...] = (
         '\tif ($(var(sig){s.len}) < 75) {\n\t\t$var(sig) = "unsigned";\n\t\treturn;\n\t}\n',
         "",
     ),
-    ("From restored (uac)", 'modparam("uac", "restore_mode", "auto")\n', ""),
+    # (restoring is uac's default: "none" turns it off)
+    (
+        "From restored (uac)",
+        'modparam("uac", "restore_mode", "auto")\n',
+        'modparam("uac", "restore_mode", "none")\n',
+    ),
 )
 
 

@@ -107,9 +107,10 @@ def sip_rows(sip: dict[str, Any]) -> list[tuple[str, str, str]]:
                 (
                     f"what divert's checks cost, {case}",
                     f"divert {_us(checks['divert_us'])}, without them {_us(checks['bare_us'])}, "
-                    f"wire-equivalent {_us(checks['equivalent_us'])}: divert / without "
-                    f"x{checks['ratio_bare']}, without / equivalent "
-                    f"x{checks['bare_ratio_equivalent']} (all at once, rounds paired)",
+                    f"wire-equivalent {_us(checks['equivalent_us'])}: divert / equivalent "
+                    f"x{checks['ratio_equivalent']}, divert / without x{checks['ratio_bare']}, "
+                    f"without / equivalent x{checks['bare_ratio_equivalent']} "
+                    "(all at once, rounds paired)",
                     "",
                 ),
             ]

@@ -35,7 +35,7 @@ def test_every_check_is_removed_from_the_shipped_configuration() -> None:
     assert 'remove_hf("Route")' in bare
     assert "route(SIGNED_BY_US)" in bare and 'record_route(";sig=$var(sig)")' in bare
     assert "pcre_match_group" not in bare.split("request_route {", 1)[1].split("route[PLAN]", 1)[0]
-    assert "restore_mode" not in bare
+    assert 'modparam("uac", "restore_mode", "none")' in bare
 
 
 def test_a_configuration_the_edits_do_not_match_is_refused_by_name() -> None:
