@@ -766,20 +766,27 @@ def paired(figures: dict[str, Any], a: str, b: str) -> float | None:
     return round(statistics.median(ratios), 2) if ratios else None
 
 
-def cpu_per_call(running: Systems, case: str, step_seconds: float) -> dict[str, Any]:
-    """Kamailio CPU per call at CPU_RATE, divert and the yardsticks called
-    at once in each round."""
+def called_together(
+    running: Systems, case: str, names: tuple[str, ...], step_seconds: float, tag: str
+) -> dict[str, Any]:
+    """cpu_rounds of the systems `names`, all called at once with `case`'s
+    numbers; each one's median as `<name>_us` too."""
     targets = {
         name: Target(
             NODES[name], running.processes[name].popen.pid, lambda _r: running.injections[case]
         )
-        for name in CPU_SYSTEMS
+        for name in names
     }
-    figures = cpu_rounds(running.work, targets, step_seconds, case, together=True)
-    us = figures["us"]
+    figures = cpu_rounds(running.work, targets, step_seconds, tag, together=True)
+    return {**figures, **{f"{name}_us": figures["us"][name] for name in names}}
+
+
+def cpu_per_call(running: Systems, case: str, step_seconds: float) -> dict[str, Any]:
+    """Kamailio CPU per call at CPU_RATE, divert and the yardsticks called
+    at once in each round."""
+    figures = called_together(running, case, CPU_SYSTEMS, step_seconds, case)
     return {
         **figures,
-        **{f"{name}_us": us[name] for name in CPU_SYSTEMS},
         "ratio_equivalent": paired(figures, "divert", "equivalent"),
         "ratio_baseline": paired(figures, "divert", "baseline"),
         "twin_ratio": paired(figures, "twin", "baseline"),
@@ -790,17 +797,9 @@ def checks_cost(running: Systems, case: str, step_seconds: float) -> dict[str, A
     """Kamailio CPU per call at CPU_RATE of divert, the bare node (divert
     without the checks the equivalent lacks) and the equivalent, called at
     once in each round."""
-    targets = {
-        name: Target(
-            NODES[name], running.processes[name].popen.pid, lambda _r: running.injections[case]
-        )
-        for name in CHECKS_SYSTEMS
-    }
-    figures = cpu_rounds(running.work, targets, step_seconds, f"checks-{case}", together=True)
-    us = figures["us"]
+    figures = called_together(running, case, CHECKS_SYSTEMS, step_seconds, f"checks-{case}")
     return {
         **figures,
-        **{f"{name}_us": us[name] for name in CHECKS_SYSTEMS},
         "checks": checks(),
         "ratio_equivalent": paired(figures, "divert", "equivalent"),
         "bare_ratio_equivalent": paired(figures, "bare", "equivalent"),
