@@ -7,10 +7,19 @@ PostgreSQL hands out journal ids when rows are inserted, not when their
 transactions commit: id 101 can be visible while id 100's transaction is
 still open, so "after the last id" would skip 100 for good.  Instead the
 position is a transaction watermark: the worker takes the journal rows of
-transactions older than its snapshot's xmin (all of them have finished, and
-no later transaction can write with an older id), applies them, and moves
-the watermark to that xmin.  A change from a transaction still open when a
+transactions older than its horizon (all of them have finished, and no later
+transaction can write with an older id), applies them, and moves the
+watermark to that horizon.  A change from a transaction still open when a
 batch is read waits for the next batch; none is lost.
+
+The horizon is the oldest transaction of the portal's database still open
+in the worker's snapshot, not the snapshot's xmin: transaction ids are
+shared by the whole PostgreSQL cluster, and an open transaction of another
+database (another application's, a migration, a test's) would otherwise
+hold every change back until it ended.  A transaction is known to be of
+another database only while it is running (pg_stat_activity,
+pg_prepared_xacts, readable by any role); one that ended meanwhile counts
+as the portal's, so the rule errs towards waiting, never towards skipping.
 
 Applying is idempotent (keys are recompiled from the portal as it is), so
 seeing a row twice, as the first batch after a full sync may, is harmless.
@@ -41,7 +50,7 @@ class Change:
 def current_position(connection: Connection) -> str:
     """The position a snapshot read in this transaction corresponds to."""
     if connection.dialect.name == "postgresql":
-        return f"xmin:{_snapshot_xmin(connection)}"
+        return f"xmin:{_horizon(connection)}"
     last = connection.scalar(select(func.coalesce(func.max(change_journal.c.id), 0)))
     return f"id:{last}"
 
@@ -55,7 +64,7 @@ def read_batch(
         if kind != "xmin":
             raise ValueError(f"journal position {position!r} is not a PostgreSQL position")
         watermark = int(value)
-        horizon = _snapshot_xmin(connection)
+        horizon = _horizon(connection)
         rows = connection.execute(
             select(change_journal)
             .where(change_journal.c.tx >= watermark, change_journal.c.tx < horizon)
@@ -97,8 +106,32 @@ def _seconds_between(earlier: Any, later: Any) -> float:
     return max(0.0, float((later - earlier).total_seconds()))
 
 
-def _snapshot_xmin(connection: Connection) -> int:
-    return int(connection.scalar(text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")))
+_HORIZON = text(
+    """
+    WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s),
+    elsewhere AS (
+        SELECT backend_xid::text::bigint AS xid FROM pg_stat_activity
+        WHERE backend_xid IS NOT NULL AND datid IS NOT NULL
+          AND datid <> (SELECT oid FROM pg_database WHERE datname = current_database())
+        UNION ALL
+        SELECT transaction::text::bigint FROM pg_prepared_xacts
+        WHERE database <> current_database()
+    )
+    SELECT coalesce(
+        (SELECT min(x::text::bigint) FROM snap, pg_snapshot_xip(snap.s) AS x
+         WHERE NOT EXISTS (
+             SELECT 1 FROM elsewhere WHERE elsewhere.xid = x::text::bigint % 4294967296)),
+        (SELECT pg_snapshot_xmax(s)::text::bigint FROM snap))
+    """
+)
+
+
+def _horizon(connection: Connection) -> int:
+    """The oldest transaction id that may still write this portal's journal:
+    the snapshot's oldest open transaction that is not another database's
+    (snapshots hold 64-bit ids, pg_stat_activity 32-bit ones), or the
+    snapshot's xmax when none is open."""
+    return int(connection.scalar(_HORIZON))
 
 
 def _change(row: Any) -> Change:

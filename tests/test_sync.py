@@ -357,6 +357,60 @@ def test_listen_notify_wakes_the_worker(pg_url: str, tmp_path: Path):
         node.close()
 
 
+@pytest.mark.postgres
+def test_an_open_transaction_of_another_database_holds_no_change_back(pg_url: str, tmp_path: Path):
+    """Transaction ids are the whole cluster's: another application's open
+    transaction (here one in the admin database, holding an id) must not
+    keep the portal's later changes out of the store until it ends."""
+    node = Node(pg_url, tmp_path / "state")
+    seed(node)
+    node.sync()
+    elsewhere = create_engine(PG_ADMIN_URL).connect()
+    try:
+        elsewhere.begin()
+        elsewhere.execute(text("SELECT txid_current()"))  # an id, open
+        node.divert("forward", "add", A, "--when", "busy", "--to", MOBILE)
+        node.sync()
+        assert ("busy", MOBILE) in node.destinations(A)
+    finally:
+        elsewhere.rollback()
+        elsewhere.close()
+        node.close()
+
+
+@pytest.mark.postgres
+def test_a_change_behind_an_open_portal_transaction_waits_for_it_and_both_arrive(
+    pg_url: str, tmp_path: Path
+):
+    """An open transaction of the portal itself may still write journal rows
+    with an older id: a change committed after it waits, and nothing is
+    skipped once it commits."""
+    node = Node(pg_url, tmp_path / "state")
+    seed(node)
+    node.sync()
+    portal = create_engine(pg_url).connect()
+    try:
+        portal.begin()
+        portal.execute(
+            text(
+                "INSERT INTO forwards (tenant_id, number_id, condition, callers, dest_kind, "
+                "dest_value, position, enabled) SELECT tenant_id, id, 'no-answer', 'any', "
+                "'number', :to, 0, true FROM numbers WHERE e164 = :owner"
+            ),
+            {"to": "+393359998877", "owner": ALICE},
+        )
+        node.divert("forward", "add", A, "--when", "busy", "--to", MOBILE)
+        node.sync()
+        assert ("busy", MOBILE) not in node.destinations(A)  # behind the open one
+        portal.commit()
+        node.sync()
+        assert ("busy", MOBILE) in node.destinations(A)
+        assert ("no-answer", "+393359998877") in node.destinations(ALICE)
+    finally:
+        portal.close()
+        node.close()
+
+
 def _terminate_backends(url: str) -> int:
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
