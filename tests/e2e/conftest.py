@@ -1,9 +1,10 @@
 """A whole divert node for end-to-end tests: `divert run` with a real
-Kamailio, a SQLite portal seeded through `divert`, peers on 127.0.0.x.
+Kamailio, a SQLite portal seeded through `divert`, peers on 127.0.0.x
+(NET.x in a parallel worker: tests/e2e/net.py).
 
-Addresses (each peer its own): Kamailio 127.0.0.1:5160; carriers
-127.0.0.11:5080 and 127.0.0.12:5080; callers send from 127.0.0.11; customer
-PBXs 127.0.0.20-23:5060; phones 127.0.0.30:5070; voicemail 127.0.0.40:5060.
+Addresses (each peer its own): Kamailio NET.1:5160; carriers NET.11:5080
+and NET.12:5080; callers send from NET.11; customer PBXs NET.20-25:5060;
+phones NET.30:5070; voicemail NET.40:5060.
 """
 
 from __future__ import annotations
@@ -23,22 +24,23 @@ import pytest
 from divert.cli import main
 from divert.db import open_portal
 from divert.kemi.store.reader import StoreReader
+from tests.e2e.net import NET
 from tests.e2e.sip import Peer, subscriber_call
 
-NODE = "127.0.0.1:5160"
-CARRIER_1 = "127.0.0.11:5080"
-CARRIER_2 = "127.0.0.12:5080"
-CALLER = "127.0.0.11"
-PBX_A = "127.0.0.20:5060"
-PBX_DEAD = "127.0.0.21:5060"
-PBX_SILENT = "127.0.0.22:5060"
-PBX_B = "127.0.0.23:5060"
-PBX_G = "127.0.0.24:5060"  # tenant gamma's: no schedule, so its numbers get native plans
-PBX_G_DEAD = "127.0.0.25:5060"  # gamma's trunk that never answers, with an emergency number
+NODE = f"{NET}.1:5160"
+CARRIER_1 = f"{NET}.11:5080"
+CARRIER_2 = f"{NET}.12:5080"
+CALLER = f"{NET}.11"
+PBX_A = f"{NET}.20:5060"
+PBX_DEAD = f"{NET}.21:5060"
+PBX_SILENT = f"{NET}.22:5060"
+PBX_B = f"{NET}.23:5060"
+PBX_G = f"{NET}.24:5060"  # tenant gamma's: no schedule, so its numbers get native plans
+PBX_G_DEAD = f"{NET}.25:5060"  # gamma's trunk that never answers, with an emergency number
 PROBE_SETTLE_S = 2.3  # the node's fail timer for a probe, and a margin
-PHONE = "127.0.0.30:5070"
-VOICEMAIL = "127.0.0.40:5060"
-PHONE_SOURCE = "127.0.0.37"  # alice's phone dialling codes
+PHONE = f"{NET}.30:5070"
+VOICEMAIL = f"{NET}.40:5060"
+PHONE_SOURCE = f"{NET}.37"  # alice's phone dialling codes
 ALICE_PASSWORD = "alice-secret"
 CAROL_PASSWORD = "carol-secret"
 DAVE_PASSWORD = "dave-secret1"
@@ -397,13 +399,13 @@ def options_ping(address: str) -> bool:
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     probe.settimeout(0.5)
     try:
-        probe.bind(("127.0.0.99", 0))
+        probe.bind((f"{NET}.99", 0))
         port_here = probe.getsockname()[1]
         request = "\r\n".join(
             [
                 f"OPTIONS sip:{host}:{port} SIP/2.0",
-                f"Via: SIP/2.0/UDP 127.0.0.99:{port_here};branch=z9hG4bK-probe",
-                "From: <sip:probe@127.0.0.99>;tag=1",
+                f"Via: SIP/2.0/UDP {NET}.99:{port_here};branch=z9hG4bK-probe",
+                f"From: <sip:probe@{NET}.99>;tag=1",
                 f"To: <sip:probe@{host}>",
                 f"Call-ID: probe-{time.monotonic()}",
                 "CSeq: 1 OPTIONS",

@@ -7,6 +7,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 
+from tests.e2e.net import NET
+
 TEMPLATES = {
     "INVITE": "INVITE sip:{number}@{node} SIP/2.0",
     "REGISTER": "REGISTER sip:acme SIP/2.0",
@@ -127,13 +129,13 @@ def _forged_internal(lines: list[bytes], rng: random.Random) -> list[bytes]:
 def _forged_route(lines: list[bytes], rng: random.Random) -> list[bytes]:
     route = rng.choice(
         (
-            b"Route: <sip:127.0.0.1:5160;lr>, <sip:+39899123456@127.0.0.11:5080;lr>",
-            b"Route: <sip:127.0.0.11:5080;lr>",
-            b"Route: <sip:127.0.0.1:5160>",
-            b"Route: sip:127.0.0.1:5160;lr",
-            b"Route: <sip:127.0.0.1:5160;lr;sig=",
+            f"Route: <sip:{NET}.1:5160;lr>, <sip:+39899123456@{NET}.11:5080;lr>",
+            f"Route: <sip:{NET}.11:5080;lr>",
+            f"Route: <sip:{NET}.1:5160>",
+            f"Route: sip:{NET}.1:5160;lr",
+            f"Route: <sip:{NET}.1:5160;lr;sig=",
         )
-    )
+    ).encode()
     first = lines[0]
     if rng.random() < 0.5 and b"tag=" not in lines[3]:
         lines = [*lines[:3], lines[3] + b";tag=forged", *lines[4:]]

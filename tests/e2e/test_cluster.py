@@ -25,12 +25,13 @@ from divert.db import open_portal
 from divert.kemi.store.reader import StoreReader
 from tests.conftest import database_from
 from tests.e2e.conftest import CALLER, CARRIER_1, DivertNode, dial, mobile, numbered
+from tests.e2e.net import NET
 from tests.e2e.sip import Peer, call, callee, exchange, load, register, tally
 from tests.e2e.test_faults import ours, wait_for
 
-NODES = ("127.0.0.101:5060", "127.0.0.102:5060", "127.0.0.103:5060")
-PHONE = "127.0.0.104:5070"
-NAT_CONTACT = "127.0.0.105:5070"  # the phone's own idea of its address: unreachable
+NODES = (f"{NET}.101:5060", f"{NET}.102:5060", f"{NET}.103:5060")
+PHONE = f"{NET}.104:5070"
+NAT_CONTACT = f"{NET}.105:5070"  # the phone's own idea of its address: unreachable
 PASSWORD = "alice-cluster-1"
 ALICE = numbered(60)  # rings alice; not registered: her mobile
 FORWARDED = numbered(61)  # always to mobile(61), through the carrier
@@ -167,7 +168,7 @@ def test_a_peer_that_is_not_one_is_refused(cluster: list[DivertNode], tmp_path: 
     message = "\r\n".join(
         [
             f"KDMQ sip:usrloc@{NODES[1]} SIP/2.0",
-            "Via: SIP/2.0/UDP 127.0.0.106:7450;branch=z9hG4bK-kdmq-1",
+            f"Via: SIP/2.0/UDP {NET}.106:7450;branch=z9hG4bK-kdmq-1",
             f"From: <sip:{NODES[0]}>;tag=kdmq1",
             f"To: <sip:usrloc@{NODES[1]}>",
             "Call-ID: kdmq-forged-1",
@@ -179,7 +180,7 @@ def test_a_peer_that_is_not_one_is_refused(cluster: list[DivertNode], tmp_path: 
             "{}",
         ]
     ).encode()
-    replies = exchange(NODES[1], "127.0.0.106:7450", message)
+    replies = exchange(NODES[1], f"{NET}.106:7450", message)
     assert replies[:1] and replies[0].startswith("SIP/2.0 403"), replies
 
 

@@ -35,10 +35,11 @@ from tests.e2e.conftest import (
     numbered,
     options_ping,
 )
+from tests.e2e.net import NET
 from tests.e2e.sip import Peer, call, callee, exchange, load, raw_request, register, tally
 from tests.e2e.test_native_plans import plans_ready, settled
 
-LISTEN = "127.0.0.7:5160"
+LISTEN = f"{NET}.7:5160"
 RATE = 20  # calls a second
 FORWARDED = numbered(1)  # always -> mobile(1), through the carriers
 
@@ -264,7 +265,7 @@ def test_registrations_survive_a_kamailio_crash(
     caller = call(workdir, "caller", LISTEN, numbered(8), 200, f"{CALLER}:7102")
     assert caller.wait() == 0, caller.diagnostics() + fault_node.tail()
     phone.stop()
-    assert phone.received()[0].request_line.startswith("INVITE sip:alice@127.0.0.30:5070")
+    assert phone.received()[0].request_line.startswith(f"INVITE sip:alice@{NET}.30:5070")
 
 
 def test_a_killed_supervisor_leaves_no_process_and_the_node_starts_again(

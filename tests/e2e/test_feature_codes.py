@@ -20,6 +20,7 @@ from tests.e2e.conftest import (
     store_rules,
     wait_for_store,
 )
+from tests.e2e.net import NET
 from tests.e2e.sip import call, callee, subscriber_call, subscriber_cancel
 
 TARGET = "+393351000077"
@@ -155,7 +156,7 @@ def test_a_code_cancelled_before_its_answer_changes_nothing(clean: DivertNode, w
             "cancel-7090",
             NODE,
             f"*72{TARGET}",
-            "127.0.0.39:7090",  # pike counts per address: not the other tests' phone
+            f"{NET}.39:7090",  # pike counts per address: not the other tests' phone
             "alice",
             "acme",
             ALICE_PASSWORD,

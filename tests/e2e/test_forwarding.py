@@ -29,6 +29,7 @@ from tests.e2e.conftest import (
     mobile,
     numbered,
 )
+from tests.e2e.net import NET
 from tests.e2e.sip import Peer, call, callee, cancel, register, subscriber_call
 
 
@@ -130,7 +131,7 @@ def test_chain_of_three_busy_no_answer_voicemail(node: DivertNode, workdir: Path
     assert at_b.ruri_user == numbered(7)
     history = at_b.header("History-Info")  # pbx-b prefers History-Info
     assert history == [
-        f"<sip:{numbered(6)}@127.0.0.1:5160>;index=1, "
+        f"<sip:{numbered(6)}@{NET}.1:5160>;index=1, "
         f"<sip:{numbered(7)}@divert.invalid;cause=486>;index=1.1;mp=1"
     ]
     assert at_b.header("Diversion") == []
@@ -158,7 +159,7 @@ def test_not_registered_then_registered_then_unregistered(node: DivertNode, work
     phone = callee(workdir, "phone", PHONE, "answer")
     caller = call(workdir, "caller2", NODE, numbered(8), 200, f"{CALLER}:6009")
     finish(phone, caller=caller, node=node)
-    assert phone.received()[0].request_line.startswith("INVITE sip:alice@127.0.0.30:5070")
+    assert phone.received()[0].request_line.startswith(f"INVITE sip:alice@{NET}.30:5070")
 
     unregisters = register(workdir, "unregister", NODE, "alice", "acme", PHONE, 0, ALICE_PASSWORD)
     assert unregisters.wait() == 0, unregisters.diagnostics()
@@ -181,7 +182,7 @@ def test_unknown_number_is_404(node: DivertNode, workdir: Path):
 def test_caller_not_a_carrier_or_trunk_must_authenticate(node: DivertNode, workdir: Path):
     carrier = callee(workdir, "carrier", CARRIER_1, "answer")
     up(node, CARRIER_1)
-    caller = call(workdir, "caller", NODE, numbered(1), 407, "127.0.0.50:6013")
+    caller = call(workdir, "caller", NODE, numbered(1), 407, f"{NET}.50:6013")
     finish(carrier, caller=caller, node=node)
     assert carrier.received() == []
 
@@ -253,10 +254,10 @@ def test_malformed_request_is_400(node: DivertNode):
         NODE,
         CALLER,
         [
-            f"INVITE sip:{numbered(1)}@127.0.0.1:5160 SIP/2.0",
+            f"INVITE sip:{numbered(1)}@{NET}.1:5160 SIP/2.0",
             f"Via: SIP/2.0/UDP {CALLER}:6020;branch=z9hG4bK-malformed",
             f"From: <sip:caller@{CALLER}>;tag=1",
-            f"To: <sip:{numbered(1)}@127.0.0.1>",
+            f"To: <sip:{numbered(1)}@{NET}.1>",
             "Call-ID: malformed-1",
             "CSeq: 1 BYE",
             "Max-Forwards: 70",
@@ -289,7 +290,7 @@ def test_register_with_wrong_credentials_is_refused(node: DivertNode, workdir: P
         NODE,
         "alice",
         "acme",
-        "127.0.0.31:5071",
+        f"{NET}.31:5071",
         300,
         "not-her-password",
         final=403,
@@ -304,7 +305,7 @@ def test_unauthenticated_call_from_a_stranger_is_challenged_not_routed(
     carrier = callee(workdir, "carrier", CARRIER_1, "answer")
     up(node, CARRIER_1)
     stranger = subscriber_call(
-        workdir, "caller", NODE, numbered(13), 403, "127.0.0.32:6030", "alice", "acme", "guessing"
+        workdir, "caller", NODE, numbered(13), 403, f"{NET}.32:6030", "alice", "acme", "guessing"
     )
     finish(carrier, caller=stranger, node=node)
     assert carrier.received() == []
@@ -319,7 +320,7 @@ def test_internal_and_external_callers_take_different_rules(node: DivertNode, wo
         NODE,
         numbered(13),
         200,
-        "127.0.0.31:6031",
+        f"{NET}.31:6031",
         "alice",
         "acme",
         ALICE_PASSWORD,
@@ -360,7 +361,7 @@ def test_operator_return_applies_to_external_callers_only(node: DivertNode, work
         NODE,
         numbered(14),
         486,
-        "127.0.0.31:6034",
+        f"{NET}.31:6034",
         "alice",
         "acme",
         ALICE_PASSWORD,
@@ -370,7 +371,7 @@ def test_operator_return_applies_to_external_callers_only(node: DivertNode, work
 
 
 def test_three_devices_ring_at_once_then_no_answer_forwards(node: DivertNode, workdir: Path):
-    devices = [f"127.0.0.{33 + i}:5070" for i in range(3)]
+    devices = [f"{NET}.{33 + i}:5070" for i in range(3)]
     for index, device in enumerate(devices):
         registered = register(
             workdir, f"register-{index}", NODE, "carol", "acme", device, 300, CAROL_PASSWORD
@@ -414,7 +415,7 @@ def test_extension_call_carries_the_callers_extension_and_name(node: DivertNode,
     assert registered.wait() == 0, registered.diagnostics()
     phone = callee(workdir, "alice-phone", PHONE, "answer")
     carol = subscriber_call(
-        workdir, "carol", NODE, "201", 200, "127.0.0.36:6060", "carol", "acme", CAROL_PASSWORD
+        workdir, "carol", NODE, "201", 200, f"{NET}.36:6060", "carol", "acme", CAROL_PASSWORD
     )
     finish(phone, caller=carol, node=node)
     (rung,) = phone.received()
@@ -463,7 +464,7 @@ def _burst(source: str, port: int, count: int) -> int:
 
 
 def test_a_flood_from_an_unknown_source_is_cut_off_but_not_from_a_carrier(node: DivertNode):
-    assert _burst("127.0.0.60", 6070, 100) <= 40
+    assert _burst(f"{NET}.60", 6070, 100) <= 40
     assert _burst(CALLER, 6071, 100) == 100
 
 

@@ -15,11 +15,12 @@ from pathlib import Path
 
 from tests.e2e.conftest import CALLER, CARRIER_1, NODE, DivertNode, mobile, numbered
 from tests.e2e.fuzz import datagrams
+from tests.e2e.net import NET
 from tests.e2e.sip import call, callee
 
 PER_SOURCE = 600
 RATE = 400  # datagrams a second, from both sources together
-STRANGERS = tuple(f"127.0.0.{64 + i}:6400" for i in range(20))
+STRANGERS = tuple(f"{NET}.{64 + i}:6400" for i in range(20))
 FROM_CARRIER = f"{CALLER}:6401"
 SOURCES = (*STRANGERS, FROM_CARRIER)
 KAMAILIO_LINE = re.compile(rb"\s*\d+\(\d+\) [A-Z]+: ")

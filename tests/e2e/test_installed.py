@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import CALLER, CARRIER_1, options_ping
+from tests.e2e.net import NET
 from tests.e2e.sip import call, callee
 
 ROOT = Path(__file__).resolve().parents[2]
-LISTEN = "127.0.0.14:5160"
+LISTEN = f"{NET}.14:5160"
 NUMBER, TARGET = "+390211110001", "+393351110001"
 SKIPPED = (".git", ".venv", "var", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis")
 
@@ -141,7 +142,7 @@ def test_an_installed_wheel_runs_a_node_that_routes_a_call(
     carrier = callee(workdir, "carrier", CARRIER_1, "answer")
     deadline = time.monotonic() + 10
     while (
-        b"127.0.0.11:5080"
+        CARRIER_1.encode()
         not in subprocess.run(  # the carrier is probed up
             [
                 "kamcmd",

@@ -23,10 +23,11 @@ from tests.e2e.conftest import (
     mobile,
     numbered,
 )
+from tests.e2e.net import NET
 from tests.e2e.sip import Peer, call, callee
 
-STRANGER = "127.0.0.63"  # neither a carrier nor a trunk
-SMALL_NODE = "127.0.0.8:5160"  # a node of its own, with little shared memory
+STRANGER = f"{NET}.63"  # neither a carrier nor a trunk
+SMALL_NODE = f"{NET}.8:5160"  # a node of its own, with little shared memory
 
 
 def native_calls(node: DivertNode) -> float:

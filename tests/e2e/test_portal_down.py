@@ -24,11 +24,12 @@ from tests.e2e.conftest import (
     numbered,
     wait_for_store,
 )
+from tests.e2e.net import NET
 from tests.e2e.sip import call, callee
 
 pytestmark = pytest.mark.postgres
 
-LISTEN = "127.0.0.2:5160"
+LISTEN = f"{NET}.2:5160"
 TARGET = "+393351000077"
 
 

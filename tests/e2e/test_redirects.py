@@ -22,6 +22,7 @@ from tests.e2e.conftest import (
     mobile,
     numbered,
 )
+from tests.e2e.net import NET
 from tests.e2e.sip import Peer, call, callee, register
 
 
@@ -117,7 +118,7 @@ def test_a_phone_redirect_is_followed_like_a_pbx_one(alice_registered: DivertNod
     node.wait_trunk(CARRIER_1, active=True)
     caller = call(workdir, "caller", NODE, numbered(8), 200, f"{CALLER}:6204")
     ended(phone, carrier, caller=caller, node=node)
-    assert phone.received()[0].request_line.startswith("INVITE sip:alice@127.0.0.30:5070")
+    assert phone.received()[0].request_line.startswith(f"INVITE sip:alice@{NET}.30:5070")
     (invite,) = carrier.received()
     assert invite.ruri_user == mobile(51)
     assert "reason=unconditional" in invite.header("Diversion")[0]
@@ -147,7 +148,7 @@ def test_away_takes_the_not_present_forward_and_present_rings_again(
         phone = callee(workdir, "phone", PHONE, "answer")
         caller = call(workdir, "caller2", NODE, numbered(8), 200, f"{CALLER}:6213")
         ended(phone, caller=caller, node=node)
-        assert phone.received()[0].request_line.startswith("INVITE sip:alice@127.0.0.30:5070")
+        assert phone.received()[0].request_line.startswith(f"INVITE sip:alice@{NET}.30:5070")
     finally:
         dial(node, workdir, "*79", 480, 6214)
         dial(node, workdir, "*73", 480, 6215)

@@ -29,6 +29,7 @@ from tests.e2e.conftest import (
     mobile,
     numbered,
 )
+from tests.e2e.net import NET
 from tests.e2e.sip import (
     Peer,
     call,
@@ -40,7 +41,7 @@ from tests.e2e.sip import (
     subscriber_call,
 )
 
-STRANGER = "127.0.0.61"
+STRANGER = f"{NET}.61"
 PREMIUM = "+39899123456"
 ALICE_NUMBER = numbered(8)
 OUTSIDE = "+393351000078"  # a number outside divert, reached through the carriers
@@ -202,7 +203,7 @@ def test_a_signed_request_with_a_12_kb_call_id_is_relayed_and_a_forged_one_is_no
     (With the default buffers its check failed to format, and it got a
     400.)  The far end is a socket of the test's own: sipp drops such a
     Call-ID."""
-    source, far_end = f"{CALLER}:6127", ("127.0.0.62", 6128)
+    source, far_end = f"{CALLER}:6127", (f"{NET}.62", 6128)
     call_id, from_tag = f"long-{'x' * 12_000}", "ft1"
     callee = f"sip:callee@{far_end[0]}:{far_end[1]}"
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -246,7 +247,7 @@ def test_a_forged_alias_in_a_signed_dialog_is_refused_not_followed(node: DivertN
     a dialog must not reach it with a long or odd alias."""
     before = node.kamailio_pids()
     source = f"{CALLER}:6121"
-    for alias in ("1" * 2000 + "~5060~1", "127.0.0.9~5060~1;alias=127.0.0.8~5060~1", "x~y"):
+    for alias in ("1" * 2000 + "~5060~1", f"{NET}.9~5060~1;alias={NET}.8~5060~1", "x~y"):
         bye = raw_request(
             "BYE",
             f"sip:callee@127.0.200.9:5060;alias={alias}",
@@ -270,7 +271,7 @@ def test_the_ack_of_a_refused_call_with_a_phones_route_ends_the_transaction(node
     sock.bind((host, int(port)))
     sock.settimeout(1.0)
     try:
-        sock.sendto(invite, ("127.0.0.1", 5160))
+        sock.sendto(invite, (f"{NET}.1", 5160))
         final = b""
         while not final.startswith(b"SIP/2.0 603"):
             final = sock.recv(65535)
@@ -280,7 +281,7 @@ def test_the_ack_of_a_refused_call_with_a_phones_route_ends_the_transaction(node
         ack += [to if line.startswith(b"To:") else line for line in lines[1:5]]
         ack += [b"CSeq: 1 ACK", f"Route: <sip:{NODE};lr>".encode(), b"Max-Forwards: 70"]
         ack += [b"Content-Length: 0", b"", b""]
-        sock.sendto(b"\r\n".join(ack), ("127.0.0.1", 5160))
+        sock.sendto(b"\r\n".join(ack), (f"{NET}.1", 5160))
         again = []
         deadline = time.monotonic() + 2.5  # tm would resend at 0.5, 1.5 s
         while time.monotonic() < deadline:
@@ -308,6 +309,7 @@ def test_a_forged_ack_is_dropped_in_silence(node: DivertNode, carrier: Peer):
         ("caller", numbered(2), PBX_A),  # rung directly (its forward is on busy)
         ("callee", numbered(2), PBX_A),
     ],
+    ids=["caller-to-carrier", "callee-carrier", "caller-to-pbx", "callee-pbx"],
 )
 def test_a_dialog_lives_on_in_both_directions(
     node: DivertNode, workdir: Path, active: str, number: str, far_end: str
@@ -383,7 +385,7 @@ def test_a_forged_subscriber_header_changes_nobodys_forwards(
         NODE,
         code,
         480,
-        "127.0.0.37:6144",
+        f"{NET}.37:6144",
         "alice",
         "acme",
         ALICE_PASSWORD,
@@ -428,7 +430,7 @@ def test_a_subscribers_own_call_obeys_the_destination_policy(
 ):
     mark = log_mark(node)
     phone = subscriber_call(
-        workdir, "alice", NODE, dialled, 403, "127.0.0.38:6150", "alice", "acme", ALICE_PASSWORD
+        workdir, "alice", NODE, dialled, 403, f"{NET}.38:6150", "alice", "acme", ALICE_PASSWORD
     )
     assert phone.wait() == 0, phone.diagnostics()
     assert phone.replies()[-1] == (
@@ -442,7 +444,7 @@ def test_a_subscribers_own_call_obeys_the_destination_policy(
 
 def test_an_allowed_call_goes_out(node: DivertNode, workdir: Path, carrier: Peer, policy: None):
     phone = subscriber_call(
-        workdir, "alice", NODE, OUTSIDE, 200, "127.0.0.38:6151", "alice", "acme", ALICE_PASSWORD
+        workdir, "alice", NODE, OUTSIDE, 200, f"{NET}.38:6151", "alice", "acme", ALICE_PASSWORD
     )
     finish(carrier, caller=phone, node=node)
     assert [r.ruri_user for r in carrier.received()] == [OUTSIDE]
@@ -458,7 +460,7 @@ def test_a_phones_outbound_proxy_route_is_consumed(node: DivertNode, workdir: Pa
         NODE,
         OUTSIDE,
         200,
-        "127.0.0.38:6160",
+        f"{NET}.38:6160",
         "alice",
         "acme",
         ALICE_PASSWORD,
@@ -472,8 +474,8 @@ def test_a_phones_outbound_proxy_route_is_consumed(node: DivertNode, workdir: Pa
 def test_a_preloaded_route_elsewhere_is_refused_from_all_but_trunks(
     node: DivertNode, workdir: Path, carrier: Peer
 ):
-    elsewhere = "Route: <sip:127.0.0.99:5060;lr>"
-    for route in ((elsewhere,), (f"Route: <sip:{NODE};lr>, <sip:127.0.0.99:5060;lr>",)):
+    elsewhere = f"Route: <sip:{NET}.99:5060;lr>"
+    for route in ((elsewhere,), (f"Route: <sip:{NODE};lr>, <sip:{NET}.99:5060;lr>",)):
         request = raw_request("INVITE", f"sip:{OUTSIDE}@acme", f"{STRANGER}:6161", *route)
         assert exchange(NODE, f"{STRANGER}:6161", request) == [
             "SIP/2.0 403 Preloaded Route Not Allowed"
@@ -488,7 +490,7 @@ def test_a_preloaded_route_elsewhere_is_refused_from_all_but_trunks(
         numbered(1),
         200,
         f"{CALLER}:6162",
-        extra_header=f"Route: <sip:{NODE};lr>, <sip:127.0.0.99:5060;lr>",
+        extra_header=f"Route: <sip:{NODE};lr>, <sip:{NET}.99:5060;lr>",
     )
     finish(carrier, caller=caller, node=node)
     (arrived,) = carrier.received()
@@ -560,7 +562,7 @@ def junk_cases(
     ids=["python-routes", "native-plans"],
 )
 @pytest.mark.parametrize(
-    "source", [f"{CALLER}:6170", "127.0.0.62:6170"], ids=["carrier", "stranger"]
+    "source", [f"{CALLER}:6170", f"{NET}.62:6170"], ids=["carrier", "stranger"]
 )
 def test_junk_gets_a_4xx_and_no_error_line(
     node: DivertNode, carrier: Peer, source: str, called: str, rejecting: str
@@ -589,7 +591,9 @@ def test_junk_gets_a_4xx_and_no_error_line(
 def test_unknown_users_are_challenged_like_known_ones(node: DivertNode, workdir: Path):
     for user in ("alice", "mallory"):  # the first exists, the second does not
         request = raw_request("INVITE", f"sip:{OUTSIDE}@acme", f"{STRANGER}:6180")
-        request = request.replace(b"sip:+441234567890@127.0.0.61", f"sip:{user}@acme".encode())
+        request = request.replace(
+            f"sip:+441234567890@{STRANGER}".encode(), f"sip:{user}@acme".encode()
+        )
         assert exchange(NODE, f"{STRANGER}:6180", request) == [
             "SIP/2.0 407 Proxy Authentication Required"
         ], user
@@ -635,7 +639,7 @@ def alice_calls_out(
         NODE,
         OUTSIDE,
         200,
-        f"127.0.0.38:{port}",
+        f"{NET}.38:{port}",
         "alice",
         "acme",
         ALICE_PASSWORD,
@@ -691,7 +695,7 @@ def test_a_subscriber_without_a_number_may_not_call_out(
     try:
         node.wait_store(lambda reader: reader.subscriber("erin@acme") is not None, "erin", 5)
         phone = subscriber_call(
-            workdir, "erin", NODE, OUTSIDE, 403, "127.0.0.38:6193", "erin", "acme", "erin-secret"
+            workdir, "erin", NODE, OUTSIDE, 403, f"{NET}.38:6193", "erin", "acme", "erin-secret"
         )
         assert phone.wait() == 0, phone.diagnostics()
         assert phone.replies()[-1] == (
@@ -766,7 +770,7 @@ def test_a_phone_behind_nat_calls_out_and_is_reached_within_the_call(
         "nat-out",
         NODE,
         OUTSIDE,
-        "127.0.0.39:6201",
+        f"{NET}.39:6201",
         CARRIER_1,
         active="callee",
         subscriber=("alice", "acme", ALICE_PASSWORD),
@@ -779,14 +783,14 @@ def test_a_phone_behind_nat_calls_out_and_is_reached_within_the_call(
     carrier.stop()
     (arrived,) = [r for r in carrier.received("INVITE") if "tag=" not in r.header("To")[0]]
     (contact,) = arrived.header("Contact")
-    assert "127.0.200.2:6201" in contact and "alias=127.0.0.39~6201~1" in contact
+    assert "127.0.200.2:6201" in contact and f"alias={NET}.39~6201~1" in contact
     for method in ("INVITE", "UPDATE", "INFO"):  # the carrier's, within the call
         assert len(phone.received(method)) == 1, method
     assert len(carrier.received("BYE")) == 1
 
 
 def test_a_fourth_phone_is_refused(node: DivertNode, workdir: Path):
-    devices = [f"127.0.0.{33 + i}:5071" for i in range(4)]
+    devices = [f"{NET}.{33 + i}:5071" for i in range(4)]
     try:
         for index, device in enumerate(devices):
             final = 200 if index < 3 else 503
@@ -802,7 +806,7 @@ def test_a_fourth_phone_is_refused(node: DivertNode, workdir: Path):
                 final=final,
             )
             assert registered.wait() == 0, registered.diagnostics()
-        assert node.kamcmd("ul.dump").count("sip:carol@127.0.0.") == 3
+        assert node.kamcmd("ul.dump").count(f"sip:carol@{NET}.") == 3
     finally:
         for index, device in enumerate(devices[:3]):
             gone = register(

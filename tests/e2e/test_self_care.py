@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import CALLER, CARRIER_1, NODE, PBX_G, DivertNode, mobile, numbered
+from tests.e2e.net import NET
 from tests.e2e.sip import call, callee
 
-API = "127.0.0.1:8188"
+API = f"{NET}.1:8188"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
