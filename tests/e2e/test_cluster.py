@@ -1,9 +1,9 @@
 """Three nodes as one (issue 17): registrations shared by DMQ, any node
 takes any call, a node lost loses nothing but its calls in flight.
 
-Three `divert run` on 127.0.0.101-103:5060, each with `--peer` the other
-two, one PostgreSQL portal.  Alice's phone (127.0.0.104:5070) registers at
-node 1 from behind NAT: its Contact names 127.0.0.105:5070, where nothing
+Three `divert run` on NET.101-103:5060 (tests/e2e/net.py), each with `--peer` the other
+two, one PostgreSQL portal.  Alice's phone (NET.104:5070) registers at
+node 1 from behind NAT: its Contact names NET.105:5070, where nothing
 listens, so a call that does not go through node 1 (its Path, with where
 the phone really is) never reaches it.  Callers send from the carriers'
 address, as a carrier would to any node.

@@ -1,6 +1,6 @@
 """A node that keeps routing through faults, and leaves nothing behind (issue 12).
 
-One `divert run` per test on 127.0.0.7, beside the session's node.  Each
+One `divert run` per test on NET.7 (tests/e2e/net.py), beside the session's node.  Each
 fault is injected while a bounded sipp load (carrier -> node -> carrier,
 an unconditional forward) runs: the calls placed before, during and after
 it are counted, the node must repair itself, log one line about it, and

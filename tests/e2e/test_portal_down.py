@@ -2,7 +2,7 @@
 routes by it at once, and the portal gets it when it is back (issue 5).
 
 This node has a PostgreSQL portal of its own, to take away and give back,
-and listens on 127.0.0.2 beside the session's node.
+and listens on NET.2 (tests/e2e/net.py) beside the session's node.
 """
 
 from __future__ import annotations
