@@ -29,6 +29,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 import core_bench  # noqa: E402
 import sip_bench  # noqa: E402
 
+# A Kamailio that failed a step while running out of its CPU quota in
+# fewer of its periods than this was not stopped by the budget
+BUDGET_SET_LIMIT = 0.1
+
 
 def machine() -> str:
     cpu = "unknown CPU"
@@ -45,6 +49,25 @@ def _us(value: float | None) -> str:
 
 def _x(ratio: float | None) -> str:
     return "-" if ratio is None else f"{ratio:.2f}"
+
+
+def budget_rows(through: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """How often each Kamailio ran out of its CPU quota above its limit: a
+    limit the budget did not set (hardly any throttling) was the machine's."""
+    shares = {name: through.get(f"throttled_at_limit_{name}") for name in sip_bench.LADDER_SYSTEMS}
+    if all(share is None for share in shares.values()):
+        return []
+    shown = ", ".join(
+        f"{name} {'-' if share is None else f'{share:.0%}'}" for name, share in shares.items()
+    )
+    low = [name for name, share in shares.items() if share is not None and share < BUDGET_SET_LIMIT]
+    verdict = (
+        f"; under {BUDGET_SET_LIMIT:.0%}: {', '.join(low)} hardly met the budget "
+        "(its limit was the machine's: that ratio says less)"
+        if low
+        else ""
+    )
+    return [("", f"periods throttled above the limit: {shown}{verdict}", "")]
 
 
 def sip_rows(sip: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -79,6 +102,7 @@ def sip_rows(sip: dict[str, Any]) -> list[tuple[str, str, str]]:
                     ">= 0.75",
                 ),
             ]
+            rows += budget_rows(through)
         for case in sip_bench.CASES:
             cpu = sip[f"cpu_{case}"]
             resent = "/".join(str(n) for n in cpu["retransmissions"].values())

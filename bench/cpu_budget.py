@@ -74,6 +74,17 @@ class CpuBudget:
         else:
             self._limit_v1(self.path, share)
 
+    def throttling(self) -> tuple[int, int]:
+        """(periods the group ran in, periods it ran out of quota in) so
+        far, from cpu.stat (cgroup v1 and v2 alike); (0, 0) if unreadable."""
+        try:
+            fields = dict(
+                line.split() for line in (self.path / "cpu.stat").read_text().splitlines()
+            )
+            return int(fields["nr_periods"]), int(fields["nr_throttled"])
+        except (OSError, KeyError, ValueError):
+            return 0, 0
+
     def add(self, pids: Iterable[int]) -> None:
         for pid in pids:
             (self.path / "cgroup.procs").write_text(str(pid))

@@ -33,7 +33,10 @@ time.  The highest rate reached before a rate fails twice in a row, then
 5% and 10% above it (REFINE_STEPS) until one fails twice: a ladder's
 figure.  LADDERS ladders per case, the repeats from two steps below the
 lowest limit the first found; each figure the median of the ladders', each
-ratio the median of the ladders' own (paired) ratios.
+ratio the median of the ladders' own (paired) ratios.  Under a cgroup, each
+step also counts how often the Kamailio ran out of its CPU quota: often at
+a system's limit when the budget set it, hardly ever when the machine did
+(the sipp peers share its cores).
 Latency: request route execution times from Kamailio's own
 `latency_cfg_log`, turned on at run time for one fixed-rate pass per case.
 CPU per call: the CPU time the Kamailio processes of each system used (the
@@ -373,6 +376,9 @@ class Step:
     retransmissions: int
     seconds: float
     exit_code: int
+    # the share of the periods the Kamailio ran in that ended with its CPU
+    # quota spent (ladder steps under a cgroup only)
+    throttled: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -473,18 +479,22 @@ def ladders(
     injections: dict[str, Path],
     step_seconds: float,
     rates: tuple[int, ...],
+    confined: dict[str, CpuBudget] | None = None,
 ) -> dict[str, Any]:
     """LADDERS ladders of `case`; each figure the median over them.
 
     A ratio is the median of the ladders' own ratios: each ladder measures
     divert and the yardsticks side by side in the same minutes, so the
-    pairs share whatever the machine did meanwhile.
+    pairs share whatever the machine did meanwhile.  `confined`: each
+    system's cgroup when they run under the CPU budget.
     """
-    runs = [ladder(work, case, injections, step_seconds, rates, "")]
+    runs = [ladder(work, case, injections, step_seconds, rates, "", confined)]
     lowest = min(runs[0][f"max_rate_{name}"] for name in LADDER_SYSTEMS) or rates[0]
     again = ladder_rates_from(lowest / LADDER_STEP**2)
     for number in range(1, LADDERS):
-        runs.append(ladder(work, case, injections, step_seconds, again, f"-again{number}"))
+        runs.append(
+            ladder(work, case, injections, step_seconds, again, f"-again{number}", confined)
+        )
 
     def median(key: str) -> Any:
         values = [run[key] for run in runs if run[key] is not None]
@@ -495,6 +505,10 @@ def ladders(
         **{f"{name}_capped": any(run[f"{name}_capped"] for run in runs) for name in LADDER_SYSTEMS},
         "ratio_equivalent": _round(median("ratio_equivalent")),
         "ratio_baseline": _round(median("ratio_baseline")),
+        **{
+            f"throttled_at_limit_{name}": _round(median(f"throttled_at_limit_{name}"))
+            for name in LADDER_SYSTEMS
+        },
         "ladders": runs,
     }
 
@@ -506,17 +520,23 @@ def ladder(
     step_seconds: float,
     rates: tuple[int, ...],
     tag: str,
+    confined: dict[str, CpuBudget] | None = None,
 ) -> dict[str, Any]:
     """Rising rate, divert and the yardsticks in alternation at each rate.
 
     A rate that fails is tried once more before it counts: on a shared
     machine one hiccup (a burst of retransmissions) should not end a ladder.
+    With `confined` (each system's cgroup, under the CPU budget), every
+    step also says how often the Kamailio ran out of its quota: often at
+    a system's limit, the budget set it; hardly ever, something else did
+    (the sipp peers, the machine), and the ratio says less.
     """
     steps: dict[str, list[Step]] = {name: [] for name in LADDER_SYSTEMS}
 
     def passes(name: str, rate: int, kind: str) -> bool:
         """`rate` on `name`, tried once more if it fails."""
         for attempt in range(2):
+            before = confined[name].throttling() if confined else (0, 0)
             step = sipp_calls(
                 work,
                 NODES[name],
@@ -525,10 +545,16 @@ def ladder(
                 int(rate * step_seconds),
                 f"{case}-{name}-{rate}{kind}{tag}-{attempt}",
             )
+            if confined:
+                after = confined[name].throttling()
+                periods = after[0] - before[0]
+                if periods > 0:
+                    step.throttled = round((after[1] - before[1]) / periods, 3)
             steps[name].append(step)
+            budget = "" if step.throttled is None else f"  throttled {step.throttled:.0%}"
             print(
                 f"  {case:13} {name:10} {rate:5}/s  ok {step.successful}/{step.calls}  "
-                f"retrans {step.retransmissions}  {step.seconds:.1f} s  "
+                f"retrans {step.retransmissions}  {step.seconds:.1f} s{budget}  "
                 f"{'pass' if step.passed else 'FAIL'}{(kind + tag).replace('-', ' ')}",
                 flush=True,
             )
@@ -565,10 +591,21 @@ def ladder(
     return {
         **{f"max_rate_{name}": best[name] for name in LADDER_SYSTEMS},
         **{f"{name}_capped": name not in done for name in LADDER_SYSTEMS},
+        **{
+            f"throttled_at_limit_{name}": _throttled_at_limit(steps[name])
+            for name in LADDER_SYSTEMS
+        },
         "ratio_equivalent": _ratio(best["divert"], best["equivalent"]),
         "ratio_baseline": _ratio(best["divert"], best["baseline"]),
         "steps": {name: [vars(s) for s in runs] for name, runs in steps.items()},
     }
+
+
+def _throttled_at_limit(steps: list[Step]) -> float | None:
+    """The median throttled share of the steps above a system's limit
+    (the failed ones); None without a failure or a budget."""
+    shares = [step.throttled for step in steps if not step.passed and step.throttled is not None]
+    return round(statistics.median(shares), 3) if shares else None
 
 
 def latency(
@@ -1210,9 +1247,11 @@ def run(
                     rates = UNCONFINED_LADDER
                 else:
                     rates = ladder_rates(results[f"cpu_{case}"]["divert_us"])
+                # the budgets were made in CPU_SYSTEMS' order
+                confined = dict(zip(CPU_SYSTEMS, running.budgets, strict=False)) or None
                 with running.confined():
                     results[f"throughput_{case}"] = ladders(
-                        work, case, injections, step_seconds, rates
+                        work, case, injections, step_seconds, rates, confined
                     )
         if "cold" in parts:
             results["cold_warm"] = cold_warm(running, step_seconds)
