@@ -130,7 +130,17 @@ def _horizon(connection: Connection) -> int:
     """The oldest transaction id that may still write this portal's journal:
     the snapshot's oldest open transaction that is not another database's
     (snapshots hold 64-bit ids, pg_stat_activity 32-bit ones), or the
-    snapshot's xmax when none is open."""
+    snapshot's xmax when none is open.
+
+    PostgreSQL keeps what pg_stat_activity showed until the transaction
+    ends: it is cleared first, so that it is read after the statement's
+    snapshot.  A backend's database and its transaction id are read from
+    its slot at slightly different moments; read after the snapshot, a
+    slot taken over meanwhile can only pair another backend's database
+    with an id the snapshot does not hold as open, never relabel one it
+    does.  (A hot standby's snapshot lists no open transactions: the
+    portal must be the primary, which the node writes to anyway.)"""
+    connection.execute(text("SELECT pg_stat_clear_snapshot()"))
     return int(connection.scalar(_HORIZON))
 
 

@@ -384,12 +384,16 @@ def test_a_change_behind_an_open_portal_transaction_waits_for_it_and_both_arrive
 ):
     """An open transaction of the portal itself may still write journal rows
     with an older id: a change committed after it waits, and nothing is
-    skipped once it commits."""
+    skipped once it commits, with an older one of another database open
+    all along."""
     node = Node(pg_url, tmp_path / "state")
     seed(node)
     node.sync()
+    elsewhere = create_engine(PG_ADMIN_URL).connect()
     portal = create_engine(pg_url).connect()
     try:
+        elsewhere.begin()
+        elsewhere.execute(text("SELECT txid_current()"))  # older than the portal's
         portal.begin()
         portal.execute(
             text(
@@ -408,6 +412,8 @@ def test_a_change_behind_an_open_portal_transaction_waits_for_it_and_both_arrive
         assert ("no-answer", "+393359998877") in node.destinations(ALICE)
     finally:
         portal.close()
+        elsewhere.rollback()
+        elsewhere.close()
         node.close()
 
 
