@@ -239,7 +239,9 @@ class DivertNode:
         self.state = workdir / "state"
         self.log = workdir / "divert-run.log"
         self.process: subprocess.Popen[bytes] | None = None
-        self.metrics = f"{listen.split(':')[0]}:9161"  # each node on its own address
+        # each node on its own address; not the default port, 9161: the demo
+        # test's node (make run's command) takes 127.0.0.1:9161 beside gw0's
+        self.metrics = f"{listen.split(':')[0]}:9162"
         self.options: tuple[str, ...] = ()  # more `divert run` options
 
     def scrape(self) -> str:

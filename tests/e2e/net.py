@@ -7,7 +7,9 @@ entry or a pike counter: worker gw0 (and a run without workers) uses
 127.0.0.x, worker gwN uses 127.0.(40 + N).x.  127.0.1-3.x belong to the
 benchmarks and the cluster demo, 127.0.200.x to addresses where nothing
 listens.  DIVERT_TEST_NET moves gw0's range elsewhere (three octets, e.g.
-127.0.50), for a second suite on the same machine.
+127.0.50; gwN's follow it), to run end-to-end tests beside other SIP
+traffic on the machine.  Not a second whole suite: the demo test keeps
+`make run`'s fixed addresses (127.0.0.1:5060 and :9161, 127.0.0.2:5060).
 """
 
 from __future__ import annotations

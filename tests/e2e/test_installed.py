@@ -88,6 +88,7 @@ def installed_node(installed: Path, tmp_path: Path) -> Iterator[Running]:
     log = open(tmp_path / "run.log", "w")  # noqa: SIM115 -- closed below
     environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     options = ["--state-dir", str(tmp_path / "state"), "--carrier", CARRIER_1]
+    options += ["--metrics", f"{LISTEN.split(':')[0]}:9161"]  # not 127.0.0.1's default
     node = subprocess.Popen(
         [
             str(installed / "bin" / "divert"),
