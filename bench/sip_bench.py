@@ -592,7 +592,7 @@ def ladder(
         **{f"max_rate_{name}": best[name] for name in LADDER_SYSTEMS},
         **{f"{name}_capped": name not in done for name in LADDER_SYSTEMS},
         **{
-            f"throttled_at_limit_{name}": _throttled_at_limit(steps[name])
+            f"throttled_at_limit_{name}": _throttled_at_limit(steps[name], best[name])
             for name in LADDER_SYSTEMS
         },
         "ratio_equivalent": _ratio(best["divert"], best["equivalent"]),
@@ -601,10 +601,15 @@ def ladder(
     }
 
 
-def _throttled_at_limit(steps: list[Step]) -> float | None:
-    """The median throttled share of the steps above a system's limit
-    (the failed ones); None without a failure or a budget."""
-    shares = [step.throttled for step in steps if not step.passed and step.throttled is not None]
+def _throttled_at_limit(steps: list[Step], limit: int) -> float | None:
+    """The median throttled share of the steps that failed above a
+    system's `limit` (not a first try that failed below it and passed
+    again); None without such a step or a budget."""
+    shares = [
+        step.throttled
+        for step in steps
+        if not step.passed and step.rate > limit and step.throttled is not None
+    ]
     return round(statistics.median(shares), 3) if shares else None
 
 
