@@ -932,7 +932,7 @@ class Systems:
     injections: dict[str, Path]
     processes: dict[str, Process]
     sockets: dict[str, Path]
-    budgets: list[CpuBudget]  # one cgroup per Kamailio; none: unconfined
+    budgets: dict[str, CpuBudget]  # a cgroup per system's Kamailio; none: unconfined
     cpu_note: str  # how the Kamailios' CPU is limited, or why it is not
     portals: dict[str, str] = field(default_factory=dict)  # the scale pass's
     seeded_s: dict[str, float] = field(default_factory=dict)
@@ -940,12 +940,12 @@ class Systems:
     @contextmanager
     def confined(self) -> Iterator[None]:
         """Each Kamailio limited to CPU_SHARE of one core, for the ladder."""
-        for budget in self.budgets:
+        for budget in self.budgets.values():
             budget.limit(CPU_SHARE)
         try:
             yield
         finally:
-            for budget in self.budgets:
+            for budget in self.budgets.values():
                 budget.limit(None)
 
     @property
@@ -998,7 +998,7 @@ def systems(step_seconds: float, parts: tuple[str, ...]) -> Iterator[Systems]:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed: run 'make deps' first")
     processes: dict[str, Process] = {}
-    budgets: list[CpuBudget] = []
+    budgets: dict[str, CpuBudget] = {}
     with tempfile.TemporaryDirectory(prefix="divert-sip-bench-") as scratch:
         work = Path(scratch)
         try:
@@ -1124,14 +1124,14 @@ def systems(step_seconds: float, parts: tuple[str, ...]) -> Iterator[Systems]:
                 )
             try:
                 for name in (*CPU_SYSTEMS, *(["bare"] if "bare" in processes else [])):
-                    budgets.append(CpuBudget.create(f"divert-bench-{name}", None))
-                    budgets[-1].add(kamailio_pids(processes[name].popen.pid))
+                    budgets[name] = CpuBudget.create(f"divert-bench-{name}", None)
+                    budgets[name].add(kamailio_pids(processes[name].popen.pid))
                 cpu_note = (
                     f"each Kamailio limited to {CPU_SHARE:.0%} of one core in the ladder "
-                    f"({budgets[0].path})"
+                    f"({budgets['divert'].path})"
                 )
             except (BudgetUnavailable, OSError) as error:
-                for budget in budgets:
+                for budget in budgets.values():
                     budget.remove()
                 budgets.clear()
                 cpu_note = f"unconfined (no CPU budget: {error})"
@@ -1141,7 +1141,7 @@ def systems(step_seconds: float, parts: tuple[str, ...]) -> Iterator[Systems]:
         finally:
             for process in reversed(list(processes.values())):
                 process.stop()
-            for budget in budgets:
+            for budget in budgets.values():
                 budget.remove()
 
 
@@ -1252,8 +1252,7 @@ def run(
                     rates = UNCONFINED_LADDER
                 else:
                     rates = ladder_rates(results[f"cpu_{case}"]["divert_us"])
-                # the budgets were made in CPU_SYSTEMS' order
-                confined = dict(zip(CPU_SYSTEMS, running.budgets, strict=False)) or None
+                confined = running.budgets or None
                 with running.confined():
                     results[f"throughput_{case}"] = ladders(
                         work, case, injections, step_seconds, rates, confined
