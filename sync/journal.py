@@ -20,6 +20,10 @@ hold every change back until it ended.  A transaction is known to be of
 another database only while it is running (pg_stat_activity,
 pg_prepared_xacts, readable by any role); one that ended meanwhile counts
 as the portal's, so the rule errs towards waiting, never towards skipping.
+A role that may not read pg_stat_activity (SELECT revoked from PUBLIC) gets
+the snapshot's xmin instead: nothing is skipped, and an open transaction
+anywhere in the cluster holds the portal's changes back until it ends (one
+warning says so).
 
 Applying is idempotent (keys are recompiled from the portal as it is), so
 seeing a row twice, as the first batch after a full sync may, is harmless.
@@ -28,14 +32,22 @@ seeing a row twice, as the first batch after a full sync may, is harmless.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, select, text
+from sqlalchemy.exc import ProgrammingError
 
 from divert.schema.tables import change_journal
+
+log = logging.getLogger("divert.sync")
+
+# SQLSTATE insufficient_privilege: pg_stat_activity or pg_stat_clear_snapshot
+# revoked from the portal's role
+_NOT_ALLOWED = "42501"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +136,8 @@ _HORIZON = text(
         (SELECT pg_snapshot_xmax(s)::text::bigint FROM snap))
     """
 )
+_XMIN = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+_warned_xmin = False
 
 
 def _horizon(connection: Connection) -> int:
@@ -139,9 +153,33 @@ def _horizon(connection: Connection) -> int:
     slot taken over meanwhile can only pair another backend's database
     with an id the snapshot does not hold as open, never relabel one it
     does.  (A hot standby's snapshot lists no open transactions: the
-    portal must be the primary, which the node writes to anyway.)"""
-    connection.execute(text("SELECT pg_stat_clear_snapshot()"))
-    return int(connection.scalar(_HORIZON))
+    portal must be the primary, which the node writes to anyway.)
+
+    Without the right to read them (42501), in a savepoint so that the
+    transaction goes on: the snapshot's xmin, which waits for every open
+    transaction of the cluster (see the module's docstring)."""
+    try:
+        with connection.begin_nested():
+            connection.execute(text("SELECT pg_stat_clear_snapshot()"))
+            return int(connection.scalar(_HORIZON))
+    except ProgrammingError as error:
+        if getattr(error.orig, "sqlstate", None) != _NOT_ALLOWED:
+            raise
+        _warn_xmin(error)
+    return int(connection.scalar(_XMIN))
+
+
+def _warn_xmin(error: ProgrammingError) -> None:
+    global _warned_xmin
+    if not _warned_xmin:
+        _warned_xmin = True
+        first = str(error.orig).splitlines()[0] if str(error.orig) else "permission denied"
+        log.warning(
+            "the portal's role may not read pg_stat_activity (%s): an open transaction in "
+            "any database of the PostgreSQL cluster now holds portal changes back until it "
+            "ends; GRANT SELECT ON pg_stat_activity TO the role to lift this",
+            first,
+        )
 
 
 def _change(row: Any) -> Change:

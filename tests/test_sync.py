@@ -21,6 +21,7 @@ from divert.kemi.core.model import EndpointKind
 from divert.kemi.store.format import META_POSITION
 from divert.kemi.store.reader import StoreReader
 from divert.loops import find_loop
+from divert.sync import journal
 from divert.sync.status import as_text, read_status
 from tests.conftest import PG_ADMIN_URL
 from tests.sync_helpers import Node, insert_forward, seed
@@ -415,6 +416,80 @@ def test_a_change_behind_an_open_portal_transaction_waits_for_it_and_both_arrive
         elsewhere.rollback()
         elsewhere.close()
         node.close()
+
+
+def _as_superuser(database: str, sql: str) -> None:
+    """Run `sql` in `database` as a PostgreSQL superuser: the test server's
+    postgres role over TCP (trust auth, as on the development machines), or
+    through its local socket as the postgres user (root, as make test runs
+    on a fresh machine).  Skips the test when neither works."""
+    url = make_url(PG_ADMIN_URL)
+    host, port = url.host or "127.0.0.1", str(url.port or 5432)
+    attempts = [["psql", "-h", host, "-p", port, "-U", "postgres", "-w"]]
+    if os.geteuid() == 0 and host in ("127.0.0.1", "localhost"):
+        attempts.append(["runuser", "-u", "postgres", "--", "psql", "-p", port])
+    errors = []
+    for command in attempts:
+        done = subprocess.run(
+            [*command, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-c", sql],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if done.returncode == 0:
+            return
+        errors.append(done.stderr.strip().splitlines()[-1:] or [""])
+    pytest.skip(f"no PostgreSQL superuser reachable to revoke a right: {errors}")
+
+
+@pytest.mark.postgres
+def test_a_role_denied_pg_stat_activity_still_syncs_and_skips_nothing(
+    pg_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    """Where the portal's role may not read pg_stat_activity (revoked from
+    PUBLIC, in the portal's database only), the worker falls back to the
+    snapshot's xmin: changes still arrive, one warning says why they may
+    wait, and an open portal transaction still holds a later change back
+    until both arrive."""
+    _as_superuser(
+        make_url(pg_url).database or "",
+        "REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC",
+    )
+    probe = create_engine(pg_url)
+    with probe.connect() as connection, pytest.raises(Exception, match="permission denied"):
+        connection.execute(text("SELECT count(*) FROM pg_stat_activity"))
+    probe.dispose()
+    monkeypatch.setattr(journal, "_warned_xmin", False)  # warned once per process
+    caplog.set_level(logging.WARNING, logger="divert.sync")
+    node = Node(pg_url, tmp_path / "state")
+    seed(node)
+    node.sync()
+    portal = create_engine(pg_url).connect()
+    try:
+        node.divert("forward", "add", A, "--when", "busy", "--to", MOBILE)
+        node.sync()
+        assert ("busy", MOBILE) in node.destinations(A)
+        portal.begin()
+        portal.execute(
+            text(
+                "INSERT INTO forwards (tenant_id, number_id, condition, callers, dest_kind, "
+                "dest_value, position, enabled) SELECT tenant_id, id, 'no-answer', 'any', "
+                "'number', :to, 0, true FROM numbers WHERE e164 = :owner"
+            ),
+            {"to": "+393359998877", "owner": ALICE},
+        )
+        node.divert("forward", "add", BOB, "--when", "busy", "--to", MOBILE)
+        node.sync()
+        assert ("busy", MOBILE) not in node.destinations(BOB)  # behind the open one
+        portal.commit()
+        node.sync()
+        assert ("busy", MOBILE) in node.destinations(BOB)
+        assert ("no-answer", "+393359998877") in node.destinations(ALICE)
+    finally:
+        portal.close()
+        node.close()
+    warnings = [r.getMessage() for r in caplog.records if "pg_stat_activity" in r.getMessage()]
+    assert len(warnings) == 1, warnings
 
 
 def _terminate_backends(url: str) -> int:
