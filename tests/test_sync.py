@@ -418,6 +418,12 @@ def test_a_change_behind_an_open_portal_transaction_waits_for_it_and_both_arrive
         node.close()
 
 
+def synced(node: Node, key: str, destination: tuple[str, str]) -> bool:
+    """One sync, then: has `destination` reached `key`?"""
+    node.sync()
+    return destination in node.destinations(key)
+
+
 def _as_superuser(database: str, sql: str) -> None:
     """Run `sql` in `database` as a PostgreSQL superuser: the test server's
     postgres role over TCP (trust auth, as on the development machines), or
@@ -450,7 +456,8 @@ def test_a_role_denied_pg_stat_activity_still_syncs_and_skips_nothing(
     PUBLIC, in the portal's database only), the worker falls back to the
     snapshot's xmin: changes still arrive, one warning says why they may
     wait, and an open portal transaction still holds a later change back
-    until both arrive."""
+    until both arrive.  (Every open transaction of the cluster now holds
+    changes back, other test workers' too: arrivals are waited for.)"""
     _as_superuser(
         make_url(pg_url).database or "",
         "REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC",
@@ -467,8 +474,7 @@ def test_a_role_denied_pg_stat_activity_still_syncs_and_skips_nothing(
     portal = create_engine(pg_url).connect()
     try:
         node.divert("forward", "add", A, "--when", "busy", "--to", MOBILE)
-        node.sync()
-        assert ("busy", MOBILE) in node.destinations(A)
+        wait_for(lambda: synced(node, A, ("busy", MOBILE)), timeout=60)
         portal.begin()
         portal.execute(
             text(
@@ -482,8 +488,7 @@ def test_a_role_denied_pg_stat_activity_still_syncs_and_skips_nothing(
         node.sync()
         assert ("busy", MOBILE) not in node.destinations(BOB)  # behind the open one
         portal.commit()
-        node.sync()
-        assert ("busy", MOBILE) in node.destinations(BOB)
+        wait_for(lambda: synced(node, BOB, ("busy", MOBILE)), timeout=60)
         assert ("no-answer", "+393359998877") in node.destinations(ALICE)
     finally:
         portal.close()
