@@ -22,8 +22,8 @@ pg_prepared_xacts, readable by any role); one that ended meanwhile counts
 as the portal's, so the rule errs towards waiting, never towards skipping.
 A role that may not read pg_stat_activity (SELECT revoked from PUBLIC) gets
 the snapshot's xmin instead: nothing is skipped, and an open transaction
-anywhere in the cluster holds the portal's changes back until it ends (one
-warning says so).
+that has written, anywhere in the cluster, holds the portal's changes back
+until it ends (one warning says so).
 
 Applying is idempotent (keys are recompiled from the portal as it is), so
 seeing a row twice, as the first batch after a full sync may, is harmless.
@@ -39,15 +39,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, select, text
-from sqlalchemy.exc import ProgrammingError
 
 from divert.schema.tables import change_journal
 
 log = logging.getLogger("divert.sync")
-
-# SQLSTATE insufficient_privilege: pg_stat_activity or pg_stat_clear_snapshot
-# revoked from the portal's role
-_NOT_ALLOWED = "42501"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +117,11 @@ _HORIZON = text(
     """
     WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s),
     elsewhere AS (
-        SELECT backend_xid::text::bigint AS xid FROM pg_stat_activity
+        SELECT backend_xid::text::bigint AS xid FROM pg_catalog.pg_stat_activity
         WHERE backend_xid IS NOT NULL AND datid IS NOT NULL
-          AND datid <> (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND datid <> (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
         UNION ALL
-        SELECT transaction::text::bigint FROM pg_prepared_xacts
+        SELECT transaction::text::bigint FROM pg_catalog.pg_prepared_xacts
         WHERE database <> current_database()
     )
     SELECT coalesce(
@@ -136,8 +131,24 @@ _HORIZON = text(
         (SELECT pg_snapshot_xmax(s)::text::bigint FROM snap))
     """
 )
+# the rights _HORIZON needs (all PUBLIC's unless an administrator revoked
+# them), each missing one named as its GRANT would name it
+_MISSING = text(
+    """
+    SELECT array_remove(ARRAY[
+        CASE WHEN NOT has_table_privilege('pg_catalog.pg_stat_activity', 'SELECT')
+             THEN 'SELECT ON pg_stat_activity' END,
+        CASE WHEN NOT has_table_privilege('pg_catalog.pg_prepared_xacts', 'SELECT')
+             THEN 'SELECT ON pg_prepared_xacts' END,
+        CASE WHEN NOT has_table_privilege('pg_catalog.pg_database', 'SELECT')
+             THEN 'SELECT ON pg_database' END,
+        CASE WHEN NOT has_function_privilege('pg_catalog.pg_stat_clear_snapshot()', 'EXECUTE')
+             THEN 'EXECUTE ON FUNCTION pg_stat_clear_snapshot()' END
+    ], NULL)
+    """
+)
 _XMIN = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-_warned_xmin = False
+_missing_said: tuple[str, ...] = ()
 
 
 def _horizon(connection: Connection) -> int:
@@ -155,31 +166,38 @@ def _horizon(connection: Connection) -> int:
     does.  (A hot standby's snapshot lists no open transactions: the
     portal must be the primary, which the node writes to anyway.)
 
-    Without the right to read them (42501), in a savepoint so that the
-    transaction goes on: the snapshot's xmin, which waits for every open
-    transaction of the cluster (see the module's docstring)."""
-    try:
-        with connection.begin_nested():
-            connection.execute(text("SELECT pg_stat_clear_snapshot()"))
-            return int(connection.scalar(_HORIZON))
-    except ProgrammingError as error:
-        if getattr(error.orig, "sqlstate", None) != _NOT_ALLOWED:
-            raise
-        _warn_xmin(error)
-    return int(connection.scalar(_XMIN))
+    A role without the rights those reads need gets the snapshot's xmin:
+    every transaction of the cluster that was open and had written holds
+    changes back (the module's docstring).  The rights are asked first, with
+    functions that cannot fail: a query refused would leave an error in
+    the server's log at every poll."""
+    missing = connection.scalar(_MISSING)
+    _say_rights(tuple(missing or ()))
+    if missing:
+        return int(connection.scalar(_XMIN))
+    connection.execute(text("SELECT pg_catalog.pg_stat_clear_snapshot()"))
+    return int(connection.scalar(_HORIZON))
 
 
-def _warn_xmin(error: ProgrammingError) -> None:
-    global _warned_xmin
-    if not _warned_xmin:
-        _warned_xmin = True
-        first = str(error.orig).splitlines()[0] if str(error.orig) else "permission denied"
+def _say_rights(missing: tuple[str, ...]) -> None:
+    """One line when the rights the horizon needs go missing, one when they
+    are back (per process)."""
+    global _missing_said
+    if missing == _missing_said:
+        return
+    if missing:
         log.warning(
-            "the portal's role may not read pg_stat_activity (%s): an open transaction in "
-            "any database of the PostgreSQL cluster now holds portal changes back until it "
-            "ends; GRANT SELECT ON pg_stat_activity TO the role to lift this",
-            first,
+            "the portal's role lacks %s: an open transaction that has written, in any "
+            "database of the PostgreSQL cluster, now holds portal changes back until it "
+            "ends; GRANT it to the role in the portal database to lift this",
+            ", ".join(missing),
         )
+    elif _missing_said:
+        log.info(
+            "the portal's role may read pg_stat_activity again: other databases' "
+            "transactions no longer hold portal changes back"
+        )
+    _missing_said = missing
 
 
 def _change(row: Any) -> Change:
