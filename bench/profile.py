@@ -169,6 +169,16 @@ def main() -> int:
                 400,
                 f"profile-warm-{system}",
             )
+            # as make bench warms them: the shared memory of a high rate
+            sip_bench.sipp_calls(
+                running.work,
+                sip_bench.NODES[system],
+                running.injections[args.case],
+                sip_bench.WARM_RATE,
+                sip_bench.WARM_RATE * sip_bench.WARM_SECONDS,
+                f"profile-warm-high-{system}",
+            )
+        time.sleep(sip_bench.TM_WAIT_SECONDS + 1)
         for system in ("divert", "equivalent"):
             pids = sip_bench.kamailio_pids(running.processes[system].popen.pid)
             load = loaded(running, system, args.case, args.seconds)

@@ -37,14 +37,14 @@ ratio the median of the ladders' own (paired) ratios.  Under a cgroup, each
 step also counts how often the Kamailio ran out of its CPU quota: often at
 a system's limit when the budget set it, hardly ever when the machine did
 (the sipp peers share its cores).
-Warm-up: before anything is measured, every system takes each case's calls
-at WARM_RATE for WARM_SECONDS, unconfined.  A Kamailio's shared memory is
-touched page by page the first time its allocator hands it out, and the
-kernel zeroes each page then: a node still growing into the transactions
-of a new rate paid that (about 180,000 page faults at 3,000 calls/s) where
-a running node long has.  The live transactions of a rate are those of
-tm's wait time (5 s), so WARM_SECONDS exceeds it, and WARM_RATE every
-ladder's limit so far.
+Warm-up: before anything is measured, every system takes the calls of each
+case measured at WARM_RATE for WARM_SECONDS, unconfined, then all rest for
+tm's wait time.  A Kamailio's shared memory is touched page by page the
+first time its allocator hands it out, and the kernel zeroes each page
+then: a node still growing into the transactions of a new rate paid that
+(about 180,000 page faults in the warm-up) where a running node long has.
+The live transactions of a rate are those of tm's wait time (5 s), so
+WARM_SECONDS exceeds it, and WARM_RATE every ladder's limit so far.
 Latency: request route execution times from Kamailio's own
 `latency_cfg_log`, turned on at run time for one fixed-rate pass per case.
 CPU per call: the CPU time the Kamailio processes of each system used (the
@@ -166,6 +166,7 @@ CPU_RATE = 400
 # longer than tm's wait time; --quick: none
 WARM_RATE = 3000
 WARM_SECONDS = 7
+TM_WAIT_SECONDS = 5  # tm's wait_timer: how long a transaction outlives its call
 # rounds of each CPU-per-call pass, the median taken: one 4 s round differs
 # from the next by up to 30% on a shared machine
 CPU_ROUNDS = 5
@@ -1262,7 +1263,17 @@ def run(
                     )
                     results["warm_up"][f"{case}-{name}"] = vars(step)
             if WARM_SECONDS:
-                print(f"  {case}: warmed at {WARM_RATE}/s for {WARM_SECONDS} s", flush=True)
+                answered = ", ".join(
+                    f"{name} {results['warm_up'][f'{case}-{name}']['successful']}"
+                    for name in warmed
+                )
+                print(
+                    f"  {case}: warmed at {WARM_RATE}/s for {WARM_SECONDS} s, calls answered "
+                    f"of {WARM_RATE * WARM_SECONDS}: {answered}",
+                    flush=True,
+                )
+        if WARM_SECONDS:
+            time.sleep(TM_WAIT_SECONDS + 1)  # the warm-up's transactions freed
         if "main" in parts:
             for case in CASES:
                 print(f"  {case}: latency, CPU per call", flush=True)
