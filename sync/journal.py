@@ -194,8 +194,8 @@ def _say_rights(missing: tuple[str, ...]) -> None:
         )
     elif _missing_said:
         log.info(
-            "the portal's role may read pg_stat_activity again: other databases' "
-            "transactions no longer hold portal changes back"
+            "the portal's role has the rights it lacked again (pg_stat_activity and the "
+            "like): other databases' transactions no longer hold portal changes back"
         )
     _missing_said = missing
 

@@ -466,13 +466,16 @@ def test_a_role_denied_pg_stat_activity_still_syncs_and_skips_nothing(
     changes back, other test workers' too: arrivals are waited for.)"""
     database = make_url(pg_url).database or ""
     probe = create_engine(pg_url)
-    with probe.connect() as connection:
-        if connection.scalar(text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")):
-            pytest.skip("the test role is a superuser: no right can be taken from it")
-    _as_superuser(database, "REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC")
-    with probe.connect() as connection, pytest.raises(Exception, match="permission denied"):
-        connection.execute(text("SELECT count(*) FROM pg_stat_activity"))
-    probe.dispose()
+    try:
+        with probe.connect() as connection:
+            role = "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+            if connection.scalar(text(role)):
+                pytest.skip("the test role is a superuser: no right can be taken from it")
+        _as_superuser(database, "REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC")
+        with probe.connect() as connection, pytest.raises(Exception, match="permission denied"):
+            connection.execute(text("SELECT count(*) FROM pg_stat_activity"))
+    finally:
+        probe.dispose()
     monkeypatch.setattr(journal, "_missing_said", ())  # said once per process
     caplog.set_level(logging.INFO, logger="divert.sync")
     node = Node(pg_url, tmp_path / "state")
