@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import make_url
 
 from divert.kemi.core.model import EndpointKind
@@ -28,6 +28,7 @@ from tests.sync_helpers import Node, insert_forward, seed
 
 A, ALICE, BOB = "+390212345678", "+390287654321", "+390211112222"
 MOBILE = "+393351112233"
+VOICEMAIL = "+393359998877"
 
 
 @pytest.fixture
@@ -379,6 +380,19 @@ def test_an_open_transaction_of_another_database_holds_no_change_back(pg_url: st
         node.close()
 
 
+def write_no_answer_forward(portal: Connection, owner: str, to: str) -> None:
+    """A no-answer forward written straight into the portal, in whatever
+    transaction `portal` has open (a portal transaction left open)."""
+    portal.execute(
+        text(
+            "INSERT INTO forwards (tenant_id, number_id, condition, callers, dest_kind, "
+            "dest_value, position, enabled) SELECT tenant_id, id, 'no-answer', 'any', "
+            "'number', :to, 0, true FROM numbers WHERE e164 = :owner"
+        ),
+        {"to": to, "owner": owner},
+    )
+
+
 @pytest.mark.postgres
 def test_a_change_behind_an_open_portal_transaction_waits_for_it_and_both_arrive(
     pg_url: str, tmp_path: Path
@@ -396,21 +410,14 @@ def test_a_change_behind_an_open_portal_transaction_waits_for_it_and_both_arrive
         elsewhere.begin()
         elsewhere.execute(text("SELECT txid_current()"))  # older than the portal's
         portal.begin()
-        portal.execute(
-            text(
-                "INSERT INTO forwards (tenant_id, number_id, condition, callers, dest_kind, "
-                "dest_value, position, enabled) SELECT tenant_id, id, 'no-answer', 'any', "
-                "'number', :to, 0, true FROM numbers WHERE e164 = :owner"
-            ),
-            {"to": "+393359998877", "owner": ALICE},
-        )
+        write_no_answer_forward(portal, ALICE, VOICEMAIL)
         node.divert("forward", "add", A, "--when", "busy", "--to", MOBILE)
         node.sync()
         assert ("busy", MOBILE) not in node.destinations(A)  # behind the open one
         portal.commit()
         node.sync()
         assert ("busy", MOBILE) in node.destinations(A)
-        assert ("no-answer", "+393359998877") in node.destinations(ALICE)
+        assert ("no-answer", VOICEMAIL) in node.destinations(ALICE)
     finally:
         portal.close()
         elsewhere.rollback()
@@ -486,20 +493,13 @@ def test_a_role_denied_pg_stat_activity_still_syncs_and_skips_nothing(
         node.divert("forward", "add", A, "--when", "busy", "--to", MOBILE)
         wait_for(lambda: synced(node, A, ("busy", MOBILE)), timeout=60)
         portal.begin()
-        portal.execute(
-            text(
-                "INSERT INTO forwards (tenant_id, number_id, condition, callers, dest_kind, "
-                "dest_value, position, enabled) SELECT tenant_id, id, 'no-answer', 'any', "
-                "'number', :to, 0, true FROM numbers WHERE e164 = :owner"
-            ),
-            {"to": "+393359998877", "owner": ALICE},
-        )
+        write_no_answer_forward(portal, ALICE, VOICEMAIL)
         node.divert("forward", "add", BOB, "--when", "busy", "--to", MOBILE)
         node.sync()
         assert ("busy", MOBILE) not in node.destinations(BOB)  # behind the open one
         portal.commit()
         wait_for(lambda: synced(node, BOB, ("busy", MOBILE)), timeout=60)
-        assert ("no-answer", "+393359998877") in node.destinations(ALICE)
+        assert ("no-answer", VOICEMAIL) in node.destinations(ALICE)
         said = [r for r in caplog.records if "pg_stat_activity" in r.getMessage()]
         assert [r.levelno for r in said] == [logging.WARNING], said
         assert "lacks SELECT ON pg_stat_activity:" in said[0].getMessage()
